@@ -1,0 +1,89 @@
+"""Loading a bundle on the board: hashes and target are checked before anything runs."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+
+MANIFEST = "manifest.json"
+LIBRARY = "model.so"
+BUNDLE_SCHEMA = "edgeopt.bundle/1"
+
+
+class AgentFailure(Exception):
+    """A failure the agent reports in its JSON (kind + message), exit code 1."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_manifest(bundle_dir: str) -> dict:
+    path = os.path.join(bundle_dir, MANIFEST)
+    try:
+        with open(path) as f:
+            manifest = json.load(f)
+    except FileNotFoundError:
+        raise AgentFailure("bundle_missing", f"no {MANIFEST} in {bundle_dir}") from None
+    except ValueError as exc:
+        raise AgentFailure("bundle_damaged", f"{path} is not valid JSON: {exc}") from None
+    if manifest.get("schema") != BUNDLE_SCHEMA:
+        raise AgentFailure("bundle_schema", f"bundle schema {manifest.get('schema')!r}, agent reads {BUNDLE_SCHEMA!r}")
+    return manifest
+
+
+def verify(bundle_dir: str, manifest: dict) -> dict:
+    """sha256 of every file as it is on this board; mismatch or wrong CPU is a failure."""
+    actual = {}
+    for name, meta in sorted(manifest.get("files", {}).items()):
+        path = os.path.join(bundle_dir, name)
+        if not os.path.isfile(path):
+            raise AgentFailure("bundle_missing", f"bundle file {name} is missing on the board")
+        actual[name] = sha256_file(path)
+        if actual[name] != meta["sha256"]:
+            raise AgentFailure("bundle_damaged", f"bundle file {name} does not match its sha256 (damaged upload?)")
+    arch = manifest.get("target", {}).get("arch")
+    if arch and arch != platform.machine():
+        raise AgentFailure(
+            "target_mismatch",
+            f"bundle was built for {arch} (target {manifest['target'].get('name')!r}) but this board is {platform.machine()}",
+        )
+    return actual
+
+
+class LoadedBundle:
+    def __init__(self, bundle_dir: str) -> None:
+        self.dir = bundle_dir
+        self.manifest = read_manifest(bundle_dir)
+        self.sha256 = verify(bundle_dir, self.manifest)
+        self.input = self.manifest["inputs"][0]
+        import tvm
+        from tvm import runtime
+        from tvm.runtime import vm as tvm_vm
+
+        t0 = time.perf_counter()
+        lib = runtime.load_module(os.path.join(bundle_dir, LIBRARY))
+        self.dev = tvm.cpu()
+        self.vm = tvm_vm.VirtualMachine(lib, self.dev)
+        self.fn = self.vm["main"]
+        self.load_ms = (time.perf_counter() - t0) * 1e3
+        self._tensor = runtime.tensor
+
+    def to_device(self, x):
+        return self._tensor(x, self.dev)
+
+    def run(self, x):
+        """One inference on a numpy batch-1 input; returns the first output as numpy."""
+        out = self.fn(self._tensor(x, self.dev))
+        return (out if hasattr(out, "numpy") else out[0]).numpy()

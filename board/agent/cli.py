@@ -1,0 +1,164 @@
+"""`python3 -m board.agent <verb> ...`: exactly one JSON document on stdout, logs on stderr.
+
+Exit codes: 0 ok; 1 the agent ran and reports a failure (see `error.kind`); 2 bad arguments.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+from . import AGENT_VERSION, SCHEMA, guard
+
+
+def board_info() -> dict:
+    info = {
+        "arch": platform.machine(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "cores": os.cpu_count(),
+        "cpu": _cpu_model(),
+        "memory_mb": _mem_total_mb(),
+    }
+    try:
+        import tvm
+
+        info["tvm"] = tvm.__version__
+    except Exception as exc:  # the board may lack the runtime: say so instead of failing
+        info["tvm"] = None
+        info["tvm_error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    import numpy
+
+    info["numpy"] = numpy.__version__
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key = line.split(":")[0].strip().lower()
+                if key in ("model name", "cpu model", "hardware", "processor") and ":" in line:
+                    value = line.split(":", 1)[1].strip()
+                    if value and not value.isdigit():
+                        return value
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _mem_total_mb():
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return None
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="board.agent", description=__doc__)
+    sub = p.add_subparsers(dest="verb", required=True)
+    sub.add_parser("info", help="board facts")
+    b = sub.add_parser("bench", help="time the bundle")
+    b.add_argument("--bundle", required=True)
+    b.add_argument("--warmup", type=int, default=10)
+    b.add_argument("--repeat", type=int, default=5)
+    b.add_argument("--number", type=int, default=10, help="at least this many calls per repeat")
+    b.add_argument("--min-repeat-ms", type=float, default=100.0)
+    b.add_argument("--keep-samples", action="store_true")
+    e = sub.add_parser("eval", help="accuracy and parity on an uploaded .npz (x, y, ref)")
+    e.add_argument("--bundle", required=True)
+    e.add_argument("--data", required=True)
+    i = sub.add_parser("infer", help="run inputs from an .npz (x), write outputs to an .npz (y)")
+    i.add_argument("--bundle", required=True)
+    i.add_argument("--input", required=True)
+    i.add_argument("--output", required=True)
+    for s in (b, e, i):
+        s.add_argument("--threads", type=int, default=None, help="TVM_NUM_THREADS")
+    return p
+
+
+def _run(args) -> dict:
+    from .bundle import AgentFailure, LoadedBundle
+    import numpy as np
+
+    if args.verb == "info":
+        return {}
+    bundle = LoadedBundle(args.bundle)
+    result = {
+        "bundle": {
+            "path": args.bundle,
+            "target": bundle.manifest.get("target", {}).get("name"),
+            "library_sha256": bundle.sha256["model.so"],
+        }
+    }
+    if args.verb == "bench":
+        from .measure import bench
+
+        result.update(bench(bundle, warmup=args.warmup, repeat=args.repeat, min_repeat_ms=args.min_repeat_ms,
+                            number=args.number, keep_samples=args.keep_samples))
+    elif args.verb == "eval":
+        from .measure import evaluate
+
+        try:
+            data = np.load(args.data, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise AgentFailure("data", f"cannot read {args.data}: {exc}") from None
+        x = data["x"].astype(np.float32)
+        y = data["y"] if "y" in data.files else None
+        ref = data["ref"] if "ref" in data.files else None
+        result.update(evaluate(bundle, x, y, ref)[0])
+    elif args.verb == "infer":
+        from .measure import evaluate
+
+        x = np.load(args.input, allow_pickle=False)["x"].astype(np.float32)
+        summary, outs = evaluate(bundle, x, None, None)
+        np.savez(args.output, y=outs)
+        result.update(summary, output=args.output)
+    return result
+
+
+def main(argv: list) -> int:
+    # Anything else that writes to fd 1 (a C++ log, a stray print) goes to stderr instead, so
+    # stdout carries exactly one JSON document.
+    out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    args = _parser().parse_args(argv)
+    # pinned always (TVM's own default depends on how it counts cores); read at pool start
+    os.environ["TVM_NUM_THREADS"] = str(getattr(args, "threads", None) or os.cpu_count() or 1)
+    os.environ.setdefault("TVM_USE_RUNTIME_LIB", "1")
+    guard.install()
+    t0 = time.perf_counter()
+    doc = {"schema": SCHEMA, "agent_version": AGENT_VERSION, "verb": args.verb, "ok": True}
+    code = 0
+    try:
+        doc.update(_run(args))
+    except Exception as exc:
+        from .bundle import AgentFailure
+
+        kind = exc.kind if isinstance(exc, AgentFailure) else type(exc).__name__
+        doc.update(ok=False, error={"kind": kind, "message": str(exc).splitlines()[0] if str(exc) else kind})
+        code = 1
+    doc["board"] = board_info()
+    doc["threads"] = int(os.environ["TVM_NUM_THREADS"])
+    doc["peak_rss_mb"] = _peak_rss_mb()
+    doc["elapsed_ms"] = (time.perf_counter() - t0) * 1e3
+    doc["imports"] = guard.imported_top_level()
+    doc["blocked_imports"] = sorted(set(guard.BLOCKER.attempts))
+    json.dump(doc, out)
+    out.write("\n")
+    out.flush()
+    return code

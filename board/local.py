@@ -1,0 +1,176 @@
+"""The embedded local board: a real SSH server (asyncssh) on 127.0.0.1 with throw-away keys,
+running commands with this machine's CPU and Python. Nothing is mocked: the host reaches it
+with the same SSH client, SFTP uploads and agent commands as any other board.
+"""
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import shutil
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import asyncssh
+
+from toolkit.errors import BoardError
+
+HOST = "127.0.0.1"
+USER = "edgeopt"
+START_TIMEOUT_S = 15
+
+
+class _Server(asyncssh.SSHServer):
+    def __init__(self, user: str, client_key: asyncssh.SSHKey) -> None:
+        self._user = user
+        self._key = client_key.public_data
+
+    def begin_auth(self, username: str) -> bool:
+        return True  # always authenticate
+
+    def password_auth_supported(self) -> bool:
+        return False
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        return username == self._user and key.public_data == self._key
+
+
+class LocalBoard:
+    """Start with `with LocalBoard() as board:`; `board.port`, `board.known_hosts`,
+    `board.client_key` and `board.user` are what an SSH client needs."""
+
+    kind = "local"
+
+    def __init__(self, *, port: int = 0, home: Path | None = None, user: str = USER) -> None:
+        self.requested_port = port
+        self.user = user
+        self.host = HOST
+        self._own_home = home is None
+        self.home = Path(tempfile.mkdtemp(prefix="edgeopt-board-")) if home is None else home
+        self._keys = Path(tempfile.mkdtemp(prefix="edgeopt-board-keys-"))
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server = None
+
+    @property
+    def known_hosts(self) -> Path:
+        return self._keys / "known_hosts"
+
+    @property
+    def client_key(self) -> Path:
+        return self._keys / "id_ed25519"
+
+    def _env(self) -> dict[str, str]:
+        env = {
+            "HOME": str(self.home),
+            "USER": self.user,
+            "LANG": "C.UTF-8",
+            "PATH": f"{self.home / '.bin'}:/usr/local/bin:/usr/bin:/bin",
+        }
+        # the host's numpy/OpenBLAS safety settings hold for the board's numpy too
+        env.update({k: v for k, v in os.environ.items() if k.startswith("OPENBLAS_")})
+        return env
+
+    async def _handle(self, process: asyncssh.SSHServerProcess) -> None:
+        if not process.command:
+            process.stderr.write(b"edgeopt local board: interactive shells are not offered\n")
+            process.exit(1)
+            return
+        proc = await asyncio.create_subprocess_exec(
+            "/bin/sh", "-c", process.command, cwd=self.home, env=self._env(),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        await process.redirect(stdin=proc.stdin)
+
+        async def pump(src: asyncio.StreamReader, dst) -> None:
+            while chunk := await src.read(1 << 16):
+                dst.write(chunk)
+
+        try:
+            # all output is written before the exit status, so nothing is lost at the end
+            await asyncio.gather(pump(proc.stdout, process.stdout), pump(proc.stderr, process.stderr))
+            code = await proc.wait()
+        except (asyncio.CancelledError, asyncssh.Error, OSError):
+            if proc.returncode is None:
+                proc.kill()
+            raise
+        process.exit(code)
+
+    async def _start(self) -> None:
+        host_key = asyncssh.generate_private_key("ssh-ed25519")
+        client_key = asyncssh.generate_private_key("ssh-ed25519")
+        client_key.write_private_key(str(self.client_key), format_name="openssh")
+        os.chmod(self.client_key, 0o600)
+        home = str(self.home).encode()
+        try:
+            self._server = await asyncssh.create_server(
+                lambda: _Server(self.user, client_key),
+                self.host,
+                self.requested_port,
+                server_host_keys=[host_key],
+                process_factory=self._handle,
+                encoding=None,
+                sftp_factory=lambda chan: asyncssh.SFTPServer(chan, chroot=home),
+                allow_scp=False,
+                kbdint_auth=False,
+                password_auth=False,
+                reuse_address=False,
+            )
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise BoardError(
+                    f"local board port {self.requested_port} is already in use",
+                    hint="pick another --local-port, or leave it out for a free one",
+                ) from None
+            raise BoardError(f"cannot start the local board on {self.host}:{self.requested_port}: {exc.strerror}") from None
+        self.port = self._server.sockets[0].getsockname()[1]
+        line = f"[{self.host}]:{self.port} {host_key.export_public_key('openssh').decode().strip()}\n"
+        self.known_hosts.write_text(line)
+
+    def start(self) -> "LocalBoard":
+        (self.home / ".bin").mkdir(parents=True, exist_ok=True)
+        python = self.home / ".bin" / "python3"
+        if not python.exists():
+            python.symlink_to(sys.executable)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="edgeopt-local-board", daemon=True)
+        self._thread.start()
+        try:
+            asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(START_TIMEOUT_S)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            if self._server is not None:
+                async def close() -> None:
+                    self._server.close()
+                    await self._server.wait_closed()
+
+                try:
+                    asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
+                except Exception:
+                    pass
+                self._server = None
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            if self._thread is not None:
+                self._thread.join(10)
+            self._loop.close()
+            self._loop = None
+        shutil.rmtree(self._keys, ignore_errors=True)
+        if self._own_home:
+            shutil.rmtree(self.home, ignore_errors=True)
+
+    def __enter__(self) -> "LocalBoard":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

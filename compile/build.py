@@ -1,0 +1,195 @@
+"""ONNX -> Relax -> the "zero" pipeline -> a shared library, checked against onnxruntime."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from toolkit.errors import CompileError, InputError, UnsupportedModelError
+
+from .bundle import LIBRARY, Bundle
+from .targets import Target
+
+# Domains whose operators TVM's ONNX importer knows (it has no contrib ops, no QLinear* ops).
+_ONNX_DOMAINS = ("", "ai.onnx")
+
+
+@dataclass(frozen=True)
+class Parity:
+    max_abs_diff: float
+    mean_abs_diff: float
+    top1_agreement: float
+    tolerance: float
+    samples: int
+
+    def to_json(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def load_onnx(path: Path):
+    import onnx
+
+    if not path.is_file():
+        raise InputError(f"ONNX model not found: {path}")
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as exc:  # protobuf DecodeError, ValidationError, ...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path} is not a valid ONNX model: {first}", hint="re-export it") from exc
+    return model
+
+
+def input_shapes(model) -> dict[str, list[int]]:
+    """Static input shapes; a symbolic dimension is an error naming the input."""
+    inits = {i.name for i in model.graph.initializer}
+    shapes = {}
+    for inp in model.graph.input:
+        if inp.name in inits:
+            continue
+        dims = inp.type.tensor_type.shape.dim
+        if any(not d.HasField("dim_value") for d in dims):
+            shown = ",".join(d.dim_param or "?" if not d.HasField("dim_value") else str(d.dim_value) for d in dims)
+            raise UnsupportedModelError(
+                f"input {inp.name!r} has a symbolic shape ({shown})",
+                hint=f"fix it with --input-shape {inp.name}=1,...",
+            )
+        shapes[inp.name] = [d.dim_value for d in dims]
+    return shapes
+
+
+def unsupported_ops(model) -> list[str]:
+    from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
+
+    known = _get_convert_map()
+    missing = sorted(
+        {
+            f"{n.domain or 'ai.onnx'}::{n.op_type}"
+            for n in model.graph.node
+            if n.domain not in _ONNX_DOMAINS or n.op_type not in known
+        }
+    )
+    return missing
+
+
+def _vm_runner(lib_path: Path):
+    import tvm
+    from tvm import runtime
+    from tvm.runtime import vm as tvm_vm
+
+    lib = runtime.load_module(str(lib_path))
+    vm = tvm_vm.VirtualMachine(lib, tvm.cpu())
+
+    def run(x: np.ndarray) -> np.ndarray:
+        out = vm["main"](runtime.tensor(x, tvm.cpu()))
+        return (out[0] if isinstance(out, (list, tuple)) or not hasattr(out, "numpy") else out).numpy()
+
+    return run
+
+
+def check_parity(lib_path: Path, onnx_path: Path, inputs: np.ndarray, *, tolerance: float) -> Parity:
+    """Run the built library and onnxruntime on the same inputs; beyond tolerance is an error."""
+    from toolkit.onnx_run import predict
+
+    run = _vm_runner(lib_path)
+    ours = np.concatenate([run(inputs[i : i + 1]) for i in range(len(inputs))])
+    ref = predict(onnx_path, inputs)
+    diff = np.abs(ours.astype(np.float64) - ref.astype(np.float64))
+    parity = Parity(
+        max_abs_diff=float(diff.max()),
+        mean_abs_diff=float(diff.mean()),
+        top1_agreement=float((ours.argmax(-1) == ref.argmax(-1)).mean()),
+        tolerance=tolerance,
+        samples=len(inputs),
+    )
+    if parity.max_abs_diff > tolerance:
+        raise CompileError(
+            f"compiled model disagrees with onnxruntime: max abs diff {parity.max_abs_diff:.3g} > tolerance {tolerance:.3g}",
+            hint="report this with the model attached",
+        )
+    return parity
+
+
+def _replace_dir(new: Path, dest: Path) -> None:
+    """Move a finished build into place; the previous bundle survives until the new one is complete."""
+    old = None
+    if dest.exists():
+        old = dest.with_name(dest.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(dest, old)
+    os.replace(new, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def compile_onnx(
+    onnx_path: Path,
+    *,
+    target: Target,
+    out_dir: Path,
+    parity_inputs: np.ndarray | None = None,
+    tolerance: float = 1e-3,
+    extra_manifest: dict | None = None,
+) -> tuple[Bundle, Parity | None]:
+    """Build `onnx_path` for `target` into `out_dir` (a bundle). For the host target the build is
+    checked against onnxruntime on `parity_inputs` plus as many random inputs."""
+    import onnx
+    import tvm
+    from tvm import relax
+    from tvm.relax.frontend.onnx import from_onnx
+
+    model = load_onnx(onnx_path)
+    shapes = input_shapes(model)
+    missing = unsupported_ops(model)
+    if missing:
+        raise UnsupportedModelError(
+            f"TVM cannot import {len(missing)} operator(s): {', '.join(missing)}",
+            hint="export with QDQ quantization (not QOperator) and standard ONNX ops",
+        )
+    tvm_target = tvm.target.Target(target.tvm_target())
+    try:
+        mod = from_onnx(model, shape_dict=shapes, keep_params_in_input=False)
+        with tvm_target:
+            mod = relax.get_pipeline("zero")(mod)
+        ex = tvm.compile(mod, target=tvm_target)
+    except Exception as exc:
+        raise CompileError(f"TVM failed to build {onnx_path.name}: {str(exc).strip().splitlines()[-1]}") from exc
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", dir=out_dir.parent))
+    try:
+        fcompile = tvm.support.cc.cross_compiler(target.cc) if target.cc else None
+        ex.export_library(str(staging / LIBRARY), **({"fcompile": fcompile} if fcompile else {}))
+        parity = None
+        if target.name == "host":
+            shape = next(iter(shapes.values()))
+            rng = np.random.default_rng(0)
+            random = rng.random((8, *shape[1:]), dtype=np.float32)
+            inputs = random if parity_inputs is None else np.concatenate([parity_inputs, random])
+            parity = check_parity(staging / LIBRARY, onnx_path, inputs, tolerance=tolerance)
+        outputs = [
+            {"name": o.name, "dtype": "float32", "shape": [d.dim_value for d in o.type.tensor_type.shape.dim]}
+            for o in model.graph.output
+        ]
+        manifest = {
+            "inputs": [{"name": k, "shape": v, "dtype": "float32"} for k, v in shapes.items()],
+            "outputs": outputs,
+            "target": {
+                "name": target.name,
+                "arch": target.arch,
+                "tvm": target.tvm_target(),
+            },
+            "toolchain": {"tvm": tvm.__version__, "onnx": onnx.__version__},
+            "parity": {"tolerance": tolerance, **({} if parity is None else parity.to_json())},
+            **(extra_manifest or {}),
+        }
+        bundle = Bundle.write(staging, manifest)
+        _replace_dir(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return Bundle(out_dir, bundle.manifest), parity

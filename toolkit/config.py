@@ -1,0 +1,59 @@
+"""`edgeopt run` options: defaults < --config FILE.toml < flags. Validated before anything runs."""
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import InputError, UsageError
+from .quantize import Calibrator
+
+
+class RunConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+
+    model: str = "mlp"
+    data: str = "digits"
+    target: str = "host"
+    board: str = "local"
+    out: Path | None = None
+    local_port: int = Field(0, ge=0, le=65535)
+    trust_new_host: bool = False
+    seed: int = 0
+    epochs: int = Field(20, ge=1)
+    sparsity: float = Field(0.70, gt=0.0, lt=1.0)
+    allow_below_70: bool = False
+    calibrator: Calibrator = Calibrator.minmax
+    calibration_samples: int = Field(256, ge=1)
+    budget: float = Field(0.01, ge=0.0, lt=1.0)
+    warmup: int = Field(10, ge=0)
+    repeat: int = Field(5, ge=1)
+    min_repeat_ms: float = Field(100.0, ge=0.0)
+    threads: int | None = Field(None, ge=1)
+
+
+def _load_toml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise InputError(f"config file not found: {path}")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path} is not valid TOML: {exc}") from None
+    # accept both `local-port` and `local_port`; a [run] table or top-level keys
+    table = raw.get("run", raw)
+    return {k.replace("-", "_"): v for k, v in table.items()}
+
+
+def resolve(flags: dict[str, Any], config_file: Path | None = None) -> RunConfig:
+    """Merge a TOML file with the flags the user actually gave (None = not given)."""
+    values = _load_toml(config_file) if config_file else {}
+    values.update({k: v for k, v in flags.items() if v is not None})
+    try:
+        return RunConfig(**values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "config"
+        src = f" in {config_file}" if config_file and where in (values.keys() - flags.keys()) else ""
+        raise UsageError(f"bad value for {where.replace('_', '-')}{src}: {err['msg']}") from None

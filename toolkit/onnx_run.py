@@ -1,0 +1,27 @@
+"""Running an ONNX model on the host with onnxruntime: the reference every other number is
+checked against."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+
+def session(path: Path):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
+        raise InputError(f"onnxruntime cannot load {path}: {str(exc).splitlines()[0]}") from exc
+
+
+def predict(path: Path, x: np.ndarray) -> np.ndarray:
+    """Outputs of the first output for each sample of `x`, run one at a time (batch 1)."""
+    sess = session(path)
+    name = sess.get_inputs()[0].name
+    return np.concatenate([sess.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))])

@@ -1,0 +1,128 @@
+"""`edgeopt run`: data -> train -> prune -> PTQ -> ONNX (QDQ) -> TVM bundle -> board -> report.
+Every arrow is a file in the run directory; every stage is callable on its own."""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from compile import Bundle, compile_onnx, get_target
+
+from .boards import open_board
+from .config import RunConfig
+from .data import Dataset, load_dataset
+from .deploy import Connection, Deployment
+from .errors import InputError
+from .export import export_onnx
+from .models import InputSpec, Model, build_model
+from .onnx_run import predict
+from .progress import Progress
+from .prune import PruneConfig, PrunedModel, prune_magnitude
+from .quantize import QuantConfig, QuantizedModel, quantize_ptq
+from .report import build_report
+from .sparsity import global_sparsity_of_onnx
+from .train import evaluate, seed_everything, train
+
+PARITY_SAMPLES = 32
+
+
+def train_model(config: RunConfig, data: Dataset) -> Model:
+    seed_everything(config.seed)
+    module = build_model(config.model, num_classes=data.num_classes, input_shape=data.input_shape)
+    train(module, data.x_train, data.y_train, epochs=config.epochs, seed=config.seed)
+    spec = InputSpec(name="input", shape=data.input_shape)
+    return Model(module, spec, evaluate(module, data.x_test, data.y_test))
+
+
+def run(config: RunConfig, *, progress: Progress | None = None) -> dict:
+    """The whole flow; returns the report (also written to report.json in the run directory)."""
+    progress = progress or Progress(quiet=True)
+    # validate everything cheap before the first expensive step
+    target = get_target(config.target)
+    prune_cfg = PruneConfig(target=config.sparsity, seed=config.seed, allow_below_70=config.allow_below_70)
+    prune_cfg.validate()
+    quant_cfg = QuantConfig(calibrator=config.calibrator, calibration_samples=config.calibration_samples,
+                            budget=config.budget, seed=config.seed)
+    quant_cfg.validate()
+    if config.out is not None and config.out.exists() and not config.out.is_dir():
+        raise InputError(f"--out {config.out} exists and is not a directory")
+
+    workdir = config.out or Path(tempfile.mkdtemp(prefix="edgeopt-run-"))
+    try:
+        return _run(config, workdir, target, prune_cfg, quant_cfg, progress)
+    finally:
+        if config.out is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _run(config, workdir: Path, target, prune_cfg, quant_cfg, progress: Progress) -> dict:
+    workdir.mkdir(parents=True, exist_ok=True)
+    with progress.stage("data", f"load data ({config.data})") as st:
+        data = load_dataset(config.data)
+        st["note"] = f"{len(data.x_train)} train / {len(data.x_test)} test"
+
+    with progress.stage("train", f"train {config.model}") as st:
+        dense = train_model(config, data)
+        dense.save(workdir / "model")
+        st["note"] = f"accuracy {dense.accuracy:.4f}"
+
+    with progress.stage("prune", f"prune to {config.sparsity:.0%} (magnitude, gradual)") as st:
+        pruned: PrunedModel = prune_magnitude(dense, data, config=prune_cfg)
+        pruned.save(workdir / "pruned")
+        st["note"] = f"sparsity {pruned.global_sparsity:.4f}, accuracy {pruned.accuracy_after:.4f}"
+
+    with progress.stage("quantize", "int8 PTQ -> QDQ ONNX") as st:
+        qdir = workdir / "quantized"
+        fp32 = export_onnx(pruned.model, qdir / "model.onnx")
+        quant: QuantizedModel = quantize_ptq(fp32, data, input_name=dense.spec.name, out_dir=qdir, config=quant_cfg)
+        quant.save(qdir)
+        sparsity_onnx = global_sparsity_of_onnx(quant.path, pruned.params_before)
+        st["note"] = f"accuracy {quant.accuracy_quantized:.4f}, sparsity in int8 ONNX {sparsity_onnx:.4f}"
+
+    with progress.stage("compile", f"TVM compile for {target.name}") as st:
+        reference_x = data.x_test[:PARITY_SAMPLES]
+        bundle, parity = compile_onnx(
+            quant.path, target=target, out_dir=workdir / "bundle", parity_inputs=reference_x,
+            extra_manifest={
+                "preprocessing": {"layout": dense.spec.layout, "scale": dense.spec.scale, "range": [0.0, 1.0]},
+                "source": {"model": config.model, "data": config.data, "quantization": quant.quant_path},
+            },
+        )
+        st["note"] = f"{bundle.bytes} bytes" + (f", host parity max|diff| {parity.max_abs_diff:.2g}" if parity else "")
+
+    # reference outputs for the board: the int8 model on the host with onnxruntime
+    eval_npz = workdir / "eval.npz"
+    np.savez(eval_npz, x=data.x_test, y=data.y_test, ref=predict(quant.path, data.x_test))
+
+    with progress.stage("board", f"start board ({config.board})"), open_board(
+        config.board, local_port=config.local_port, trust_new_host=config.trust_new_host
+    ) as spec:
+        with Connection(spec) as conn:
+            with progress.stage("deploy", f"deploy over SSH to {spec.address}"):
+                dep = Deployment(conn, bundle).upload()
+            try:
+                with progress.stage("eval", "accuracy + parity on the board") as st:
+                    remote_data = dep.put(eval_npz)
+                    threads = ["--threads", str(config.threads)] if config.threads else []
+                    evaluation = dep.agent("eval", "--bundle", str(dep.bundle_dir), "--data", str(remote_data), *threads)
+                    st["note"] = f"accuracy {evaluation['accuracy']:.4f}"
+                with progress.stage("bench", "latency on the board") as st:
+                    bench = dep.agent(
+                        "bench", "--bundle", str(dep.bundle_dir), "--warmup", str(config.warmup),
+                        "--repeat", str(config.repeat), "--min-repeat-ms", str(config.min_repeat_ms), "--keep-samples", *threads,
+                    )
+                    st["note"] = f"p50 {bench['latency_ms']['p50']:.4f} ms over {bench['latency_ms']['runs']} runs"
+            finally:
+                dep.cleanup()
+
+    result = {"board_kind": spec.kind, "eval": evaluation, "bench": bench}
+    (workdir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    report = build_report(
+        config=config, dense=dense, pruned=pruned, quant=quant, sparsity_onnx=sparsity_onnx,
+        bundle=bundle, host_parity=parity, result=result, timings=progress.timings,
+    )
+    (workdir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report

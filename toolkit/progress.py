@@ -1,0 +1,29 @@
+"""Progress on stderr: one line per finished stage, a spinner while one runs (on a terminal)."""
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Iterator
+
+from rich.console import Console
+
+
+class Progress:
+    def __init__(self, *, quiet: bool = False) -> None:
+        self.console = Console(stderr=True, highlight=False)
+        self.quiet = quiet
+        self.timings: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def stage(self, name: str, description: str) -> Iterator[dict]:
+        """Times a stage; the caller may put a short `note` into the yielded dict."""
+        info: dict = {}
+        start = time.perf_counter()
+        status = self.console.status(f"{description}...") if not self.quiet else contextlib.nullcontext()
+        with status:
+            yield info
+        elapsed = time.perf_counter() - start
+        self.timings[name] = round(elapsed, 3)
+        if not self.quiet:
+            note = f"  [dim]{info['note']}[/dim]" if info.get("note") else ""
+            self.console.print(f"[green]✓[/green] {description:<40} {elapsed:6.1f}s{note}")

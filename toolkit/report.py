@@ -1,0 +1,87 @@
+"""The run report: one JSON object (schema edgeopt.report/1) and its table rendering."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+from rich.table import Table
+
+SCHEMA = "edgeopt.report/1"
+
+
+def config_hash(config) -> str:
+    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
+
+
+def build_report(*, config, dense, pruned, quant, sparsity_onnx, bundle, host_parity, result, timings) -> dict:
+    evaluation, bench = result["eval"], result["bench"]
+    prune_json = pruned.to_json()
+    return {
+        "schema": SCHEMA,
+        "config": json.loads(config.model_dump_json()),
+        "config_hash": config_hash(config),
+        "accuracy": {
+            "dense": dense.accuracy,
+            "pruned": pruned.accuracy_after,
+            "final": quant.accuracy_quantized,  # the int8 ONNX model on the host (onnxruntime)
+            "board": evaluation["accuracy"],  # the compiled bundle, measured by the board agent
+            "test_samples": evaluation["samples"],
+        },
+        "sparsity": {
+            # recomputed from the weights stored in the final int8 ONNX model
+            "global": sparsity_onnx,
+            "target": config.sparsity,
+            "after_pruning": pruned.global_sparsity,
+            "definition": "zero or removed weights of Linear/Conv layers over the original count (biases, norms excluded)",
+            "layers": prune_json["layers"],
+        },
+        "params": prune_json["params"],
+        "macs": prune_json["macs"],
+        "quantization": {
+            "path": quant.quant_path,
+            "bits": quant.config.bits,
+            "calibrator": quant.config.calibrator.value,
+            "budget": quant.config.budget,
+            "within_budget": quant.within_budget,
+            "steps": quant.steps,
+        },
+        "bundle": {
+            "bytes": bundle.bytes,
+            "id": bundle.id,
+            "library_sha256": bundle.library_sha256,
+            "target": bundle.manifest["target"]["name"],
+            "host_parity": host_parity.to_json() if host_parity else None,
+        },
+        "board": {"kind": result["board_kind"], **bench["board"], "threads": bench["threads"],
+                  "loaded_library_sha256": evaluation["bundle"]["library_sha256"],
+                  "imports": evaluation["imports"]},
+        "parity": evaluation.get("parity"),
+        "latency_ms": {k: bench["latency_ms"][k] for k in ("p50", "p90", "p99", "mean", "std", "min", "max", "runs")},
+        "load_ms": bench["load_ms"],
+        "first_inference_ms": bench["first_inference_ms"],
+        "time_evaluator_median_ms": bench["time_evaluator_median_ms"],
+        "peak_rss_mb": bench["peak_rss_mb"],
+        "timings_s": timings,
+    }
+
+
+def render_table(report: dict) -> Table:
+    acc, lat = report["accuracy"], report["latency_ms"]
+    t = Table(title="edgeopt run", show_header=True, header_style="bold")
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    t.add_column("", style="dim")
+    t.add_row("accuracy dense", f"{acc['dense']:.4f}", "torch, test split")
+    t.add_row("accuracy pruned", f"{acc['pruned']:.4f}", "torch")
+    t.add_row("accuracy int8", f"{acc['final']:.4f}", "onnxruntime on the host")
+    t.add_row("accuracy on board", f"{acc['board']:.4f}", f"TVM bundle, {report['board']['kind']} board")
+    t.add_row("sparsity", f"{report['sparsity']['global']:.4f}", "zero/removed prunable weights, from int8 ONNX")
+    t.add_row("quantization", f"{report['quantization']['path']} int{report['quantization']['bits']}",
+              report["quantization"]["calibrator"])
+    t.add_row("bundle bytes", f"{report['bundle']['bytes']:,}", report["bundle"]["target"])
+    t.add_row("latency p50 / p90 / p99", f"{lat['p50']:.4f} / {lat['p90']:.4f} / {lat['p99']:.4f} ms",
+              f"{lat['runs']} runs, {report['board']['threads']} threads, {report['board']['arch']}")
+    if report.get("parity"):
+        p = report["parity"]
+        t.add_row("board vs host int8", f"max|diff| {p['max_abs_diff']:.2g}", f"top-1 agreement {p['top1_agreement']:.4f}")
+    return t

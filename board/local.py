@@ -101,6 +101,7 @@ class LocalBoard:
                 proc.kill()
             raise
         process.exit(code)
+        await process.wait_closed()  # runs asyncssh's redirect clean-up tasks
 
     async def _start(self) -> None:
         host_key = asyncssh.generate_private_key("ssh-ed25519")
@@ -154,6 +155,11 @@ class LocalBoard:
                 async def close() -> None:
                     self._server.close()
                     await self._server.wait_closed()
+                    # let connection handlers finish their cancellation before the loop stops
+                    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+                    for t in tasks:
+                        t.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
 
                 try:
                     asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)

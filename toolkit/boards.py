@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import contextlib
 import re
+import socket
 from pathlib import Path
 from typing import Iterator
 
 from .deploy import BoardSpec
-from .errors import UsageError
+from .errors import BoardError, UsageError
 
 _SSH = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>[A-Za-z0-9_.\-]+|\[[0-9a-fA-F:]+\])(?::(?P<port>\d+))?$")
 
@@ -29,6 +30,23 @@ def _local(*, local_port: int = 0, **_: object) -> Iterator[BoardSpec]:
 
 
 BOARD_KINDS = {"local": _local}
+
+
+def check_board(name: str, *, local_port: int = 0) -> None:
+    """Fail fast, before any expensive stage, on a board name we cannot read or a busy port."""
+    if name == "local":
+        if local_port:
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", local_port))
+                except OSError:
+                    raise BoardError(
+                        f"local board port {local_port} is already in use",
+                        hint="pick another --local-port, or leave it out for a free one",
+                    ) from None
+        return
+    if name not in BOARD_KINDS and not _SSH.match(name):
+        raise UsageError(f"cannot read board {name!r}", hint=f"use {' or '.join(BOARD_KINDS)} or user@host[:port]")
 
 
 @contextlib.contextmanager

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 from typing import Iterator, Optional
 
-import click
 import typer
 
 from .errors import EdgeoptError
@@ -109,16 +108,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, prog_name="edgeopt", standalone_mode=False)
         return 0
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return exc.exit_code
-    except click.UsageError as exc:
-        cmd = exc.ctx.command_path if exc.ctx else "edgeopt"
+    except typer.TyperException as exc:  # typer's (vendored) click: usage errors and the like
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            print(exc.format_message(), file=sys.stderr)
+            return 2
+        ctx = getattr(exc, "ctx", None)
+        cmd = ctx.command_path if ctx is not None else "edgeopt"
         _error(f"{exc.format_message()} (see '{cmd} --help')")
-        return 2
+        return getattr(exc, "exit_code", 2)
     except EdgeoptError as exc:
         _error(str(exc))
         return exc.exit_code
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, typer.Abort):
         _error("interrupted")
         return 130
     except Exception as exc:  # a bug: one line by default, the traceback on request

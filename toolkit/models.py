@@ -37,13 +37,14 @@ def mlp(num_classes: int = 10, in_features: int = 28 * 28) -> nn.Module:
 BUILTIN_MODELS: dict[str, Callable[..., nn.Module]] = {"mlp": mlp}
 
 
+def check_model_name(name: str) -> None:
+    if name not in BUILTIN_MODELS:
+        raise InputError(f"unknown model {name!r}", hint=f"built-in models: {', '.join(sorted(BUILTIN_MODELS))}")
+
+
 def build_model(name: str, *, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
-    try:
-        factory = BUILTIN_MODELS[name]
-    except KeyError:
-        raise InputError(
-            f"unknown model {name!r}", hint=f"built-in models: {', '.join(sorted(BUILTIN_MODELS))}"
-        ) from None
+    check_model_name(name)
+    factory = BUILTIN_MODELS[name]
     in_features = 1
     for d in input_shape[1:]:
         in_features *= d

@@ -2,6 +2,7 @@
 Every arrow is a file in the run directory; every stage is callable on its own."""
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -11,13 +12,13 @@ import numpy as np
 
 from compile import Bundle, compile_onnx, get_target
 
-from .boards import open_board
+from .boards import check_board, open_board
 from .config import RunConfig
 from .data import Dataset, load_dataset
 from .deploy import Connection, Deployment
 from .errors import InputError
 from .export import export_onnx
-from .models import InputSpec, Model, build_model
+from .models import InputSpec, Model, build_model, check_model_name
 from .onnx_run import predict
 from .progress import Progress
 from .prune import PruneConfig, PrunedModel, prune_magnitude
@@ -47,6 +48,10 @@ def run(config: RunConfig, *, progress: Progress | None = None) -> dict:
     quant_cfg = QuantConfig(calibrator=config.calibrator, calibration_samples=config.calibration_samples,
                             budget=config.budget, seed=config.seed)
     quant_cfg.validate()
+    check_model_name(config.model)
+    check_board(config.board, local_port=config.local_port)
+    if config.data != "digits" and not Path(config.data).is_file():
+        raise InputError(f"data file not found: {config.data}", hint="pass an .npz with arrays x and y, or 'digits'")
     if config.out is not None and config.out.exists() and not config.out.is_dir():
         raise InputError(f"--out {config.out} exists and is not a directory")
 
@@ -97,26 +102,27 @@ def _run(config, workdir: Path, target, prune_cfg, quant_cfg, progress: Progress
     eval_npz = workdir / "eval.npz"
     np.savez(eval_npz, x=data.x_test, y=data.y_test, ref=predict(quant.path, data.x_test))
 
-    with progress.stage("board", f"start board ({config.board})"), open_board(
-        config.board, local_port=config.local_port, trust_new_host=config.trust_new_host
-    ) as spec:
-        with Connection(spec) as conn:
-            with progress.stage("deploy", f"deploy over SSH to {spec.address}"):
-                dep = Deployment(conn, bundle).upload()
-            try:
-                with progress.stage("eval", "accuracy + parity on the board") as st:
-                    remote_data = dep.put(eval_npz)
-                    threads = ["--threads", str(config.threads)] if config.threads else []
-                    evaluation = dep.agent("eval", "--bundle", str(dep.bundle_dir), "--data", str(remote_data), *threads)
-                    st["note"] = f"accuracy {evaluation['accuracy']:.4f}"
-                with progress.stage("bench", "latency on the board") as st:
-                    bench = dep.agent(
-                        "bench", "--bundle", str(dep.bundle_dir), "--warmup", str(config.warmup),
-                        "--repeat", str(config.repeat), "--min-repeat-ms", str(config.min_repeat_ms), "--keep-samples", *threads,
-                    )
-                    st["note"] = f"p50 {bench['latency_ms']['p50']:.4f} ms over {bench['latency_ms']['runs']} runs"
-            finally:
-                dep.cleanup()
+    with contextlib.ExitStack() as stack:
+        with progress.stage("board", f"start/connect board ({config.board})") as st:
+            spec = stack.enter_context(
+                open_board(config.board, local_port=config.local_port, trust_new_host=config.trust_new_host)
+            )
+            conn = stack.enter_context(Connection(spec))
+            st["note"] = spec.address
+        with progress.stage("deploy", "deploy agent + bundle over SFTP"):
+            dep = Deployment(conn, bundle).upload()
+        stack.callback(dep.cleanup)
+        threads = ["--threads", str(config.threads)] if config.threads else []
+        with progress.stage("eval", "accuracy + parity on the board") as st:
+            remote_data = dep.put(eval_npz)
+            evaluation = dep.agent("eval", "--bundle", str(dep.bundle_dir), "--data", str(remote_data), *threads)
+            st["note"] = f"accuracy {evaluation['accuracy']:.4f}"
+        with progress.stage("bench", "latency on the board") as st:
+            bench = dep.agent(
+                "bench", "--bundle", str(dep.bundle_dir), "--warmup", str(config.warmup),
+                "--repeat", str(config.repeat), "--min-repeat-ms", str(config.min_repeat_ms), "--keep-samples", *threads,
+            )
+            st["note"] = f"p50 {bench['latency_ms']['p50']:.4f} ms, {bench['latency_ms']['runs']} runs"
 
     result = {"board_kind": spec.kind, "eval": evaluation, "bench": bench}
     (workdir / "result.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Everything the tests need on a fresh machine, then the whole test suite.
+# Idempotent: a second run reuses the virtual environment.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${EDGEOPT_VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+
+# System packages (Debian). Later stages add the QEMU board's packages here.
+SYSTEM_PACKAGES=()
+missing=()
+for pkg in "${SYSTEM_PACKAGES[@]}"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
+
+# Under this script a test skipped for a missing capability is a failure (tests/conftest.py).
+export EDGEOPT_STRICT_SKIPS=1
+exec "$VENV/bin/python" -m pytest "$@"

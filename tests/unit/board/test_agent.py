@@ -1,0 +1,101 @@
+"""The board agent run as a plain subprocess (the SSH path is tested in integration/)."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+HOST_ONLY = {"torch", "onnx", "onnxruntime", "paramiko", "toolkit", "compile", "asyncssh", "sklearn"}
+
+
+def agent(*args, cwd=None):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TVM_USE_RUNTIME_LIB": "1"}
+    r = subprocess.run([sys.executable, "-m", "board.agent", *args], capture_output=True, text=True, env=env, cwd=cwd)
+    doc = json.loads(r.stdout)  # stdout is exactly one JSON document
+    return r.returncode, doc
+
+
+def test_info_reports_board_facts():
+    code, doc = agent("info")
+    assert code == 0 and doc["ok"] and doc["schema"] == "edgeopt.agent/1"
+    b = doc["board"]
+    assert b["arch"] and b["cores"] >= 1 and b["python"].count(".") == 2
+    assert b["tvm"].startswith("0.27")
+    assert not HOST_ONLY & set(doc["imports"])
+
+
+def test_bench_protocol(host_bundle):
+    code, doc = agent("bench", "--bundle", str(host_bundle.path), "--warmup", "3", "--repeat", "3",
+                      "--min-repeat-ms", "20", "--number", "5", "--threads", "1", "--keep-samples")
+    assert code == 0, doc
+    lat = doc["latency_ms"]
+    assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+    assert lat["runs"] == len(doc["samples_ms"]) == sum(doc["calls_per_repeat"])
+    assert all(c >= 5 for c in doc["calls_per_repeat"]) and len(doc["calls_per_repeat"]) == 3
+    assert doc["load_ms"] > 0 and doc["first_inference_ms"] > 0
+    assert doc["time_evaluator_median_ms"] > 0
+    assert doc["threads"] == 1
+    assert doc["bundle"]["library_sha256"] == host_bundle.library_sha256
+    assert not HOST_ONLY & set(doc["imports"])
+    assert "torch" not in doc["imports"]
+
+
+def test_eval_accuracy_and_parity(host_bundle, quantized, digits, tmp_path):
+    from toolkit.onnx_run import predict
+
+    x, y = digits.x_test[:50], digits.y_test[:50]
+    ref = predict(quantized.path, x)
+    np.savez(tmp_path / "d.npz", x=x, y=y, ref=ref)
+    code, doc = agent("eval", "--bundle", str(host_bundle.path), "--data", str(tmp_path / "d.npz"))
+    assert code == 0, doc
+    expected = float((ref.argmax(1) == y).mean())
+    assert abs(doc["accuracy"] - expected) <= 1 / 50
+    assert doc["parity"]["top1_agreement"] >= 0.98
+    # int8 engines may differ by one output quantization step at a rounding boundary
+    assert doc["parity"]["max_abs_diff"] <= host_bundle.manifest["parity"]["tolerance"]
+    assert doc["parity"]["mean_abs_diff"] < 1e-3
+
+
+def test_infer_writes_outputs(host_bundle, digits, tmp_path):
+    np.savez(tmp_path / "in.npz", x=digits.x_test[:3])
+    code, doc = agent("infer", "--bundle", str(host_bundle.path), "--input", str(tmp_path / "in.npz"),
+                      "--output", str(tmp_path / "out.npz"))
+    assert code == 0, doc
+    assert np.load(tmp_path / "out.npz")["y"].shape == (3, 10)
+
+
+def _copy_manifest(host_bundle, tmp_path, **target):
+    d = tmp_path / "b"
+    shutil.copytree(host_bundle.path, d)
+    m = json.loads((d / "manifest.json").read_text())
+    m["target"].update(target)
+    (d / "manifest.json").write_text(json.dumps(m))
+    return d
+
+
+def test_bundle_for_another_cpu_is_refused(host_bundle, tmp_path):
+    other = "aarch64" if os.uname().machine != "aarch64" else "x86_64"
+    d = _copy_manifest(host_bundle, tmp_path, arch=other, name="cortex-a55")
+    code, doc = agent("bench", "--bundle", str(d))
+    assert code == 1 and not doc["ok"]
+    assert doc["error"]["kind"] == "target_mismatch"
+    assert other in doc["error"]["message"]
+
+
+def test_damaged_library_is_refused(host_bundle, tmp_path):
+    d = _copy_manifest(host_bundle, tmp_path)
+    with open(d / "model.so", "ab") as f:
+        f.write(b"x")
+    code, doc = agent("eval", "--bundle", str(d), "--data", "nothing.npz")
+    assert code == 1 and doc["error"]["kind"] == "bundle_damaged"
+
+
+def test_bad_arguments_exit_2():
+    r = subprocess.run([sys.executable, "-m", "board.agent", "fly"], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 2

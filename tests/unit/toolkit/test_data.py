@@ -1,0 +1,60 @@
+import numpy as np
+import pytest
+
+from toolkit.data import load_dataset, load_npz
+from toolkit.errors import InputError
+
+
+def test_digits_split_shape_and_range(digits):
+    assert digits.x_train.shape == (1437, 1, 28, 28)
+    assert digits.x_test.shape == (360, 1, 28, 28)
+    assert digits.x_train.dtype == np.float32
+    assert 0.0 <= digits.x_train.min() and digits.x_train.max() <= 1.0
+    assert digits.num_classes == 10
+    # stratified: every class in the test split
+    assert set(np.unique(digits.y_test)) == set(range(10))
+
+
+def test_digits_split_is_fixed():
+    a, b = load_dataset("digits"), load_dataset("digits")
+    assert np.array_equal(a.y_test, b.y_test)
+    assert np.array_equal(a.x_test, b.x_test)
+
+
+def test_calibration_is_seeded_subset(digits):
+    c1, c2 = digits.calibration(64, seed=1), digits.calibration(64, seed=1)
+    assert c1.shape == (64, 1, 28, 28)
+    assert np.array_equal(c1, c2)
+    assert not np.array_equal(c1, digits.calibration(64, seed=2))
+
+
+def test_npz_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.random((50, 8, 8), dtype=np.float32)
+    y = rng.integers(0, 3, 50)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    ds = load_npz(tmp_path / "d.npz")
+    assert ds.x_train.shape[1:] == (1, 8, 8)
+    assert len(ds.x_train) + len(ds.x_test) == 50
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"not a zip file", "cannot read"),
+        (None, "expected 'x'"),
+    ],
+)
+def test_bad_npz_is_a_clear_input_error(tmp_path, content, message):
+    path = tmp_path / "bad.npz"
+    if content is None:
+        np.savez(path, images=np.zeros((20, 4)))
+    else:
+        path.write_bytes(content)
+    with pytest.raises(InputError, match=message):
+        load_npz(path)
+
+
+def test_unknown_data_name():
+    with pytest.raises(InputError, match="unknown data set"):
+        load_dataset("imagenet")

@@ -23,9 +23,18 @@ START_TIMEOUT_S = 15
 
 
 class _Server(asyncssh.SSHServer):
-    def __init__(self, user: str, client_key: asyncssh.SSHKey) -> None:
+    def __init__(self, user: str, client_key: asyncssh.SSHKey, connections: set) -> None:
         self._user = user
         self._key = client_key.public_data
+        self._connections = connections
+        self._conn = None
+
+    def connection_made(self, conn) -> None:
+        self._conn = conn
+        self._connections.add(conn)
+
+    def connection_lost(self, exc) -> None:
+        self._connections.discard(self._conn)
 
     def begin_auth(self, username: str) -> bool:
         return True  # always authenticate
@@ -57,6 +66,7 @@ class LocalBoard:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server = None
+        self._connections: set = set()
 
     @property
     def known_hosts(self) -> Path:
@@ -111,7 +121,7 @@ class LocalBoard:
         home = str(self.home).encode()
         try:
             self._server = await asyncssh.create_server(
-                lambda: _Server(self.user, client_key),
+                lambda: _Server(self.user, client_key, self._connections),
                 self.host,
                 self.requested_port,
                 server_host_keys=[host_key],
@@ -155,6 +165,9 @@ class LocalBoard:
                 async def close() -> None:
                     self._server.close()
                     await self._server.wait_closed()
+                    for conn in list(self._connections):  # close() above only stops listening
+                        conn.close()
+                        await conn.wait_closed()
                     # let connection handlers finish their cancellation before the loop stops
                     tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
                     for t in tasks:

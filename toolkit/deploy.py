@@ -21,6 +21,8 @@ from compile.bundle import Bundle
 from .errors import AgentError, BoardError, BoardUnreachableError, HostKeyError
 
 log = logging.getLogger("edgeopt.deploy")
+# paramiko logs failures (with tracebacks) that we turn into one clear error of our own
+logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
 AGENT_SCHEMA = "edgeopt.agent/1"
 REMOTE_ROOT = PurePosixPath(".edgeopt")  # relative to the login directory, as SFTP and exec both see it

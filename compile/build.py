@@ -137,6 +137,18 @@ def check_parity(lib_path: Path, onnx_path: Path, inputs: np.ndarray, *, toleran
     return parity
 
 
+def toolchain_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for dist in ("apache-tvm", "apache-tvm-ffi", "onnx", "onnxruntime", "torch"):
+        try:
+            out[dist.replace("apache-", "")] = version(dist)
+        except PackageNotFoundError:
+            out[dist.replace("apache-", "")] = None
+    return out
+
+
 def _replace_dir(new: Path, dest: Path) -> None:
     """Move a finished build into place; the previous bundle survives until the new one is complete."""
     old = None
@@ -204,12 +216,8 @@ def compile_onnx(
         manifest = {
             "inputs": [{"name": k, "shape": v, "dtype": "float32"} for k, v in shapes.items()],
             "outputs": outputs,
-            "target": {
-                "name": target.name,
-                "arch": target.arch,
-                "tvm": target.tvm_target(),
-            },
-            "toolchain": {"tvm": tvm.__version__, "onnx": onnx.__version__},
+            "target": target.describe(),
+            "toolchain": toolchain_versions(),
             "parity": {"tolerance": tolerance, **({} if parity is None else parity.to_json())},
             **(extra_manifest or {}),
         }

@@ -24,6 +24,25 @@ class Target:
     def tvm_target(self) -> dict:
         return self.llvm()
 
+    def describe(self) -> dict:
+        """Triple, CPU and the CPU features the generated code may use, for the manifest."""
+        import tvm
+        from tvm.target import codegen
+
+        spec = self.tvm_target()
+        target = tvm.target.Target(spec)
+        features = sorted(codegen.llvm_get_cpu_features(target))
+        return {
+            "name": self.name,
+            "arch": self.arch,
+            "triple": spec.get("mtriple", f"{self.arch}-linux-gnu"),
+            "mcpu": spec.get("mcpu", "generic"),
+            "tvm": spec,
+            "cpu_features": features,
+            # the same features as /proc/cpuinfo spells them, for the board agent to check
+            "required_cpu_flags": sorted({CPUINFO_FLAGS[f] for f in features if f in CPUINFO_FLAGS}),
+        }
+
 
 def _host_llvm() -> dict:
     from tvm.target import codegen
@@ -31,6 +50,15 @@ def _host_llvm() -> dict:
     # the host CPU by name, so LLVM uses every vector extension it has
     return {"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu()}
 
+
+# LLVM feature name -> /proc/cpuinfo flag, for the instruction-set extensions that make code
+# crash with SIGILL on a CPU without them.
+CPUINFO_FLAGS = {
+    "sse4.1": "sse4_1", "sse4.2": "sse4_2", "avx": "avx", "avx2": "avx2", "fma": "fma", "f16c": "f16c",
+    "avx512f": "avx512f", "avx512bw": "avx512bw", "avx512dq": "avx512dq", "avx512vl": "avx512vl",
+    "avx512vnni": "avx512_vnni", "avxvnni": "avx_vnni", "amx-int8": "amx_int8",
+    "neon": "asimd", "dotprod": "asimddp", "i8mm": "i8mm", "sve": "sve", "fullfp16": "fphp",
+}
 
 TARGETS: dict[str, Target] = {}
 

@@ -23,7 +23,7 @@ from .onnx_run import predict
 from .progress import Progress
 from .prune import PruneConfig, PrunedModel, prune_magnitude
 from .quantize import QuantConfig, QuantizedModel, quantize_ptq
-from .report import build_report
+from .report import build_report, config_hash
 from .sparsity import global_sparsity_of_onnx
 from .train import evaluate, seed_everything, train
 
@@ -94,6 +94,7 @@ def _run(config, workdir: Path, target, prune_cfg, quant_cfg, progress: Progress
             extra_manifest={
                 "preprocessing": {"layout": dense.spec.layout, "scale": dense.spec.scale, "range": [0.0, 1.0]},
                 "source": {"model": config.model, "data": config.data, "quantization": quant.quant_path},
+                "config_hash": config_hash(config),
             },
         )
         st["note"] = f"{bundle.bytes} bytes" + (f", host parity max|diff| {parity.max_abs_diff:.2g}" if parity else "")

@@ -53,13 +53,35 @@ def verify(bundle_dir: str, manifest: dict) -> dict:
         actual[name] = sha256_file(path)
         if actual[name] != meta["sha256"]:
             raise AgentFailure("bundle_damaged", f"bundle file {name} does not match its sha256 (damaged upload?)")
-    arch = manifest.get("target", {}).get("arch")
+    target = manifest.get("target", {})
+    arch = target.get("arch")
     if arch and arch != platform.machine():
         raise AgentFailure(
             "target_mismatch",
-            f"bundle was built for {arch} (target {manifest['target'].get('name')!r}) but this board is {platform.machine()}",
+            f"bundle was built for {arch} (target {target.get('name')!r}) but this board is {platform.machine()}",
+        )
+    flags = cpu_flags()
+    missing = sorted(set(target.get("required_cpu_flags", [])) - flags) if flags else []
+    if missing:
+        # running it would die with SIGILL: say which instructions are missing instead
+        raise AgentFailure(
+            "target_mismatch",
+            f"bundle for target {target.get('name')!r} (mcpu {target.get('mcpu')}) needs CPU features this board lacks: {', '.join(missing)}",
         )
     return actual
+
+
+def cpu_flags() -> set:
+    """/proc/cpuinfo's feature flags (x86 `flags`, Arm `Features`); empty if unknown."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip().lower() in ("flags", "features"):
+                    return set(value.split())
+    except OSError:
+        pass
+    return set()
 
 
 class LoadedBundle:

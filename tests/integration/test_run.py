@@ -55,6 +55,7 @@ def test_board_numbers_come_from_the_agent(run_result):
     manifest = json.loads((artifacts / "bundle/manifest.json").read_text())
     # the agent hashed the library it loaded, and it is the one we built
     assert r["board"]["loaded_library_sha256"] == manifest["files"]["model.so"]["sha256"]
+    assert manifest["config_hash"] == r["config_hash"]
     for banned in ("torch", "onnx", "paramiko", "toolkit", "compile"):
         assert banned not in r["board"]["imports"]
     assert "tvm" in r["board"]["imports"] and "numpy" in r["board"]["imports"]

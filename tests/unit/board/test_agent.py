@@ -87,6 +87,14 @@ def test_bundle_for_another_cpu_is_refused(host_bundle, tmp_path):
     assert other in doc["error"]["message"]
 
 
+def test_bundle_needing_missing_cpu_features_is_refused(host_bundle, tmp_path):
+    # as if built with -mcpu for a newer CPU of the same architecture
+    d = _copy_manifest(host_bundle, tmp_path, required_cpu_flags=["avx512f", "no_such_feature_xyz"])
+    code, doc = agent("bench", "--bundle", str(d))
+    assert code == 1 and doc["error"]["kind"] == "target_mismatch"
+    assert "no_such_feature_xyz" in doc["error"]["message"]
+
+
 def test_damaged_library_is_refused(host_bundle, tmp_path):
     d = _copy_manifest(host_bundle, tmp_path)
     with open(d / "model.so", "ab") as f:

@@ -18,9 +18,18 @@ def test_bundle_has_library_manifest_and_hashes(host_bundle):
     assert m["inputs"] == [{"name": "input", "shape": [1, 1, 28, 28], "dtype": "float32"}]
     assert m["outputs"][0]["shape"] == [1, 10]
     assert m["target"]["name"] == "host" and m["target"]["arch"]
+    assert m["target"]["triple"].startswith(m["target"]["arch"])
+    assert m["target"]["cpu_features"] and set(m["target"]["required_cpu_flags"]) <= _cpuinfo_flags()
     assert m["toolchain"]["tvm"].startswith("0.27")
+    assert m["toolchain"]["torch"].startswith("2.13") and m["toolchain"]["onnx"]
     assert m["parity"]["max_abs_diff"] <= m["parity"]["tolerance"]
     assert b.bytes > m["files"]["model.so"]["bytes"]
+
+
+def _cpuinfo_flags():
+    from board.agent.bundle import cpu_flags
+
+    return cpu_flags()
 
 
 def test_host_parity_against_onnxruntime(host_bundle, quantized, digits):

@@ -35,14 +35,14 @@ def trained(digits):
     from toolkit.config import RunConfig
     from toolkit.pipeline import train_model
 
-    return train_model(RunConfig(epochs=3), digits)
+    return train_model(RunConfig(epochs=5), digits)
 
 
 @pytest.fixture(scope="session")
 def pruned(trained, digits):
-    from toolkit.prune import PruneConfig, prune_magnitude
+    from toolkit.prune import PruneConfig, prune
 
-    return prune_magnitude(trained, digits, config=PruneConfig(steps=2, epochs_per_step=1, final_epochs=1))
+    return prune(trained, digits, config=PruneConfig(steps=2, epochs_per_step=1, final_epochs=1))
 
 
 @pytest.fixture(scope="session")

@@ -61,6 +61,9 @@ def run(
     local_port: Optional[int] = typer.Option(None, help="port for the local board [default: a free one]"),
     sparsity: Optional[float] = typer.Option(None, help="pruning target, a fraction [default: 0.70]"),
     allow_below_70: Optional[bool] = typer.Option(None, "--allow-below-70", help="allow a sparsity target under 0.70"),
+    method: Optional[str] = typer.Option(None, help="pruning: magnitude (unstructured) | structured [default: magnitude]"),
+    schedule: Optional[str] = typer.Option(None, help="pruning schedule: oneshot | gradual [default: gradual]"),
+    distill: Optional[bool] = typer.Option(None, "--distill", help="distill from the dense model while fine-tuning"),
     calibrator: Optional[str] = typer.Option(None, help="minmax | percentile | entropy [default: minmax]"),
     budget: Optional[float] = typer.Option(None, help="allowed accuracy drop, a fraction (0.01 = 1 point)"),
     epochs: Optional[int] = typer.Option(None, help="training epochs [default: 20]"),
@@ -78,6 +81,7 @@ def run(
     flags = {
         "model": model, "data": data, "target": target, "board": board, "out": out,
         "local_port": local_port, "sparsity": sparsity, "allow_below_70": allow_below_70,
+        "method": method, "schedule": schedule, "distill": distill,
         "calibrator": calibrator, "budget": budget, "epochs": epochs, "seed": seed,
         "threads": threads, "trust_new_host": trust_new_host,
     }

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import InputError, UsageError
+from .prune import Method, Schedule
 from .quantize import Calibrator
 
 
@@ -22,9 +23,13 @@ class RunConfig(BaseModel):
     local_port: int = Field(0, ge=0, le=65535)
     trust_new_host: bool = False
     seed: int = 0
-    epochs: int = Field(20, ge=1)
+    epochs: int = Field(40, ge=1)
+    lr: float = Field(3e-3, gt=0.0)
     sparsity: float = Field(0.70, gt=0.0, lt=1.0)
     allow_below_70: bool = False
+    method: Method = Method.magnitude
+    schedule: Schedule = Schedule.gradual
+    distill: bool = False
     calibrator: Calibrator = Calibrator.minmax
     calibration_samples: int = Field(256, ge=1)
     budget: float = Field(0.01, ge=0.0, lt=1.0)

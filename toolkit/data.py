@@ -33,6 +33,16 @@ class Dataset:
         """Shape of one sample with a batch dimension of 1."""
         return (1, *self.x_train.shape[1:])
 
+    def validation_split(self, fraction: float = 0.15, *, seed: int = 0) -> tuple["Dataset", np.ndarray, np.ndarray]:
+        """(the training data less a held-out part, x_val, y_val): decisions are made on the
+        validation part, the test split is only reported."""
+        from sklearn.model_selection import train_test_split
+
+        x_tr, x_val, y_tr, y_val = train_test_split(
+            self.x_train, self.y_train, test_size=fraction, random_state=seed, stratify=self.y_train
+        )
+        return Dataset(self.name, x_tr, y_tr, self.x_test, self.y_test), x_val, y_val
+
     def calibration(self, n: int, *, seed: int = 0) -> np.ndarray:
         """`n` training samples, drawn without replacement with a fixed seed."""
         rng = np.random.default_rng(seed)

@@ -33,8 +33,33 @@ def mlp(num_classes: int = 10, in_features: int = 28 * 28) -> nn.Module:
     )
 
 
-# name -> factory(num_classes, in_features)
-BUILTIN_MODELS: dict[str, Callable[..., nn.Module]] = {"mlp": mlp}
+def cnn(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
+    """LeNet-5 for 28x28 inputs: conv 6 and 16 filters (5x5), fully connected 120 and 84."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16 * 5 * 5, 120), nn.ReLU(),
+        nn.Linear(120, 84), nn.ReLU(),
+        nn.Linear(84, num_classes),
+    )
+
+
+def _mlp_for(num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+    in_features = 1
+    for d in input_shape[1:]:
+        in_features *= d
+    return mlp(num_classes, in_features)
+
+
+def _cnn_for(num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+    if tuple(input_shape[2:]) != (28, 28):
+        raise InputError(f"the built-in cnn (LeNet-5) takes 28x28 images, the data has {input_shape[1:]}")
+    return cnn(num_classes, input_shape[1])
+
+
+# name -> factory(num_classes, input_shape)
+BUILTIN_MODELS: dict[str, Callable[[int, tuple[int, ...]], nn.Module]] = {"mlp": _mlp_for, "cnn": _cnn_for}
 
 
 def check_model_name(name: str) -> None:
@@ -44,11 +69,40 @@ def check_model_name(name: str) -> None:
 
 def build_model(name: str, *, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
     check_model_name(name)
-    factory = BUILTIN_MODELS[name]
-    in_features = 1
-    for d in input_shape[1:]:
-        in_features *= d
-    return factory(num_classes=num_classes, in_features=in_features)
+    return BUILTIN_MODELS[name](num_classes, input_shape)
+
+
+def load_module(spec: str, *, factory: str | None = None) -> nn.Module:
+    """A user's model: a `torch.save`d nn.Module, or a state dict plus `package.module:factory`."""
+    import importlib
+
+    path = Path(spec)
+    if not path.is_file():
+        raise InputError(
+            f"model not found: {spec}",
+            hint=f"pass a built-in name ({', '.join(sorted(BUILTIN_MODELS))}) or a torch.save'd file",
+        )
+    try:
+        obj = torch.load(path, weights_only=False, map_location="cpu")
+    except Exception as exc:  # pickle, zip and torch errors of many kinds
+        raise InputError(f"cannot load {path} with torch.load: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    if isinstance(obj, nn.Module):
+        return obj.eval()
+    if not isinstance(obj, dict):
+        raise InputError(f"{path} holds a {type(obj).__name__}, not an nn.Module or a state dict")
+    if factory is None:
+        raise InputError(f"{path} is a state dict", hint="also pass --factory package.module:function that builds the model")
+    mod_name, _, fn_name = factory.partition(":")
+    try:
+        fn = getattr(importlib.import_module(mod_name), fn_name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise InputError(f"cannot import factory {factory!r}: {exc}", hint="use the form package.module:function") from None
+    module = fn()
+    try:
+        module.load_state_dict(obj)
+    except RuntimeError as exc:
+        raise InputError(f"state dict {path} does not fit {factory}(): {str(exc).splitlines()[0]}") from None
+    return module.eval()
 
 
 @dataclass

@@ -21,7 +21,7 @@ from .export import export_onnx
 from .models import InputSpec, Model, build_model, check_model_name
 from .onnx_run import predict
 from .progress import Progress
-from .prune import PruneConfig, PrunedModel, prune_magnitude
+from .prune import Method, PruneConfig, PrunedModel, Schedule, prune
 from .quantize import QuantConfig, QuantizedModel, quantize_ptq
 from .report import build_report, config_hash
 from .sparsity import global_sparsity_of_onnx
@@ -33,7 +33,7 @@ PARITY_SAMPLES = 32
 def train_model(config: RunConfig, data: Dataset) -> Model:
     seed_everything(config.seed)
     module = build_model(config.model, num_classes=data.num_classes, input_shape=data.input_shape)
-    train(module, data.x_train, data.y_train, epochs=config.epochs, seed=config.seed)
+    train(module, data.x_train, data.y_train, epochs=config.epochs, seed=config.seed, lr=config.lr)
     spec = InputSpec(name="input", shape=data.input_shape)
     return Model(module, spec, evaluate(module, data.x_test, data.y_test))
 
@@ -43,7 +43,8 @@ def run(config: RunConfig, *, progress: Progress | None = None) -> dict:
     progress = progress or Progress(quiet=True)
     # validate everything cheap before the first expensive step
     target = get_target(config.target)
-    prune_cfg = PruneConfig(target=config.sparsity, seed=config.seed, allow_below_70=config.allow_below_70)
+    prune_cfg = PruneConfig(target=config.sparsity, method=config.method, schedule=config.schedule,
+                            distill=config.distill, seed=config.seed, allow_below_70=config.allow_below_70)
     prune_cfg.validate()
     quant_cfg = QuantConfig(calibrator=config.calibrator, calibration_samples=config.calibration_samples,
                             budget=config.budget, seed=config.seed)
@@ -74,8 +75,8 @@ def _run(config, workdir: Path, target, prune_cfg, quant_cfg, progress: Progress
         dense.save(workdir / "model")
         st["note"] = f"accuracy {dense.accuracy:.4f}"
 
-    with progress.stage("prune", f"prune to {config.sparsity:.0%} (magnitude, gradual)") as st:
-        pruned: PrunedModel = prune_magnitude(dense, data, config=prune_cfg)
+    with progress.stage("prune", f"prune to {config.sparsity:.0%} ({config.method.value}, {config.schedule.value})") as st:
+        pruned: PrunedModel = prune(dense, data, config=prune_cfg)
         pruned.save(workdir / "pruned")
         st["note"] = f"sparsity {pruned.global_sparsity:.4f}, accuracy {pruned.accuracy_after:.4f}"
 

@@ -32,6 +32,7 @@ def build_report(*, config, dense, pruned, quant, sparsity_onnx, bundle, host_pa
             "global": sparsity_onnx,
             "target": config.sparsity,
             "after_pruning": pruned.global_sparsity,
+            "method": pruned.config.method.value,
             "definition": "zero or removed weights of Linear/Conv layers over the original count (biases, norms excluded)",
             "layers": prune_json["layers"],
         },
@@ -76,6 +77,9 @@ def render_table(report: dict) -> Table:
     t.add_row("accuracy int8", f"{acc['final']:.4f}", "onnxruntime on the host")
     t.add_row("accuracy on board", f"{acc['board']:.4f}", f"TVM bundle, {report['board']['kind']} board")
     t.add_row("sparsity", f"{report['sparsity']['global']:.4f}", "zero/removed prunable weights, from int8 ONNX")
+    t.add_row("params before -> after", f"{report['params']['before']:,} -> {report['params']['after']:,}", "non-zero prunable weights")
+    t.add_row("MACs before -> after", f"{report['macs']['before']:,} -> {report['macs']['after']:,}",
+              f"dense kernels; {report['macs']['after_nonzero']:,} on non-zeros")
     t.add_row("quantization", f"{report['quantization']['path']} int{report['quantization']['bits']}",
               report["quantization"]["calibrator"])
     t.add_row("bundle bytes", f"{report['bundle']['bytes']:,}", report["bundle"]["target"])

@@ -1,5 +1,6 @@
 """Sparsity measured one way everywhere: the weights of Linear and Conv layers (biases and norms
-excluded) that are zero or removed, counted from the weights themselves, never from masks."""
+excluded) that are zero or removed, over the original count, from the weights themselves (never
+from masks). Reported three ways: that fraction, parameters before/after, MACs before/after."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -17,17 +18,28 @@ PRUNABLE = (nn.Linear, *CONV)
 class LayerSparsity:
     name: str
     kind: str
-    params: int  # prunable weights in the layer
-    zeros: int
-    macs: int  # per sample, as a dense kernel executes them
-    nonzero_macs: int  # what a kernel skipping zero weights would execute
+    shape_before: tuple[int, ...]
+    shape_after: tuple[int, ...]
+    params_before: int  # prunable weights in the original layer
+    params_after: int  # non-zero weights left
+    macs_before: int  # per sample, dense kernel, original shapes
+    macs_after: int  # per sample, dense kernel, shapes after pruning (what actually runs)
+    macs_after_nonzero: int  # what a kernel skipping zero weights would execute
 
     @property
     def sparsity(self) -> float:
-        return self.zeros / self.params if self.params else 0.0
+        return 1.0 - self.params_after / self.params_before if self.params_before else 0.0
 
     def to_json(self) -> dict:
-        return {**asdict(self), "sparsity": round(self.sparsity, 6)}
+        d = asdict(self)
+        d["shape_before"], d["shape_after"] = list(self.shape_before), list(self.shape_after)
+        return {**d, "sparsity": round(self.sparsity, 6)}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "LayerSparsity":
+        fields = {k: d[k] for k in cls.__dataclass_fields__}
+        fields["shape_before"], fields["shape_after"] = tuple(d["shape_before"]), tuple(d["shape_after"])
+        return cls(**fields)
 
 
 def prunable_layers(module: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -35,41 +47,74 @@ def prunable_layers(module: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 @torch.no_grad()
-def measure(module: nn.Module, input_shape: tuple[int, ...]) -> list[LayerSparsity]:
-    """Per-layer counts for a module, MACs from one forward pass of a batch-1 input."""
-    out_elems: dict[str, int] = {}
+def output_positions(module: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
+    """For each prunable layer, how many times each of its weights is used per sample."""
+    positions: dict[str, int] = {}
     hooks = []
     for name, layer in prunable_layers(module):
         def hook(mod, inp, out, name=name):
             sample = out[0]
             channels = sample.shape[0] if isinstance(mod, CONV) else sample.shape[-1]
-            out_elems[name] = sample.numel() // channels  # output positions per weight
+            positions[name] = sample.numel() // channels
 
         hooks.append(layer.register_forward_hook(hook))
+    was_training = module.training
     try:
-        was_training = module.training
         module.eval()
         module(torch.zeros(input_shape))
-        module.train(was_training)
     finally:
+        module.train(was_training)
         for h in hooks:
             h.remove()
+    return positions
+
+
+@torch.no_grad()
+def compare(original: nn.Module, pruned: nn.Module, input_shape: tuple[int, ...]) -> list[LayerSparsity]:
+    """Per-layer counts of `pruned` against `original`, matched by layer name. A layer missing
+    from `pruned` counts as wholly removed."""
+    pos_before = output_positions(original, input_shape)
+    pos_after = output_positions(pruned, input_shape)
+    after = dict(prunable_layers(pruned))
     layers = []
-    for name, layer in prunable_layers(module):
-        w = layer.weight.detach()
-        positions = out_elems[name]
-        zeros = int((w == 0).sum())
+    for name, layer in prunable_layers(original):
+        w0 = layer.weight
+        new = after.get(name)
+        w1 = new.weight if new is not None else None
+        nonzero = int(torch.count_nonzero(w1)) if w1 is not None else 0
         layers.append(
             LayerSparsity(
                 name=name,
                 kind=type(layer).__name__,
-                params=w.numel(),
-                zeros=zeros,
-                macs=w.numel() * positions,
-                nonzero_macs=(w.numel() - zeros) * positions,
+                shape_before=tuple(w0.shape),
+                shape_after=tuple(w1.shape) if w1 is not None else (),
+                params_before=w0.numel(),
+                params_after=nonzero,
+                macs_before=w0.numel() * pos_before[name],
+                macs_after=(w1.numel() * pos_after[name]) if w1 is not None else 0,
+                macs_after_nonzero=(nonzero * pos_after[name]) if w1 is not None else 0,
             )
         )
     return layers
+
+
+def measure(module: nn.Module, input_shape: tuple[int, ...]) -> list[LayerSparsity]:
+    """Counts of one module against itself (zeros only, no removed weights)."""
+    return compare(module, module, input_shape)
+
+
+def totals(layers: list[LayerSparsity]) -> dict:
+    before = sum(l.params_before for l in layers)
+    after = sum(l.params_after for l in layers)
+    return {
+        "sparsity": {"global": 1.0 - after / before if before else 0.0},
+        "params": {"before": before, "after": after},
+        "macs": {
+            "before": sum(l.macs_before for l in layers),
+            "after": sum(l.macs_after for l in layers),
+            "after_nonzero": sum(l.macs_after_nonzero for l in layers),
+        },
+    }
 
 
 def onnx_weight_counts(path: Path) -> dict[str, tuple[int, int]]:

@@ -1,36 +1,149 @@
+import numpy as np
 import pytest
 import torch
 
 from toolkit.errors import UsageError
-from toolkit.prune import PruneConfig, PrunedModel, cubic_schedule, prune_magnitude
+from toolkit.models import InputSpec, Model, build_model
+from toolkit.prune import (Allocation, Method, PruneConfig, PrunedModel, Schedule, Scope, cubic_schedule,
+                           prune)
+from toolkit.prune.sensitivity import Point, allocate
+from toolkit.sparsity import prunable_layers
+from toolkit.train import evaluate, seed_everything, train
+
+FAST = dict(steps=2, epochs_per_step=1, final_epochs=1)
 
 
 def test_cubic_schedule_ends_at_target_and_front_loads():
     s = cubic_schedule(0.8, 4)
     assert s[-1] == pytest.approx(0.8)
     assert all(a < b for a, b in zip(s, s[1:]))
-    # Zhu & Gupta prune fast early, slowly late
-    assert s[0] > 0.8 / 4
+    assert s[0] > 0.8 / 4  # Zhu & Gupta prune fast early, slowly late
 
 
-def test_pruning_reaches_target_and_zeros_are_permanent(pruned, trained):
+def test_unstructured_reaches_target_and_zeros_are_permanent(pruned, trained):
     assert pruned.global_sparsity >= 0.70
     assert pruned.params_before == 784 * 128 + 128 * 10
-    # no leftover masks or reparametrisation: the zeros are in .weight itself
     for name, _ in pruned.model.module.named_buffers():
-        assert not name.endswith("_mask")
-    # the dense model is not changed by pruning
+        assert not name.endswith("_mask")  # no leftover masks: the zeros are in .weight itself
     dense_zeros = sum(int((p == 0).sum()) for n, p in trained.module.named_parameters() if n.endswith("weight"))
-    assert dense_zeros < 0.05 * pruned.params_before
+    assert dense_zeros < 0.05 * pruned.params_before  # the dense model is left as it was
     assert pruned.accuracy_after > 0.8
+    j = pruned.to_json()
+    assert j["macs"]["after"] == j["macs"]["before"]  # unstructured zeros shrink no dense kernel
+    assert j["macs"]["after_nonzero"] < 0.35 * j["macs"]["before"]
+    assert [s["step"] for s in j["steps"]] == [1, 2]
+
+
+def test_layerwise_scope_and_exclusions(trained, digits):
+    p = prune(trained, digits, config=PruneConfig(target=0.7, scope=Scope.layer, exclude=("3",), **FAST))
+    layers = {l.name: l for l in p.layers}
+    assert layers["3"].params_after == layers["3"].params_before  # excluded: untouched
+    assert p.global_sparsity >= 0.70
+    with pytest.raises(UsageError, match="prunable layers: 1, 3"):
+        prune(trained, digits, config=PruneConfig(exclude=("nope",), **FAST))
+
+
+def test_oneshot_has_one_step(trained, digits):
+    p = prune(trained, digits, config=PruneConfig(schedule=Schedule.oneshot, final_epochs=1))
+    assert len(p.steps) == 1 and p.global_sparsity >= 0.70
+
+
+def test_structured_removes_neurons(trained, digits):
+    p = prune(trained, digits, config=PruneConfig(method=Method.structured, **FAST))
+    layers = {l.name: l for l in p.layers}
+    hidden = layers["1"].shape_after[0]
+    assert hidden < 128 * 0.35
+    assert layers["3"].shape_after == (10, hidden)  # the next layer shrank with it; 10 outputs kept
+    assert p.global_sparsity >= 0.70
+    j = p.to_json()
+    assert j["macs"]["after"] < 0.35 * j["macs"]["before"]  # real shapes, real MACs
+    x = torch.from_numpy(digits.x_test[:4])
+    assert p.model.module(x).shape == (4, 10)
+
+
+def test_structured_cnn_shrinks_filters_and_fc(digits):
+    seed_everything(0)
+    m = build_model("cnn", num_classes=10, input_shape=digits.input_shape)
+    train(m, digits.x_train, digits.y_train, epochs=2, seed=0)
+    model = Model(m, InputSpec("input", digits.input_shape))
+    p = prune(model, digits, config=PruneConfig(method=Method.structured, distill=True, **FAST))
+    shapes = {l.name: l.shape_after for l in p.layers}
+    assert shapes["0"][0] < 6 and shapes["3"][0] < 16 and shapes["7"][0] < 120
+    assert shapes["3"][1] == shapes["0"][0]  # conv2 inputs follow conv1 filters
+    assert shapes["7"][1] == shapes["3"][0] * 25  # fc1 inputs follow conv2 filters through the flatten
+    assert p.global_sparsity >= 0.70
+
+
+def test_residual_depthwise_model_prunes_runs_exports_and_compiles(digits, tmp_path):
+    from compile import compile_onnx, get_target
+    from tests.unit.toolkit.nets import ResDepthwiseNet
+    from toolkit.export import export_onnx
+
+    seed_everything(0)
+    m = ResDepthwiseNet()
+    train(m, digits.x_train, digits.y_train, epochs=1, seed=0)
+    model = Model(m, InputSpec("input", digits.input_shape))
+    p = prune(model, digits, config=PruneConfig(target=0.5, allow_below_70=True, method=Method.structured,
+                                                scope=Scope.global_, **FAST))
+    assert p.global_sparsity >= 0.5
+    net = p.model.module
+    # residual adds and depthwise groups stayed consistent
+    for blk in (net.block1, net.block2):
+        dw = blk.depthwise[0]
+        assert dw.groups == dw.in_channels == dw.out_channels == blk.expand[0].out_channels
+        assert blk.project[0].out_channels == net.stem[0].out_channels
+    assert net(torch.from_numpy(digits.x_test[:2])).shape == (2, 10)
+    onnx_path = export_onnx(p.model, tmp_path / "m.onnx")
+    bundle, parity = compile_onnx(onnx_path, target=get_target("host"), out_dir=tmp_path / "b",
+                                  parity_inputs=digits.x_test[:4])
+    assert parity.top1_agreement == 1.0
+    p.save(tmp_path / "saved")
+    back = PrunedModel.load(tmp_path / "saved")  # new shapes, no patching of the class
+    x = torch.from_numpy(digits.x_test[:3])
+    assert torch.allclose(back.model.module(x), net(x))
+
+
+def test_allocate_prefers_insensitive_layers():
+    table = {
+        "robust": [Point(r, 0.9, 0.001 * r, 0.5 * r) for r in (0.3, 0.6, 0.9)],
+        "fragile": [Point(r, 0.5, 0.4 * r, 0.5 * r) for r in (0.3, 0.6, 0.9)],
+    }
+    ratios = allocate(table, 0.5)
+    assert ratios["robust"] == 0.9 and ratios["fragile"] <= 0.3
+
+
+def test_sensitivity_allocation_records_scan(trained, digits):
+    p = prune(trained, digits, config=PruneConfig(allocation=Allocation.sensitivity, scope=Scope.layer,
+                                                  sensitivity_ratios=(0.5, 0.9), **FAST))
+    assert set(p.sensitivity) == {"1", "3"}
+    assert [pt["ratio"] for pt in p.sensitivity["1"]] == [0.5, 0.9]
+    assert set(p.allocation) == {"1", "3"}
+    assert p.global_sparsity >= 0.70
 
 
 def test_below_70_is_refused_unless_allowed(trained, digits):
     with pytest.raises(UsageError, match="--allow-below-70"):
-        prune_magnitude(trained, digits, config=PruneConfig(target=0.5))
-    ok = prune_magnitude(trained, digits, config=PruneConfig(target=0.5, allow_below_70=True, steps=1,
-                                                               final_epochs=0))
+        prune(trained, digits, config=PruneConfig(target=0.5))
+    ok = prune(trained, digits, config=PruneConfig(target=0.5, allow_below_70=True, schedule=Schedule.oneshot,
+                                                   final_epochs=0))
     assert 0.5 <= ok.global_sparsity < 0.51
+
+
+def test_distillation_learns_from_the_teacher_not_the_labels(trained, digits):
+    """With shuffled labels only the teacher carries signal: the distilled student follows it."""
+    from toolkit.models import mlp
+
+    rng = np.random.default_rng(0)
+    wrong = rng.permutation(digits.y_train)
+    x = torch.from_numpy(digits.x_test)
+    agreement = {}
+    for alpha in (0.0, 1.0):
+        seed_everything(1)
+        student = mlp()
+        train(student, digits.x_train, wrong, epochs=4, seed=1, lr=3e-3, teacher=trained.module, distill_alpha=alpha)
+        with torch.no_grad():
+            agreement[alpha] = (student(x).argmax(1) == trained.module(x).argmax(1)).float().mean().item()
+    assert agreement[1.0] > 0.8 > 0.3 > agreement[0.0]
 
 
 def test_save_load_round_trip(pruned, tmp_path):
@@ -41,6 +154,4 @@ def test_save_load_round_trip(pruned, tmp_path):
     x = torch.rand(1, 1, 28, 28)
     with torch.no_grad():
         assert torch.equal(back.model.module(x), pruned.model.module(x))
-    j = back.to_json()
-    assert j["params"]["after"] == pruned.params_after
-    assert j["macs"]["after"] < j["macs"]["before"]
+    assert back.to_json()["params"]["after"] == pruned.params_after

@@ -1,0 +1,27 @@
+"""Timing compiled libraries on the host with TVM's own timer (for benchmarks and the
+latency-aware pruning allocation; boards are timed by the board agent)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+class HostTimer:
+    """A loaded library, ready to be timed repeatedly (so interleaved rounds are cheap)."""
+
+    def __init__(self, lib_path: Path, input_shape: tuple[int, ...]) -> None:
+        import tvm
+        from tvm import runtime
+        from tvm.runtime import vm as tvm_vm
+
+        self.dev = tvm.cpu()
+        self._lib = runtime.load_module(str(lib_path))
+        self.vm = tvm_vm.VirtualMachine(self._lib, self.dev)
+        x = np.random.default_rng(0).random(input_shape, dtype=np.float32)
+        self.x = runtime.tensor(x, self.dev)
+        self.vm["main"](self.x)  # first call outside the timing
+
+    def median_ms(self, *, number: int = 50, repeat: int = 5, min_repeat_ms: int = 50) -> float:
+        f = self.vm.time_evaluator("main", self.dev, number=number, repeat=repeat, min_repeat_ms=min_repeat_ms)
+        return float(f(self.x).median) * 1e3

@@ -1,0 +1,152 @@
+"""The pruning loop: allocate per-layer ratios, prune along the schedule, fine-tune between
+steps (optionally distilling from the dense model), then make the result permanent."""
+from __future__ import annotations
+
+import copy
+import math
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..data import Dataset
+from ..errors import UsageError
+from ..models import Model
+from ..sparsity import compare, prunable_layers
+from ..train import evaluate, train
+from . import sensitivity, structured, unstructured
+from .artifact import PrunedModel
+from .config import Allocation, Method, PruneConfig, Scope
+
+BISECTION_STEPS = 16
+
+
+class _Plan:
+    """How to prune one module: which layers, with what per-layer shape, by which method."""
+
+    def __init__(self, module: nn.Module, example: torch.Tensor, config: PruneConfig) -> None:
+        self.config = config
+        self.example = example
+        self.structured = config.method is Method.structured
+        names = [n for n, _ in prunable_layers(module)]
+        unknown = sorted(set(config.exclude) - set(names))
+        if unknown:
+            raise UsageError(f"--exclude names no prunable layer: {', '.join(unknown)}",
+                             hint=f"prunable layers: {', '.join(names)}")
+        # a structured pruner must keep the outputs of the layers that produce the model's output
+        self.ignored = list(config.exclude) + (
+            [n for n in structured.output_layers(module, example) if n not in config.exclude] if self.structured else []
+        )
+        self.candidates = [n for n in names if n not in self.ignored]
+        self.total = sum(l.weight.numel() for _, l in prunable_layers(module))
+        self.base: dict[str, float] | None = None if config.scope is Scope.global_ else {n: 1.0 for n in self.candidates}
+        self.p = 1 if config.importance.value == "l1" else 2
+        self.channels = {n: l.weight.shape[0] for n, l in prunable_layers(module)}
+
+    def removed(self, module: nn.Module) -> float:
+        return 1.0 - unstructured.nonzero_params(module) / self.total
+
+    def apply(self, module: nn.Module, scale: float, ratios: dict[str, float] | None = None) -> None:
+        """Prune in place: each layer by scale * its base ratio (or `ratios` as given)."""
+        ratios = ratios if ratios is not None else (
+            None if self.base is None else {n: scale * r for n, r in self.base.items()}
+        )
+        if self.structured:
+            if ratios is not None:
+                # ratios are of the original channels; torch-pruning takes ratios of today's
+                now = {n: l.weight.shape[0] for n, l in prunable_layers(module)}
+                ratios = {n: max(0.0, 1.0 - (1.0 - min(r, structured.MAX_LAYER_RATIO)) * self.channels[n] / now[n])
+                          for n, r in ratios.items()}
+            structured.apply(module, self.example, ratios=ratios, global_ratio=scale, ignored=self.ignored, p=self.p)
+        elif ratios is not None:
+            unstructured.apply_ratios(module, ratios)
+        else:
+            unstructured.apply_global(module, self.candidates, math.ceil(scale * self.total))
+
+    def prune_one(self, module: nn.Module, name: str, ratio: float) -> nn.Module:
+        trial = copy.deepcopy(module)
+        self.apply(trial, 0.0, {name: ratio})
+        return trial
+
+    def prune_to(self, module: nn.Module, target: float) -> None:
+        """Prune `module` in place until at least `target` of the original weights are gone."""
+        if self.removed(module) >= target:
+            return
+        if not self.structured and self.base is None:
+            self.apply(module, target)  # a global threshold hits a count exactly
+            return
+        positive = [r for r in (self.base or {"_": 1.0}).values() if r > 0] or [1.0]
+        hi = structured.MAX_LAYER_RATIO / min(positive) if self.structured else 1.0 / min(positive)
+
+        def reached(scale: float) -> float:
+            trial = copy.deepcopy(module)
+            self.apply(trial, scale)
+            return self.removed(trial)
+
+        best = reached(hi)
+        if best < target - 1e-9:
+            raise UsageError(
+                f"cannot remove {target:.0%} of the prunable weights with these settings (at most {best:.1%})",
+                hint="exclude fewer layers, or use --method magnitude",
+            )
+        lo = 0.0
+        for _ in range(BISECTION_STEPS):
+            mid = (lo + hi) / 2
+            if reached(mid) >= target:
+                hi = mid
+            else:
+                lo = mid
+        self.apply(module, hi)
+
+
+def prune(model: Model, data: Dataset, *, config: PruneConfig,
+          on_step: Callable[[dict], None] | None = None) -> PrunedModel:
+    """Prune a copy of `model` to `config.target`; the dense model is left as it was. Decisions
+    (sensitivity, allocation) use a validation split of the training data; accuracy is reported
+    on the test split."""
+    config.validate()
+    original = model.module.eval()
+    module = copy.deepcopy(original)
+    example = torch.zeros(model.spec.shape)
+    train_ds, x_val, y_val = data.validation_split(config.validation_fraction, seed=config.seed)
+    plan = _Plan(module, example, config)
+    teacher = original if config.distill else None
+
+    table = None
+    if config.allocation is Allocation.sensitivity:
+        table = sensitivity.scan(
+            module, plan.candidates, config.sensitivity_ratios,
+            prune_one=plan.prune_one, score=lambda m: evaluate(m, x_val, y_val), removed=plan.removed,
+        )
+        allocation = sensitivity.allocate(table, config.target)
+        if any(r > 0 for r in allocation.values()):
+            plan.base = allocation
+
+    steps = []
+    targets = config.step_targets
+    for i, target in enumerate(targets):
+        plan.prune_to(module, target)
+        last = i == len(targets) - 1
+        train(module, data.x_train, data.y_train,  # validation split is for decisions only
+              epochs=config.final_epochs if last else config.epochs_per_step,
+              seed=config.seed + i, lr=config.lr, teacher=teacher,
+              distill_alpha=config.distill_alpha, temperature=config.temperature)
+        step = {"step": i + 1, "target": target, "removed": plan.removed(module),
+                "val_accuracy": evaluate(module, x_val, y_val)}
+        steps.append(step)
+        if on_step:
+            on_step(step)
+    if not plan.structured:
+        unstructured.finish(module)
+    module.eval()
+    pruned = Model(module, model.spec, evaluate(module, data.x_test, data.y_test))
+    return PrunedModel(
+        model=pruned,
+        layers=compare(original, module, model.spec.shape),
+        accuracy_before=evaluate(original, data.x_test, data.y_test),
+        accuracy_after=pruned.accuracy,
+        config=config,
+        steps=steps,
+        sensitivity=sensitivity.to_json(table) if table else None,
+        allocation=plan.base,
+    )

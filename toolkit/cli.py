@@ -103,6 +103,90 @@ def run(
             Console(stderr=True).print(f"artifacts in {cfg.out}")
 
 
+@app.command("prune")
+def prune_cmd(
+    model: str = typer.Argument(..., help="built-in name (mlp, cnn; trained here first), a stage directory, "
+                                          "a torch.save'd nn.Module, or a state dict with --factory"),
+    data: str = typer.Option("digits", help="'digits' or an .npz with arrays x, y"),
+    target: float = typer.Option(0.70, help="fraction of prunable weights to zero or remove"),
+    method: str = typer.Option("magnitude", help="magnitude (unstructured) | structured (removes neurons/filters)"),
+    schedule: str = typer.Option("gradual", help="oneshot | gradual (cubic, fine-tuning between steps)"),
+    scope: str = typer.Option("global", help="global (one threshold) | layer (same ratio per layer)"),
+    allocation: str = typer.Option("uniform", help="uniform | sensitivity (per-layer ratios from a scan)"),
+    importance: str = typer.Option("l1", help="l1 | l2 (structured: norm of a channel's weights)"),
+    exclude: Optional[list[str]] = typer.Option(None, help="a layer name never to prune (repeatable)"),
+    steps: int = typer.Option(4, help="gradual: pruning steps"),
+    epochs: int = typer.Option(2, help="fine-tuning epochs after each step (the last step gets --final-epochs)"),
+    final_epochs: int = typer.Option(6, help="fine-tuning epochs after the last step"),
+    distill: bool = typer.Option(False, "--distill", help="distill from the dense model while fine-tuning"),
+    finetune_epochs: int = typer.Option(0, help="transfer learning: fine-tune on DATA before pruning"),
+    freeze: int = typer.Option(0, help="transfer learning: freeze the first N Linear/Conv layers"),
+    factory: Optional[str] = typer.Option(None, help="package.module:function building the model for a state dict"),
+    train_epochs: int = typer.Option(40, help="epochs to train a built-in model first"),
+    allow_below_70: bool = typer.Option(False, "--allow-below-70", help="allow a target under 0.70"),
+    seed: int = typer.Option(0),
+    out: Path = typer.Option(..., help="write pruned.pt, spec.json, prune.json here"),
+    as_json: bool = typer.Option(False, "--json", help="print prune.json on stdout, nothing else"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Prune a model to a sparsity target and report sparsity three ways."""
+    from .prune import Allocation, Importance, Method, PruneConfig, Schedule, Scope
+    from .prune import prune as run_prune
+    from .progress import Progress
+
+    config = PruneConfig(
+        target=target, method=_choice(Method, method, "--method"), schedule=_choice(Schedule, schedule, "--schedule"),
+        scope=_choice(Scope, scope, "--scope"), allocation=_choice(Allocation, allocation, "--allocation"),
+        importance=_choice(Importance, importance, "--importance"), exclude=tuple(exclude or ()), steps=steps,
+        epochs_per_step=epochs, final_epochs=final_epochs, distill=distill, seed=seed, allow_below_70=allow_below_70,
+    )
+    config.validate()  # before anything is loaded or trained
+    progress = Progress(quiet=quiet)
+    with _stdout_to_stderr() if as_json else contextlib.nullcontext():
+        from .data import load_dataset
+        from .inputs import resolve_model
+        from .transfer import finetune
+
+        with progress.stage("data", f"load data ({data})"):
+            dataset = load_dataset(data)
+        with progress.stage("model", f"load model ({model})") as st:
+            dense, how = resolve_model(model, dataset, factory=factory, train_epochs=train_epochs, seed=seed)
+            st["note"] = f"{how}; accuracy {dense.accuracy:.4f}"
+        transfer = None
+        if finetune_epochs:
+            with progress.stage("finetune", f"fine-tune on {data} ({finetune_epochs} epochs, {freeze} frozen)") as st:
+                dense, transfer = finetune(dense, dataset, epochs=finetune_epochs, freeze=freeze, seed=seed)
+                st["note"] = f"accuracy {dense.accuracy:.4f}"
+        with progress.stage("prune", f"prune to {target:.0%} ({method}, {schedule})") as st:
+            result = run_prune(dense, dataset, config=config,
+                               on_step=lambda s: progress.console.print(
+                                   f"  step {s['step']}: removed {s['removed']:.3f}, val accuracy {s['val_accuracy']:.4f}")
+                               if not quiet else None)
+            st["note"] = f"sparsity {result.global_sparsity:.4f}, accuracy {result.accuracy_after:.4f}"
+        doc = result.to_json()
+        if transfer:
+            doc["transfer"] = transfer
+        result.save(out)
+        (out / "prune.json").write_text(json.dumps(doc, indent=2) + "\n")
+    if as_json:
+        sys.stdout.write(json.dumps(doc) + "\n")
+    else:
+        from rich.console import Console
+
+        from .report import render_prune_table
+
+        Console().print(render_prune_table(doc))
+
+
+def _choice(enum, value: str, flag: str):
+    try:
+        return enum(value)
+    except ValueError:
+        from .errors import UsageError
+
+        raise UsageError(f"{flag} must be one of {', '.join(e.value for e in enum)}, got {value!r}") from None
+
+
 def _error(message: str) -> None:
     print(f"edgeopt: error: {message}", file=sys.stderr)
 

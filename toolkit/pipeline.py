@@ -18,24 +18,20 @@ from .data import Dataset, load_dataset
 from .deploy import Connection, Deployment
 from .errors import InputError
 from .export import export_onnx
-from .models import InputSpec, Model, build_model, check_model_name
+from .inputs import train_builtin
+from .models import Model, check_model_name
 from .onnx_run import predict
 from .progress import Progress
 from .prune import Method, PruneConfig, PrunedModel, Schedule, prune
 from .quantize import QuantConfig, QuantizedModel, quantize_ptq
 from .report import build_report, config_hash
 from .sparsity import global_sparsity_of_onnx
-from .train import evaluate, seed_everything, train
 
 PARITY_SAMPLES = 32
 
 
 def train_model(config: RunConfig, data: Dataset) -> Model:
-    seed_everything(config.seed)
-    module = build_model(config.model, num_classes=data.num_classes, input_shape=data.input_shape)
-    train(module, data.x_train, data.y_train, epochs=config.epochs, seed=config.seed, lr=config.lr)
-    spec = InputSpec(name="input", shape=data.input_shape)
-    return Model(module, spec, evaluate(module, data.x_test, data.y_test))
+    return train_builtin(config.model, data, epochs=config.epochs, lr=config.lr, seed=config.seed)
 
 
 def run(config: RunConfig, *, progress: Progress | None = None) -> dict:

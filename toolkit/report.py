@@ -89,3 +89,20 @@ def render_table(report: dict) -> Table:
         p = report["parity"]
         t.add_row("board vs host int8", f"max|diff| {p['max_abs_diff']:.2g}", f"top-1 agreement {p['top1_agreement']:.4f}")
     return t
+
+
+def render_prune_table(doc: dict) -> Table:
+    t = Table(title=f"edgeopt prune ({doc['config']['method']}, {doc['config']['schedule']})", header_style="bold")
+    for col, just in (("layer", "left"), ("kind", "left"), ("shape before -> after", "left"),
+                      ("params before -> after", "right"), ("sparsity", "right"), ("MACs before -> after", "right")):
+        t.add_column(col, justify=just)
+    for l in doc["layers"]:
+        t.add_row(l["name"], l["kind"], f"{tuple(l['shape_before'])} -> {tuple(l['shape_after'])}",
+                  f"{l['params_before']:,} -> {l['params_after']:,}", f"{l['sparsity']:.3f}",
+                  f"{l['macs_before']:,} -> {l['macs_after']:,}")
+    t.add_row("total", "", "", f"{doc['params']['before']:,} -> {doc['params']['after']:,}",
+              f"{doc['sparsity']['global']:.3f}", f"{doc['macs']['before']:,} -> {doc['macs']['after']:,}", style="bold")
+    acc = doc["accuracy"]
+    t.caption = (f"accuracy {acc['before']:.4f} -> {acc['after']:.4f} (drop {acc['drop']:+.4f}); "
+                 "sparsity = zero or removed Linear/Conv weights; MACs as dense kernels run them")
+    return t

@@ -63,3 +63,35 @@ def test_console_script_reports_the_same_way():
 def test_help_lists_run(capsys):
     assert main(["--help"]) == 0
     assert "run" in capsys.readouterr().out
+
+
+def test_prune_below_70_refused(capsys, tmp_path):
+    assert main(["prune", "mlp", "--target", "0.5", "--out", str(tmp_path / "p")]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert "--allow-below-70" in line and "70%" in line
+    assert not (tmp_path / "p").exists()  # refused before anything was trained or written
+
+
+def test_prune_bad_choice_and_missing_model(capsys, tmp_path):
+    assert main(["prune", "mlp", "--method", "random", "--out", str(tmp_path / "p")]) == 2
+    assert "--method" in one_line(capsys.readouterr().err)
+    assert main(["prune", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "p")]) == 3
+    assert "nope.pt" in one_line(capsys.readouterr().err)
+
+
+def test_prune_json_from_a_saved_module(tmp_path, trained):
+    import json
+
+    import torch
+
+    torch.save(trained.module, tmp_path / "m.pt")
+    r = subprocess.run([sys.executable, "-m", "toolkit", "prune", str(tmp_path / "m.pt"), "--method", "structured",
+                        "--steps", "2", "--epochs", "1", "--final-epochs", "1", "--out", str(tmp_path / "p"), "--json"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["sparsity"]["global"] >= 0.70
+    assert doc["params"]["before"] == 101632 and doc["params"]["after"] <= 0.3 * 101632
+    assert doc["macs"]["after"] < doc["macs"]["before"]
+    assert {"before", "after"} <= set(doc["accuracy"]) and len(doc["layers"]) == 2
+    assert json.loads((tmp_path / "p" / "prune.json").read_text())["params"] == doc["params"]

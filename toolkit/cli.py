@@ -141,6 +141,9 @@ def prune_cmd(
         epochs_per_step=epochs, final_epochs=final_epochs, distill=distill, seed=seed, allow_below_70=allow_below_70,
     )
     config.validate()  # before anything is loaded or trained
+    from .inputs import check_model_spec
+
+    check_model_spec(model)
     progress = Progress(quiet=quiet)
     with _stdout_to_stderr() if as_json else contextlib.nullcontext():
         from .data import load_dataset

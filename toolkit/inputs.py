@@ -20,6 +20,13 @@ def train_builtin(name: str, data: Dataset, *, epochs: int = DEFAULT_TRAIN_EPOCH
     return Model(module, InputSpec(name="input", shape=data.input_shape), evaluate(module, data.x_test, data.y_test))
 
 
+def check_model_spec(spec: str) -> None:
+    """Fail fast on a model that names nothing."""
+    if spec not in BUILTIN_MODELS and not Path(spec).exists():
+        raise InputError(f"model not found: {spec}",
+                         hint=f"pass a built-in name ({', '.join(sorted(BUILTIN_MODELS))}), a stage directory or a torch.save'd file")
+
+
 def resolve_model(spec: str, data: Dataset, *, factory: str | None = None, train_epochs: int = DEFAULT_TRAIN_EPOCHS,
                   seed: int = 0) -> tuple[Model, str]:
     """A built-in name (trained here on `data`), a stage directory (model.pt or pruned.pt with

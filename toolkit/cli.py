@@ -113,6 +113,8 @@ def prune_cmd(
     schedule: str = typer.Option("gradual", help="oneshot | gradual (cubic, fine-tuning between steps)"),
     scope: str = typer.Option("global", help="global (one threshold) | layer (same ratio per layer)"),
     allocation: str = typer.Option("uniform", help="uniform | sensitivity (per-layer ratios from a scan)"),
+    latency_weighted: bool = typer.Option(False, "--latency-weighted",
+                                          help="sensitivity allocation also weighs each layer's TVM latency"),
     importance: str = typer.Option("l1", help="l1 | l2 (structured: norm of a channel's weights)"),
     exclude: Optional[list[str]] = typer.Option(None, help="a layer name never to prune (repeatable)"),
     steps: int = typer.Option(4, help="gradual: pruning steps"),
@@ -139,6 +141,7 @@ def prune_cmd(
         scope=_choice(Scope, scope, "--scope"), allocation=_choice(Allocation, allocation, "--allocation"),
         importance=_choice(Importance, importance, "--importance"), exclude=tuple(exclude or ()), steps=steps,
         epochs_per_step=epochs, final_epochs=final_epochs, distill=distill, seed=seed, allow_below_70=allow_below_70,
+        latency_weighted=latency_weighted,
     )
     config.validate()  # before anything is loaded or trained
     from .inputs import check_model_spec

@@ -24,6 +24,7 @@ class PrunedModel:
     steps: list[dict] = field(default_factory=list)
     sensitivity: dict | None = None
     allocation: dict[str, float] | None = None
+    layer_latency_share: dict[str, float] | None = None
     meta: dict | None = None  # what load() read, for a faithful re-save
 
     @property
@@ -53,6 +54,7 @@ class PrunedModel:
             "steps": self.steps,
             "allocation": self.allocation,
             "sensitivity": self.sensitivity,
+            "layer_latency_share": self.layer_latency_share,
         }
 
     def save(self, directory: Path) -> Path:

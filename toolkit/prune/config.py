@@ -48,6 +48,7 @@ class PruneConfig:
     final_epochs: int = 6
     lr: float = 5e-4
     distill: bool = False
+    latency_weighted: bool = False  # sensitivity allocation also weighs each layer's TVM latency
     distill_alpha: float = 0.7
     temperature: float = 4.0
     sensitivity_ratios: tuple[float, ...] = (0.3, 0.5, 0.7, 0.85, 0.95)
@@ -69,6 +70,8 @@ class PruneConfig:
             raise UsageError("fine-tuning epochs cannot be negative")
         if not 0.0 < self.validation_fraction < 0.5:
             raise UsageError(f"validation fraction must be in (0, 0.5), got {self.validation_fraction}")
+        if self.latency_weighted and self.allocation is not Allocation.sensitivity:
+            raise UsageError("--latency-weighted weighs the sensitivity allocation", hint="add --allocation sensitivity")
         if not all(0.0 < r < 1.0 for r in self.sensitivity_ratios):
             raise UsageError("sensitivity ratios must be fractions between 0 and 1")
 
@@ -85,7 +88,7 @@ class PruneConfig:
             "scope": self.scope.value, "allocation": self.allocation.value, "importance": self.importance.value,
             "exclude": list(self.exclude), "steps": self.steps if self.schedule is Schedule.gradual else 1,
             "epochs_per_step": self.epochs_per_step, "final_epochs": self.final_epochs, "lr": self.lr,
-            "distill": self.distill, "seed": self.seed,
+            "distill": self.distill, "latency_weighted": self.latency_weighted, "seed": self.seed,
         }
 
 

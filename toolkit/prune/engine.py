@@ -112,13 +112,19 @@ def prune(model: Model, data: Dataset, *, config: PruneConfig,
     plan = _Plan(module, example, config)
     teacher = original if config.distill else None
 
-    table = None
+    table = shares = None
     if config.allocation is Allocation.sensitivity:
         table = sensitivity.scan(
             module, plan.candidates, config.sensitivity_ratios,
             prune_one=plan.prune_one, score=lambda m: evaluate(m, x_val, y_val), removed=plan.removed,
         )
-        allocation = sensitivity.allocate(table, config.target)
+        if config.latency_weighted:
+            from .latency import layer_latencies
+
+            latencies = layer_latencies(module, model.spec.shape, plan.candidates)
+            total_ms = sum(latencies.values())
+            shares = {n: ms / total_ms for n, ms in latencies.items()}
+        allocation = sensitivity.allocate(table, config.target, shares)
         if any(r > 0 for r in allocation.values()):
             plan.base = allocation
 
@@ -148,5 +154,6 @@ def prune(model: Model, data: Dataset, *, config: PruneConfig,
         config=config,
         steps=steps,
         sensitivity=sensitivity.to_json(table) if table else None,
+        layer_latency_share=shares if table else None,
         allocation=plan.base,
     )

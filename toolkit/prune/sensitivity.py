@@ -38,9 +38,12 @@ def scan(
     return table
 
 
-def allocate(table: dict[str, list[Point]], target: float) -> dict[str, float]:
+def allocate(table: dict[str, list[Point]], target: float,
+             latency_share: dict[str, float] | None = None) -> dict[str, float]:
     """Greedy: repeatedly take the next ratio step of the layer that loses the least accuracy
-    per weight removed, until the (additively predicted) removal reaches the target."""
+    per weight removed, until the (additively predicted) removal reaches the target. With
+    `latency_share` (each layer's fraction of the time), the gain is half weights removed,
+    half time saved (ratio x share), so time-heavy layers are pruned first at equal loss."""
     curves = {n: [Point(0.0, 0.0, 0.0, 0.0), *pts] for n, pts in table.items()}
     idx = {n: 0 for n in curves}
     while sum(curves[n][idx[n]].removed for n in curves) < target:
@@ -49,7 +52,10 @@ def allocate(table: dict[str, list[Point]], target: float) -> dict[str, float]:
             if idx[n] + 1 >= len(pts):
                 continue
             a, b = pts[idx[n]], pts[idx[n] + 1]
-            gain = max(b.removed - a.removed, 1e-9)
+            gain = b.removed - a.removed
+            if latency_share is not None:
+                gain = 0.5 * gain + 0.5 * (b.ratio - a.ratio) * latency_share.get(n, 0.0)
+            gain = max(gain, 1e-9)
             cost = max(b.drop, 0.0) - max(a.drop, 0.0)
             cost = max(cost, 0.0) / gain
             if best_cost is None or cost < best_cost:

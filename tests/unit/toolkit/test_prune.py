@@ -155,3 +155,27 @@ def test_save_load_round_trip(pruned, tmp_path):
     with torch.no_grad():
         assert torch.equal(back.model.module(x), pruned.model.module(x))
     assert back.to_json()["params"]["after"] == pruned.params_after
+
+
+def test_latency_share_tips_the_allocation():
+    same = [Point(r, 0.9, 0.01 * r, 0.5 * r) for r in (0.3, 0.6, 0.9)]
+    table = {"fc": same, "conv": same}
+    plain = allocate(table, 0.45)
+    weighted = allocate(table, 0.45, latency_share={"conv": 0.9, "fc": 0.1})
+    assert weighted["conv"] > weighted["fc"]
+    assert weighted["conv"] > plain["conv"]  # plain breaks the tie the other way
+
+
+def test_latency_weighted_needs_sensitivity(trained, digits):
+    with pytest.raises(UsageError, match="--allocation sensitivity"):
+        prune(trained, digits, config=PruneConfig(latency_weighted=True, **FAST))
+
+
+def test_layer_latencies_are_measured_with_tvm():
+    from toolkit.models import cnn
+    from toolkit.prune.latency import layer_latencies
+
+    ms = layer_latencies(cnn().eval(), (1, 1, 28, 28), ["3", "9"])
+    assert set(ms) == {"3", "9"} and all(v > 0 for v in ms.values())
+    # conv2 (240k MACs) takes longer than fc2 (10k MACs)
+    assert ms["3"] > ms["9"]

@@ -44,12 +44,16 @@ def load_onnx(path: Path):
     return model
 
 
-def input_shapes(model) -> dict[str, list[int]]:
-    """Static input shapes; a symbolic dimension is an error naming the input."""
+def graph_input_shapes(model, *, overrides: dict[str, list[int]] | None = None) -> dict[str, list[int]]:
+    """Static input shapes (`overrides` win); a symbolic dimension is an error naming the input."""
     inits = {i.name for i in model.graph.initializer}
+    overrides = dict(overrides or {})
     shapes = {}
     for inp in model.graph.input:
         if inp.name in inits:
+            continue
+        if inp.name in overrides:
+            shapes[inp.name] = list(overrides.pop(inp.name))
             continue
         dims = inp.type.tensor_type.shape.dim
         if any(not d.HasField("dim_value") for d in dims):
@@ -59,6 +63,9 @@ def input_shapes(model) -> dict[str, list[int]]:
                 hint=f"fix it with --input-shape {inp.name}=1,...",
             )
         shapes[inp.name] = [d.dim_value for d in dims]
+    if overrides:
+        raise UnsupportedModelError(f"--input-shape names no model input: {', '.join(overrides)}",
+                                    hint=f"inputs: {', '.join(shapes)}")
     return shapes
 
 
@@ -168,6 +175,7 @@ def compile_onnx(
     out_dir: Path,
     parity_inputs: np.ndarray | None = None,
     tolerance: float | None = None,
+    input_shapes: dict[str, list[int]] | None = None,
     extra_manifest: dict | None = None,
 ) -> tuple[Bundle, Parity | None]:
     """Build `onnx_path` for `target` into `out_dir` (a bundle). For the host target the build is
@@ -179,7 +187,7 @@ def compile_onnx(
     from tvm.relax.frontend.onnx import from_onnx
 
     model = load_onnx(onnx_path)
-    shapes = input_shapes(model)
+    shapes = graph_input_shapes(model, overrides=input_shapes)
     if tolerance is None:
         tolerance = default_tolerance(model)
     missing = unsupported_ops(model)
@@ -188,6 +196,9 @@ def compile_onnx(
             f"TVM cannot import {len(missing)} operator(s): {', '.join(missing)}",
             hint="export with QDQ quantization (not QOperator) and standard ONNX ops",
         )
+    if target.cc and shutil.which(target.cc) is None:
+        raise CompileError(f"cross compiler {target.cc} not found for target {target.name!r}",
+                           hint="install it: apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross")
     tvm_target = tvm.target.Target(target.tvm_target())
     try:
         mod = from_onnx(model, shape_dict=shapes, keep_params_in_input=False)
@@ -201,7 +212,14 @@ def compile_onnx(
     staging = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", dir=out_dir.parent))
     try:
         fcompile = tvm.support.cc.cross_compiler(target.cc) if target.cc else None
-        ex.export_library(str(staging / LIBRARY), **({"fcompile": fcompile} if fcompile else {}))
+        try:
+            ex.export_library(str(staging / LIBRARY), **({"fcompile": fcompile} if fcompile else {}))
+        except RuntimeError as exc:
+            lines = [l for l in str(exc).splitlines() if "error" in l.lower() or "cannot find" in l]
+            hint = ("install the target's C library: apt-get install libc6-dev-arm64-cross"
+                    if "crt" in str(exc) else None)
+            raise CompileError(f"linking {LIBRARY} for {target.name!r} failed: {(lines or [str(exc)])[0].strip()}",
+                               hint=hint) from exc
         parity = None
         if target.name == "host":
             shape = next(iter(shapes.values()))
@@ -213,12 +231,17 @@ def compile_onnx(
             {"name": o.name, "dtype": "float32", "shape": [d.dim_value for d in o.type.tensor_type.shape.dim]}
             for o in model.graph.output
         ]
+        if parity is None:
+            # cross-compiled: checked on the board against these host references
+            parity_note = {"checked_on": "board"}
+        else:
+            parity_note = {"checked_on": "host"}
         manifest = {
             "inputs": [{"name": k, "shape": v, "dtype": "float32"} for k, v in shapes.items()],
             "outputs": outputs,
             "target": target.describe(),
             "toolchain": toolchain_versions(),
-            "parity": {"tolerance": tolerance, **({} if parity is None else parity.to_json())},
+            "parity": {"tolerance": tolerance, **parity_note, **({} if parity is None else parity.to_json())},
             **(extra_manifest or {}),
         }
         bundle = Bundle.write(staging, manifest)

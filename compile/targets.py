@@ -36,6 +36,7 @@ class Target:
             "name": self.name,
             "arch": self.arch,
             "triple": spec.get("mtriple", f"{self.arch}-linux-gnu"),
+            "cross_compiler": self.cc,
             "mcpu": spec.get("mcpu", "generic"),
             "tvm": spec,
             "cpu_features": features,
@@ -68,7 +69,25 @@ def register(target: Target) -> Target:
     return target
 
 
+def _aarch64(mcpu: str | None, mattr: list[str]) -> Callable[[], dict]:
+    def spec() -> dict:
+        d = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": mattr}
+        if mcpu:
+            d["mcpu"] = mcpu
+        return d
+
+    return spec
+
+
+CROSS_CC = "aarch64-linux-gnu-gcc"  # Debian package gcc-aarch64-linux-gnu
+
 register(Target("host", platform.machine(), "the CPU of this machine (LLVM, -mcpu=native)", _host_llvm))
+register(Target("aarch64", "aarch64", "any 64-bit Arm (Armv8-A, NEON)", _aarch64(None, ["+neon"]), CROSS_CC))
+register(Target("cortex-a55", "aarch64", "RZ/V2L, RZ/V2H-class boards (Cortex-A55, dot product)",
+                _aarch64("cortex-a55", ["+neon", "+dotprod"]), CROSS_CC))
+register(Target("cortex-a72", "aarch64", "Raspberry Pi 4 (Cortex-A72)", _aarch64("cortex-a72", ["+neon"]), CROSS_CC))
+register(Target("cortex-a76", "aarch64", "Raspberry Pi 5 (Cortex-A76, dot product)",
+                _aarch64("cortex-a76", ["+neon", "+dotprod"]), CROSS_CC))
 
 
 def get_target(name: str) -> Target:

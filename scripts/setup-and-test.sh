@@ -7,8 +7,8 @@ cd "$(dirname "$0")/.."
 VENV=${EDGEOPT_VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 
-# System packages (Debian). Later stages add the QEMU board's packages here.
-SYSTEM_PACKAGES=()
+# System packages (Debian): the aarch64 cross compiler for the Arm targets.
+SYSTEM_PACKAGES=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 missing=()
 for pkg in "${SYSTEM_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

@@ -184,6 +184,63 @@ def prune_cmd(
         Console().print(render_prune_table(doc))
 
 
+@app.command("compile")
+def compile_cmd(
+    model: Path = typer.Argument(..., help="an ONNX model (fp32 or QDQ int8)"),
+    target: str = typer.Option("host", help="target name; `edgeopt targets` lists them"),
+    out: Path = typer.Option(..., help="bundle directory to write (replaced only once the new one is complete)"),
+    input_shape: Optional[list[str]] = typer.Option(None, help="NAME=1,3,32,32 for an input with a symbolic shape (repeatable)"),
+    as_json: bool = typer.Option(False, "--json", help="print a JSON summary on stdout, nothing else"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Compile an ONNX model with TVM into a bundle (model.so + manifest.json) for a target."""
+    from compile import compile_onnx, get_target
+
+    from .errors import InputError, UsageError
+    from .progress import Progress
+
+    tgt = get_target(target)
+    shapes = {}
+    for item in input_shape or []:
+        name, _, dims = item.partition("=")
+        try:
+            shapes[name] = [int(d) for d in dims.split(",")]
+        except ValueError:
+            raise UsageError(f"--input-shape {item!r} is not NAME=D1,D2,...") from None
+        if not name or any(d <= 0 for d in shapes[name]):
+            raise UsageError(f"--input-shape {item!r} is not NAME=D1,D2,... with positive sizes")
+    if not model.is_file():
+        raise InputError(f"ONNX model not found: {model}")
+    progress = Progress(quiet=quiet)
+    with _stdout_to_stderr() if as_json else contextlib.nullcontext():
+        with progress.stage("compile", f"TVM compile {model.name} for {tgt.name}") as st:
+            bundle, parity = compile_onnx(model, target=tgt, out_dir=out, input_shapes=shapes or None)
+            st["note"] = f"{bundle.bytes:,} bytes"
+    t = bundle.manifest["target"]
+    doc = {
+        "bundle": {"path": str(bundle.path), "bytes": bundle.bytes, "id": bundle.id},
+        "target": {"name": t["name"], "triple": t["triple"], "arch": t["arch"], "mcpu": t["mcpu"]},
+        "parity": parity.to_json() if parity else {"max_abs_diff": None, "checked_on": "board"},
+        "inputs": bundle.manifest["inputs"],
+        "outputs": bundle.manifest["outputs"],
+    }
+    if as_json:
+        sys.stdout.write(json.dumps(doc) + "\n")
+    else:
+        p = doc["parity"]
+        print(f"bundle {bundle.path} ({bundle.bytes:,} bytes) for {t['name']} ({t['triple']}, mcpu {t['mcpu']}); "
+              + (f"parity with onnxruntime: max abs diff {p['max_abs_diff']:.3g}" if parity else "parity is checked on the board"))
+
+
+@app.command("targets")
+def targets_cmd() -> None:
+    """List the compile targets."""
+    from compile import TARGETS
+
+    for t in TARGETS.values():
+        print(f"{t.name:<12} {t.arch:<8} {t.description}")
+
+
 def _choice(enum, value: str, flag: str):
     try:
         return enum(value)

@@ -65,7 +65,8 @@ def test_tampered_bundle_is_refused(host_bundle, tmp_path):
 
 def _tiny(tmp_path, node, inputs, outputs, name="m.onnx", opset=18):
     g = helper.make_graph([node], "g", inputs, outputs)
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid("com.microsoft", 1)])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid("com.microsoft", 1)],
+                              ir_version=10)
     path = tmp_path / name
     onnx.save(model, str(path))
     return path
@@ -112,7 +113,7 @@ def test_failed_build_leaves_previous_bundle_untouched(host_bundle, tmp_path):
 
 
 def test_unknown_target():
-    with pytest.raises(UsageError, match="known targets: host"):
+    with pytest.raises(UsageError, match="known targets: .*host"):
         get_target("pdp11")
 
 

@@ -1,0 +1,84 @@
+"""Cross-compiled bundles for the Arm targets (run on an aarch64 board: see the QEMU tests)."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from compile import TARGETS, Bundle, compile_onnx, get_target
+from toolkit.errors import CompileError
+
+ELF_MACHINE_AARCH64 = 0xB7
+
+
+def elf_machine(path) -> int:
+    head = path.read_bytes()[:20]
+    assert head[:4] == b"\x7fELF"
+    return int.from_bytes(head[18:20], "little")
+
+
+def test_registry_names():
+    assert {"host", "aarch64", "cortex-a55", "cortex-a72", "cortex-a76"} <= set(TARGETS)
+    assert get_target("cortex-a55").tvm_target()["mcpu"] == "cortex-a55"
+    assert "+dotprod" in get_target("cortex-a55").tvm_target()["mattr"]
+
+
+@pytest.mark.parametrize("name", ["aarch64", "cortex-a55"])
+def test_cross_compile_gives_an_aarch64_library(name, quantized, tmp_path):
+    bundle, parity = compile_onnx(quantized.path, target=get_target(name), out_dir=tmp_path / name)
+    assert parity is None  # cannot run here: checked on the board
+    assert elf_machine(bundle.path / "model.so") == ELF_MACHINE_AARCH64
+    m = Bundle.load(bundle.path).manifest
+    assert m["target"]["arch"] == "aarch64" and m["target"]["triple"] == "aarch64-linux-gnu"
+    assert "asimd" in m["target"]["required_cpu_flags"]
+    if name == "cortex-a55":
+        assert "asimddp" in m["target"]["required_cpu_flags"]
+
+
+def test_board_agent_refuses_an_arm_bundle_on_this_cpu(quantized, tmp_path):
+    import os
+    import platform
+    from pathlib import Path
+
+    if platform.machine() == "aarch64":
+        pytest.skip("this host is aarch64")
+    bundle, _ = compile_onnx(quantized.path, target=get_target("aarch64"), out_dir=tmp_path / "b")
+    repo = Path(__file__).resolve().parents[3]
+    r = subprocess.run([sys.executable, "-m", "board.agent", "bench", "--bundle", str(bundle.path)],
+                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(repo)})
+    doc = json.loads(r.stdout)
+    assert r.returncode == 1 and doc["error"]["kind"] == "target_mismatch"
+    assert "aarch64" in doc["error"]["message"]
+
+
+def test_missing_cross_compiler_is_one_clear_error(quantized, tmp_path, monkeypatch):
+    import dataclasses
+
+    missing = dataclasses.replace(get_target("aarch64"), cc="no-such-gcc-xyz")
+    with pytest.raises(CompileError, match="apt-get install gcc-aarch64-linux-gnu"):
+        compile_onnx(quantized.path, target=missing, out_dir=tmp_path / "b")
+
+
+def test_compile_cli_json(quantized, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "toolkit", "compile", str(quantized.path), "--target", "host",
+                        "--out", str(tmp_path / "b"), "--json"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["bundle"]["bytes"] > 0 and doc["target"]["name"] == "host"
+    assert doc["parity"]["max_abs_diff"] is not None and doc["target"]["triple"]
+
+
+def test_compile_cli_input_shape_for_symbolic_dims(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], ir_version=10), str(tmp_path / "m.onnx"))
+    base = [sys.executable, "-m", "toolkit", "compile", str(tmp_path / "m.onnx"), "--out", str(tmp_path / "b")]
+    r = subprocess.run(base, capture_output=True, text=True)
+    assert r.returncode == 3 and "--input-shape x=" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run(base + ["--input-shape", "x=1,4", "--json"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["inputs"] == [{"name": "x", "shape": [1, 4], "dtype": "float32"}]

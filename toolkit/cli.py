@@ -284,3 +284,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def entry_point() -> None:
     sys.exit(main())
+
+
+from . import cli_board  # noqa: E402,F401  (registers the board commands on `app`)

@@ -177,10 +177,13 @@ def compile_onnx(
     tolerance: float | None = None,
     input_shapes: dict[str, list[int]] | None = None,
     extra_manifest: dict | None = None,
+    onnx_copy: bool = False,
 ) -> tuple[Bundle, Parity | None]:
     """Build `onnx_path` for `target` into `out_dir` (a bundle). For the host target the build is
     checked against onnxruntime on `parity_inputs` plus 8 random inputs, within `tolerance`
-    (default: one output quantization step for an int8 model, 1e-4 for a float one)."""
+    (default: one output quantization step for an int8 model, 1e-4 for a float one).
+    `onnx_copy`: also put the source ONNX in the bundle as model.onnx (hashed like every file),
+    so the board can run it with onnxruntime as a baseline and the host can compute references."""
     import onnx
     import tvm
     from tvm import relax
@@ -244,6 +247,8 @@ def compile_onnx(
             "parity": {"tolerance": tolerance, **parity_note, **({} if parity is None else parity.to_json())},
             **(extra_manifest or {}),
         }
+        if onnx_copy:
+            shutil.copyfile(onnx_path, staging / "model.onnx")
         bundle = Bundle.write(staging, manifest)
         _replace_dir(staging, out_dir)
     except BaseException:

@@ -1,13 +1,16 @@
-"""Board names -> a running, reachable board (a registry keyed by kind)."""
+"""Board names -> a running, reachable board: `local` (the embedded SSH board), a name from
+boards.toml, or `user@host[:port]` (an alias from ~/.ssh/config works too)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 import socket
 from pathlib import Path
 from typing import Iterator
 
-from .deploy import BoardSpec
+from .boardconf import load_boards
+from .deploy import BoardSpec, apply_ssh_config
 from .errors import BoardError, UsageError
 
 _SSH = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>[A-Za-z0-9_.\-]+|\[[0-9a-fA-F:]+\])(?::(?P<port>\d+))?$")
@@ -20,6 +23,7 @@ def _local(*, local_port: int = 0, **_: object) -> Iterator[BoardSpec]:
     with LocalBoard(port=local_port) as board:
         yield BoardSpec(
             kind="local",
+            name="local",
             host=board.host,
             port=board.port,
             user=board.user,
@@ -30,6 +34,12 @@ def _local(*, local_port: int = 0, **_: object) -> Iterator[BoardSpec]:
 
 
 BOARD_KINDS = {"local": _local}
+
+
+def _hint() -> str:
+    named = sorted(load_boards())
+    return (f"use {' or '.join(BOARD_KINDS)}, user@host[:port]"
+            + (f", or a board from boards.toml ({', '.join(named)})" if named else ", or a [boards.NAME] in boards.toml"))
 
 
 def check_board(name: str, *, local_port: int = 0) -> None:
@@ -45,28 +55,43 @@ def check_board(name: str, *, local_port: int = 0) -> None:
                         hint="pick another --local-port, or leave it out for a free one",
                     ) from None
         return
-    if name not in BOARD_KINDS and not _SSH.match(name):
-        raise UsageError(f"cannot read board {name!r}", hint=f"use {' or '.join(BOARD_KINDS)} or user@host[:port]")
+    if name not in BOARD_KINDS and name not in load_boards() and not _SSH.match(name):
+        raise UsageError(f"cannot read board {name!r}", hint=_hint())
+
+
+def board_spec(name: str, *, trust_new_host: bool = False, known_hosts: Path | None = None) -> BoardSpec:
+    """The spec of a remote board (not `local`): boards.toml first, then user@host[:port]; both
+    through ~/.ssh/config (HostName, User, Port, IdentityFile)."""
+    boards = load_boards()
+    if name in boards:
+        e = boards[name]
+        spec = BoardSpec(kind="ssh", name=name, host=e.host, port=e.port or 22, user=e.user,
+                         identity_file=e.identity_file, known_hosts=known_hosts or e.known_hosts,
+                         python=e.python, target=e.target, trust_new_host=trust_new_host,
+                         **({"remote_root": e.remote_root} if e.remote_root else {}))
+        if e.identity_file is not None and not e.identity_file.is_file():
+            raise UsageError(f"identity_file {e.identity_file} of board {name!r} ({e.source}) does not exist")
+        return apply_ssh_config(spec, explicit_port=e.port is not None, explicit_user=e.user is not None)
+    m = _SSH.match(name)
+    if not m:
+        raise UsageError(f"cannot read board {name!r}", hint=_hint())
+    spec = BoardSpec(kind="ssh", name=name, host=m["host"].strip("[]"), port=int(m["port"] or 22), user=m["user"],
+                     known_hosts=known_hosts, trust_new_host=trust_new_host)
+    return apply_ssh_config(spec, explicit_port=m["port"] is not None, explicit_user=m["user"] is not None)
 
 
 @contextlib.contextmanager
 def open_board(name: str, *, local_port: int = 0, trust_new_host: bool = False,
                known_hosts: Path | None = None) -> Iterator[BoardSpec]:
-    """`local` (the embedded SSH board) or `user@host[:port]` (a real board over SSH)."""
+    """`local` (the embedded SSH board, started for the duration), a boards.toml name, or
+    `user@host[:port]` (a real board over SSH)."""
     if name in BOARD_KINDS:
         with BOARD_KINDS[name](local_port=local_port) as spec:
             yield spec
         return
-    m = _SSH.match(name)
-    if not m:
-        raise UsageError(
-            f"cannot read board {name!r}", hint=f"use {' or '.join(BOARD_KINDS)} or user@host[:port]"
-        )
-    yield BoardSpec(
-        kind="ssh",
-        host=m["host"].strip("[]"),
-        port=int(m["port"] or 22),
-        user=m["user"],
-        known_hosts=known_hosts,
-        trust_new_host=trust_new_host,
-    )
+    yield board_spec(name, trust_new_host=trust_new_host, known_hosts=known_hosts)
+
+
+def with_options(spec: BoardSpec, **changes) -> BoardSpec:
+    changes = {k: v for k, v in changes.items() if v is not None}
+    return dataclasses.replace(spec, **changes) if changes else spec

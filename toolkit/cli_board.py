@@ -3,4 +3,215 @@
 Registered on the main `app` by importing this module from toolkit.cli."""
 from __future__ import annotations
 
-from .cli import app  # noqa: F401  (commands are added with @app.command below)
+import contextlib
+import json
+import sys
+from pathlib import Path
+from typing import Iterator, Optional
+
+import typer
+
+from .cli import _stdout_to_stderr, app
+
+board_app = typer.Typer(help="Provision, inspect and clean a board.", no_args_is_help=True,
+                        pretty_exceptions_enable=False, rich_markup_mode=None)
+app.add_typer(board_app, name="board")
+
+BOARD_HELP = "'local' (the embedded SSH board, started for this command), a name from boards.toml, or user@host[:port]"
+
+
+@contextlib.contextmanager
+def _connected(board: str, *, trust_new_host: bool, local_port: int | None) -> Iterator:
+    from .boards import check_board, open_board
+    from .deploy import Connection
+
+    check_board(board, local_port=local_port or 0)
+    with open_board(board, local_port=local_port or 0, trust_new_host=trust_new_host) as spec:
+        with Connection(spec) as conn:
+            if conn.recorded_host_key:
+                print(f"recorded new host key {conn.recorded_host_key}", file=sys.stderr)
+            yield conn
+
+
+def _emit(doc: dict, as_json: bool, text: str) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(doc) + "\n")
+        sys.stdout.flush()
+    else:
+        print(text)
+
+
+def _load_bundle(path: Path):
+    from compile import Bundle
+
+    return Bundle.load(path)
+
+
+@app.command("deploy")
+def deploy_cmd(
+    bundle: Path = typer.Argument(..., help="a bundle directory (edgeopt compile --out)"),
+    board: str = typer.Option("local", help=BOARD_HELP),
+    trust_new_host: bool = typer.Option(False, "--trust-new-host", help="record an unknown board's host key"),
+    local_port: Optional[int] = typer.Option(None, help="port for the local board [default: a free one]"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON document on stdout, nothing else"),
+) -> None:
+    """Upload the agent and a bundle to a board's content-addressed store (only what is missing
+    or damaged there), after checking the bundle's architecture against the board's."""
+    from .boardops import deploy
+
+    b = _load_bundle(bundle)
+    with _stdout_to_stderr() if as_json else contextlib.nullcontext():
+        with _connected(board, trust_new_host=trust_new_host, local_port=local_port) as conn:
+            doc = deploy(conn, b)
+            doc.pop("deployment")
+    _emit(doc, as_json, f"deployed {doc['bundle']['id'][:12]} to {doc['board']['address']} ({doc['board']['arch']}): "
+                        f"{len(doc['uploaded'])} file(s) uploaded ({doc['uploaded_bytes']:,} bytes), "
+                        f"{len(doc['skipped'])} already there; agent {doc['agent']['version']} runs with {doc['agent']['python']}")
+
+
+@app.command("bench")
+def bench_cmd(
+    bundle: Path = typer.Argument(..., help="a bundle directory"),
+    board: str = typer.Option("local", help=BOARD_HELP),
+    runs: int = typer.Option(200, help="timed inferences (at least; in 5 repeats)"),
+    warmup: int = typer.Option(20, help="inferences run first and discarded"),
+    threads: Optional[str] = typer.Option(None, help="thread count(s) on the board, e.g. 1,2,4 to sweep [default: all cores]"),
+    baseline: Optional[str] = typer.Option(None, help="'ort': also run the bundle's model.onnx with onnxruntime on the board"),
+    min_repeat_ms: float = typer.Option(0.0, help="each repeat lasts at least this long (more runs if needed)"),
+    onnx: Optional[Path] = typer.Option(None, help="ONNX model for the host reference outputs [default: the bundle's model.onnx]"),
+    data: Optional[Path] = typer.Option(None, help=".npz whose x holds the inputs for parity [default: 32 seeded random inputs]"),
+    keep_samples: bool = typer.Option(False, "--keep-samples", help="include every timed sample in the JSON"),
+    trust_new_host: bool = typer.Option(False, "--trust-new-host", help="record an unknown board's host key"),
+    local_port: Optional[int] = typer.Option(None, help="port for the local board [default: a free one]"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON document on stdout, nothing else"),
+) -> None:
+    """Deploy, then measure latency on the board (warm-up, repeats, percentiles, load and first
+    inference apart, TVM's time_evaluator alongside) and parity with the host's onnxruntime."""
+    from .boardops import bench, parse_threads
+    from .errors import InputError
+
+    thread_list = parse_threads(threads)
+    b = _load_bundle(bundle)
+    if onnx is not None and not onnx.is_file():
+        raise InputError(f"ONNX model not found: {onnx}")
+    if data is not None and not data.is_file():
+        raise InputError(f"data file not found: {data}")
+    with _stdout_to_stderr() if as_json else contextlib.nullcontext():
+        with _connected(board, trust_new_host=trust_new_host, local_port=local_port) as conn:
+            doc = bench(conn, b, runs=runs, warmup=warmup, threads=thread_list, baseline=baseline,
+                        min_repeat_ms=min_repeat_ms, onnx=onnx, data=data, keep_samples=keep_samples)
+    if as_json:
+        _emit(doc, True, "")
+        return
+    rows = doc.get("sweep") or [doc]
+    print(f"board {doc['board']['address']} ({doc['board']['arch']}, {doc['board']['cpu']}, {doc['board']['cores']} cores)"
+          f" - load {doc['load_ms']:.1f} ms, first inference {doc['first_ms']:.3f} ms, peak RSS {doc['rss_mb']:.0f} MB")
+    print(f"{'engine':<12} {'threads':>7} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'mean':>9} {'std':>8} {'runs':>6}  time_evaluator")
+    for r in rows:
+        lat = r["latency_ms"]
+        print(f"{'tvm':<12} {r['threads']:>7} {lat['p50']:>9.4f} {lat['p90']:>9.4f} {lat['p99']:>9.4f} {lat['mean']:>9.4f} "
+              f"{lat['std']:>8.4f} {lat['runs']:>6}  {r['time_evaluator_median_ms']:.4f}")
+        if r.get("baseline"):
+            bl = r["baseline"]["latency_ms"]
+            print(f"{'onnxruntime':<12} {r['threads']:>7} {bl['p50']:>9.4f} {bl['p90']:>9.4f} {bl['p99']:>9.4f} "
+                  f"{bl['mean']:>9.4f} {bl['std']:>8.4f} {bl['runs']:>6}")
+    p = doc["parity"]
+    print("parity with onnxruntime on the host: " + (
+        f"top-1 agreement {p['top1_agreement']:.4f}, max abs diff {p['max_abs_diff']:.3g} over {p['samples']} inputs"
+        if p.get("top1_agreement") is not None else p.get("reason", "not computed")))
+
+
+@board_app.command("setup")
+def setup_cmd(
+    board: str = typer.Argument(..., help="a name from boards.toml, or user@host[:port]"),
+    with_ort: bool = typer.Option(False, "--with-ort", help="also install onnxruntime (for bench --baseline ort)"),
+    wheels: Optional[Path] = typer.Option(None, help="use the wheels in this directory instead of downloading them"),
+    index_url: Optional[str] = typer.Option(None, help="package index the host downloads from [default: pip's]"),
+    trust_new_host: bool = typer.Option(False, "--trust-new-host", help="record an unknown board's host key"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON document on stdout, nothing else"),
+) -> None:
+    """Install the agent's runtime (TVM runtime, numpy) into ~/.edgeopt/venv on the board; the
+    host downloads the wheels, so the board needs no internet."""
+    from .errors import InputError
+    from .provision import setup
+
+    if wheels is not None and not wheels.is_dir():
+        raise InputError(f"wheel directory not found: {wheels}")
+    with _stdout_to_stderr() if as_json else contextlib.nullcontext():
+        with _connected(board, trust_new_host=trust_new_host, local_port=None) as conn:
+            doc = setup(conn, with_ort=with_ort, wheels=wheels, index_url=index_url,
+                        progress=lambda m: print(m, file=sys.stderr))
+    _emit(doc, as_json, f"{doc['board']['address']}: TVM {doc['tvm']}, numpy {doc['numpy']} in {doc['venv']} "
+                        f"({len(doc['wheels_uploaded'])} of {doc['wheels_total']} wheels uploaded)")
+
+
+@board_app.command("info")
+def info_cmd(
+    board: str = typer.Argument(..., help=BOARD_HELP),
+    trust_new_host: bool = typer.Option(False, "--trust-new-host", help="record an unknown board's host key"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON document on stdout, nothing else"),
+) -> None:
+    """Board facts (arch, CPU, cores, memory, kernel, Python, TVM runtime) and its bundle store."""
+    from .boardops import info
+
+    with _stdout_to_stderr() if as_json else contextlib.nullcontext():
+        with _connected(board, trust_new_host=trust_new_host, local_port=None) as conn:
+            doc = info(conn)
+    b = doc["board"]
+    _emit(doc, as_json, "\n".join([
+        f"board    {b['address']}",
+        f"arch     {b['arch']}, {b['cores']} cores, {b['cpu']}, {b['memory_mb']} MB, kernel {b['kernel']}",
+        f"python   {doc['python']} ({b['python']})" + ("" if doc["provisioned"] else "  [not provisioned: edgeopt board setup]"),
+        f"runtime  tvm {b.get('tvm') or 'MISSING'}, numpy {b.get('numpy') or 'MISSING'}",
+        f"store    {doc['store']['root']}: {len(doc['store']['bundles'])} bundle(s)",
+    ]))
+
+
+@board_app.command("clean")
+def clean_cmd(
+    board: str = typer.Argument(..., help="a name from boards.toml, or user@host[:port]"),
+    keep: int = typer.Option(..., help="keep this many most recently deployed bundles"),
+    trust_new_host: bool = typer.Option(False, "--trust-new-host", help="record an unknown board's host key"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON document on stdout, nothing else"),
+) -> None:
+    """Prune the board's bundle store to the N most recently deployed bundles (and remove stale
+    agents and leftover temporary files)."""
+    from .boardops import clean
+    from .errors import UsageError
+
+    if keep < 0:
+        raise UsageError("--keep must be >= 0")
+    with _stdout_to_stderr() if as_json else contextlib.nullcontext():
+        with _connected(board, trust_new_host=trust_new_host, local_port=None) as conn:
+            doc = clean(conn, keep=keep)
+    _emit(doc, as_json, f"kept {len(doc['kept'])} bundle(s), removed {len(doc['removed'])} item(s)")
+
+
+@app.command("doctor")
+def doctor_cmd(
+    board: Optional[str] = typer.Option(None, help="also check this board's SSH access and runtime"),
+    trust_new_host: bool = typer.Option(False, "--trust-new-host", help="record an unknown board's host key"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON document on stdout, nothing else"),
+) -> None:
+    """Check the host toolchain (TVM and tvm-ffi versions, cross compiler, QEMU) and, with
+    --board, the board's SSH access and runtime; say what to fix. Exit 1 if anything fails."""
+    from .boardops import board_checks, host_checks
+    from .errors import EdgeoptError
+
+    with _stdout_to_stderr() if as_json else contextlib.nullcontext():
+        checks = [dict(c, scope="host") for c in host_checks()]
+        if board:
+            try:
+                with _connected(board, trust_new_host=trust_new_host, local_port=None) as conn:
+                    checks += [dict(c, scope="board") for c in board_checks(conn)]
+            except EdgeoptError as exc:
+                checks.append({"scope": "board", "name": "ssh", "ok": False, "detail": exc.message, "fix": exc.hint})
+    ok = all(c["ok"] for c in checks)
+    if as_json:
+        _emit({"ok": ok, "checks": checks}, True, "")
+    else:
+        for c in checks:
+            print(f"{'ok  ' if c['ok'] else 'FAIL'} {c['scope']:<5} {c['name']:<48} {c['detail']}"
+                  + (f"\n      fix: {c['fix']}" if not c["ok"] and c.get("fix") else ""))
+    if not ok:
+        raise typer.Exit(1)

@@ -12,9 +12,10 @@ import sys
 import time
 
 from . import AGENT_VERSION, SCHEMA, guard
+from .version import agent_digest
 
 
-def board_info() -> dict:
+def board_info(*, runtime: bool = True) -> dict:
     info = {
         "arch": platform.machine(),
         "kernel": platform.release(),
@@ -22,7 +23,10 @@ def board_info() -> dict:
         "cores": os.cpu_count(),
         "cpu": _cpu_model(),
         "memory_mb": _mem_total_mb(),
+        "executable": sys.executable,
     }
+    if not runtime:  # `version`: no numpy, no TVM, fast
+        return info
     try:
         import tvm
 
@@ -30,9 +34,13 @@ def board_info() -> dict:
     except Exception as exc:  # the board may lack the runtime: say so instead of failing
         info["tvm"] = None
         info["tvm_error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    import numpy
+    try:
+        import numpy
 
-    info["numpy"] = numpy.__version__
+        info["numpy"] = numpy.__version__
+    except ImportError as exc:
+        info["numpy"] = None
+        info["numpy_error"] = str(exc)
     return info
 
 
@@ -71,6 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="board.agent", description=__doc__)
     sub = p.add_subparsers(dest="verb", required=True)
     sub.add_parser("info", help="board facts")
+    sub.add_parser("version", help="the agent's version and digest (imports neither numpy nor TVM)")
     b = sub.add_parser("bench", help="time the bundle")
     b.add_argument("--bundle", required=True)
     b.add_argument("--warmup", type=int, default=10)
@@ -78,6 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--number", type=int, default=10, help="at least this many calls per repeat")
     b.add_argument("--min-repeat-ms", type=float, default=100.0)
     b.add_argument("--keep-samples", action="store_true")
+    b.add_argument("--reference", default=None, help=".npz with x (inputs) and ref (host reference outputs): parity")
+    b.add_argument("--baseline", choices=["ort"], default=None, help="also run the bundle's model.onnx with onnxruntime")
     e = sub.add_parser("eval", help="accuracy and parity on an uploaded .npz (x, y, ref)")
     e.add_argument("--bundle", required=True)
     e.add_argument("--data", required=True)
@@ -94,7 +105,7 @@ def _run(args) -> dict:
     from .bundle import AgentFailure, LoadedBundle
     import numpy as np
 
-    if args.verb == "info":
+    if args.verb in ("info", "version"):
         return {}
     bundle = LoadedBundle(args.bundle)
     result = {
@@ -105,17 +116,31 @@ def _run(args) -> dict:
         }
     }
     if args.verb == "bench":
-        from .measure import bench
+        from .measure import bench, evaluate
 
+        x = ref = None
+        if args.reference:
+            data = _load_npz(args.reference)
+            x = data["x"].astype(np.float32)
+            ref = data["ref"] if "ref" in data.files else None
         result.update(bench(bundle, warmup=args.warmup, repeat=args.repeat, min_repeat_ms=args.min_repeat_ms,
-                            number=args.number, keep_samples=args.keep_samples))
+                            number=args.number, keep_samples=args.keep_samples, x=None if x is None else x[:1]))
+        if ref is not None:
+            result["parity"] = evaluate(bundle, x, None, ref)[0]["parity"]
+        result["tvm_peak_rss_mb"] = _peak_rss_mb()  # before a baseline adds its own memory
+        if args.baseline == "ort":
+            from .baseline import ort_bench
+
+            if x is None:
+                x = np.random.default_rng(0).random(bundle.input["shape"], dtype=np.float32)
+            result["baseline"] = ort_bench(
+                bundle, threads=int(os.environ["TVM_NUM_THREADS"]), warmup=args.warmup, repeat=args.repeat,
+                min_repeat_ms=args.min_repeat_ms, number=args.number, x=x, reference=ref,
+                keep_samples=args.keep_samples)
     elif args.verb == "eval":
         from .measure import evaluate
 
-        try:
-            data = np.load(args.data, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise AgentFailure("data", f"cannot read {args.data}: {exc}") from None
+        data = _load_npz(args.data)
         x = data["x"].astype(np.float32)
         y = data["y"] if "y" in data.files else None
         ref = data["ref"] if "ref" in data.files else None
@@ -130,6 +155,20 @@ def _run(args) -> dict:
     return result
 
 
+def _load_npz(path: str):
+    import numpy as np
+
+    from .bundle import AgentFailure
+
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise AgentFailure("data", f"cannot read {path}: {exc}") from None
+    if "x" not in data.files:
+        raise AgentFailure("data", f"{path} has no array 'x'")
+    return data
+
+
 def main(argv: list) -> int:
     # Anything else that writes to fd 1 (a C++ log, a stray print) goes to stderr instead, so
     # stdout carries exactly one JSON document.
@@ -142,7 +181,8 @@ def main(argv: list) -> int:
     os.environ.setdefault("TVM_USE_RUNTIME_LIB", "1")
     guard.install()
     t0 = time.perf_counter()
-    doc = {"schema": SCHEMA, "agent_version": AGENT_VERSION, "verb": args.verb, "ok": True}
+    doc = {"schema": SCHEMA, "agent_version": AGENT_VERSION, "agent_digest": agent_digest(), "verb": args.verb,
+           "ok": True}
     code = 0
     try:
         doc.update(_run(args))
@@ -152,7 +192,7 @@ def main(argv: list) -> int:
         kind = exc.kind if isinstance(exc, AgentFailure) else type(exc).__name__
         doc.update(ok=False, error={"kind": kind, "message": str(exc).splitlines()[0] if str(exc) else kind})
         code = 1
-    doc["board"] = board_info()
+    doc["board"] = board_info(runtime=args.verb != "version")
     doc["threads"] = int(os.environ["TVM_NUM_THREADS"])
     doc["peak_rss_mb"] = _peak_rss_mb()
     doc["elapsed_ms"] = (time.perf_counter() - t0) * 1e3

@@ -20,17 +20,14 @@ def percentiles(samples_ms: list) -> dict:
     }
 
 
-def bench(bundle, *, warmup: int, repeat: int, min_repeat_ms: float, number: int, keep_samples: bool) -> dict:
-    """Warm-up discarded; `repeat` repeats, each of at least `number` calls and `min_repeat_ms`;
-    every call timed on its own."""
-    shape = bundle.input["shape"]
-    x = np.random.default_rng(0).random(shape, dtype=np.float32)
-    dx = bundle.to_device(x)
+def time_calls(fn, *, warmup: int, repeat: int, min_repeat_ms: float, number: int) -> dict:
+    """First call timed alone; `warmup` calls discarded; `repeat` repeats, each of at least
+    `number` calls and `min_repeat_ms`; every call timed on its own."""
     t0 = time.perf_counter()
-    bundle.fn(dx)
+    fn()
     first_ms = (time.perf_counter() - t0) * 1e3
     for _ in range(warmup):
-        bundle.fn(dx)
+        fn()
     samples = []
     per_repeat = []
     for _ in range(repeat):
@@ -38,10 +35,22 @@ def bench(bundle, *, warmup: int, repeat: int, min_repeat_ms: float, number: int
         calls = 0
         while calls < number or (time.perf_counter() - start) * 1e3 < min_repeat_ms:
             t = time.perf_counter()
-            bundle.fn(dx)
+            fn()
             samples.append((time.perf_counter() - t) * 1e3)
             calls += 1
         per_repeat.append(calls)
+    return {"first_ms": first_ms, "samples": samples, "per_repeat": per_repeat}
+
+
+def bench(bundle, *, warmup: int, repeat: int, min_repeat_ms: float, number: int, keep_samples: bool,
+          x: np.ndarray | None = None) -> dict:
+    """The protocol on the TVM VM; `x` (batch 1) is the input, random if not given."""
+    shape = bundle.input["shape"]
+    if x is None:
+        x = np.random.default_rng(0).random(shape, dtype=np.float32)
+    dx = bundle.to_device(np.ascontiguousarray(x, dtype=np.float32).reshape(shape))
+    timed = time_calls(lambda: bundle.fn(dx), warmup=warmup, repeat=repeat, min_repeat_ms=min_repeat_ms, number=number)
+    samples = timed["samples"]
     # TVM's own timer (C++ loop, no Python per call) for comparison
     te = bundle.vm.time_evaluator("main", bundle.dev, number=max(1, number), repeat=repeat, min_repeat_ms=int(min_repeat_ms))(dx)
     te_median_ms = float(te.median) * 1e3
@@ -49,10 +58,10 @@ def bench(bundle, *, warmup: int, repeat: int, min_repeat_ms: float, number: int
     result = {
         "latency_ms": stats,
         "load_ms": bundle.load_ms,
-        "first_inference_ms": first_ms,
+        "first_inference_ms": timed["first_ms"],
         "warmup": warmup,
         "repeat": repeat,
-        "calls_per_repeat": per_repeat,
+        "calls_per_repeat": timed["per_repeat"],
         "min_repeat_ms": min_repeat_ms,
         "time_evaluator_median_ms": te_median_ms,
         "python_overhead_ms": stats["p50"] - te_median_ms,
@@ -62,6 +71,16 @@ def bench(bundle, *, warmup: int, repeat: int, min_repeat_ms: float, number: int
     return result
 
 
+def parity(outs: np.ndarray, reference: np.ndarray) -> dict:
+    diff = np.abs(outs.astype(np.float64) - reference.astype(np.float64))
+    return {
+        "max_abs_diff": float(diff.max()),
+        "mean_abs_diff": float(diff.mean()),
+        "top1_agreement": float((outs.argmax(-1) == reference.argmax(-1)).mean()),
+        "samples": int(len(outs)),
+    }
+
+
 def evaluate(bundle, x: np.ndarray, y, reference) -> dict:
     """Accuracy on labelled samples, and agreement with the host's reference outputs if given."""
     outs = np.concatenate([bundle.run(x[i : i + 1]) for i in range(len(x))])
@@ -69,10 +88,5 @@ def evaluate(bundle, x: np.ndarray, y, reference) -> dict:
     if y is not None:
         result["accuracy"] = float((outs.argmax(-1) == y).mean())
     if reference is not None:
-        diff = np.abs(outs.astype(np.float64) - reference.astype(np.float64))
-        result["parity"] = {
-            "max_abs_diff": float(diff.max()),
-            "mean_abs_diff": float(diff.mean()),
-            "top1_agreement": float((outs.argmax(-1) == reference.argmax(-1)).mean()),
-        }
+        result["parity"] = parity(outs, reference)
     return result, outs

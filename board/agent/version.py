@@ -1,0 +1,21 @@
+"""The agent's own identity: the digest of its files, computed the way the host computes it
+(toolkit.deploy.agent_digest), so the host can check it runs the agent it uploaded."""
+from __future__ import annotations
+
+import hashlib
+import os
+
+_BOARD = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../board
+
+
+def agent_digest() -> str:
+    parent = os.path.dirname(_BOARD)
+    files = [os.path.join(_BOARD, "__init__.py")]
+    agent = os.path.join(_BOARD, "agent")
+    files += sorted(os.path.join(agent, n) for n in os.listdir(agent) if n.endswith(".py"))
+    h = hashlib.sha256()
+    for f in files:
+        rel = os.path.relpath(f, parent).replace(os.sep, "/")
+        with open(f, "rb") as fh:
+            h.update(rel.encode() + b"\0" + fh.read())
+    return h.hexdigest()[:16]

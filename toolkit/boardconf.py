@@ -1,0 +1,122 @@
+"""Where the toolkit keeps its own files, and boards by name (boards.toml).
+
+    [boards.rzv2l]
+    host = "192.168.1.50"
+    user = "root"
+    port = 22
+    target = "cortex-a55"
+    identity_file = "~/.ssh/id_ed25519"
+    # optional: python = "/usr/bin/python3", remote_root = "/data/edgeopt"
+
+`./boards.toml` in the working directory wins over the one in the user config dir
+(`$EDGEOPT_CONFIG_DIR`, else `$XDG_CONFIG_HOME/edgeopt`, else `~/.config/edgeopt`).
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InputError
+
+BOARD_KEYS = {"host", "user", "port", "target", "identity_file", "python", "remote_root", "known_hosts"}
+
+
+def config_dir() -> Path:
+    if os.environ.get("EDGEOPT_CONFIG_DIR"):
+        return Path(os.environ["EDGEOPT_CONFIG_DIR"]).expanduser()
+    try:  # only if it is installed anyway; no new dependency for one path
+        import platformdirs  # type: ignore
+
+        return Path(platformdirs.user_config_dir("edgeopt"))
+    except ImportError:
+        pass
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "edgeopt"
+
+
+def cache_dir() -> Path:
+    if os.environ.get("EDGEOPT_CACHE_DIR"):
+        return Path(os.environ["EDGEOPT_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "edgeopt"
+
+
+def toolkit_known_hosts() -> Path:
+    """The toolkit's own known_hosts: keys recorded with --trust-new-host go here."""
+    return config_dir() / "known_hosts"
+
+
+def user_known_hosts() -> Path:
+    return Path.home() / ".ssh" / "known_hosts"
+
+
+def user_ssh_config() -> Path:
+    return Path.home() / ".ssh" / "config"
+
+
+@dataclass(frozen=True)
+class BoardEntry:
+    name: str
+    host: str
+    source: Path
+    user: str | None = None
+    port: int | None = None
+    target: str | None = None
+    identity_file: Path | None = None
+    python: str | None = None
+    remote_root: str | None = None
+    known_hosts: Path | None = None
+
+
+def boards_files() -> list[Path]:
+    """In precedence order: ./boards.toml first."""
+    return [Path.cwd() / "boards.toml", config_dir() / "boards.toml"]
+
+
+def _read(path: Path) -> dict[str, BoardEntry]:
+    try:
+        doc = tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{path} is not valid TOML: {exc}") from None
+    boards = doc.get("boards", {})
+    if not isinstance(boards, dict):
+        raise InputError(f"{path}: [boards] must be a table of [boards.NAME] tables")
+    out = {}
+    for name, table in boards.items():
+        if not isinstance(table, dict):
+            raise InputError(f"{path}: boards.{name} must be a table")
+        unknown = sorted(set(table) - BOARD_KEYS)
+        if unknown:
+            raise InputError(f"{path}: boards.{name} has unknown key(s) {', '.join(unknown)}",
+                             hint=f"known keys: {', '.join(sorted(BOARD_KEYS))}")
+        if not isinstance(table.get("host"), str) or not table["host"]:
+            raise InputError(f"{path}: boards.{name} needs host = \"...\"")
+        port = table.get("port")
+        if port is not None and (not isinstance(port, int) or not 0 < port < 65536):
+            raise InputError(f"{path}: boards.{name}.port must be an integer 1-65535, got {port!r}")
+        for key in ("user", "target", "identity_file", "python", "remote_root", "known_hosts"):
+            if key in table and not isinstance(table[key], str):
+                raise InputError(f"{path}: boards.{name}.{key} must be a string")
+        if "password" in table:
+            raise InputError(f"{path}: passwords are not read from files; use a key")
+        out[name] = BoardEntry(
+            name=name, host=table["host"], source=path, user=table.get("user"), port=port,
+            target=table.get("target"),
+            identity_file=Path(table["identity_file"]).expanduser() if table.get("identity_file") else None,
+            python=table.get("python"), remote_root=table.get("remote_root"),
+            known_hosts=Path(table["known_hosts"]).expanduser() if table.get("known_hosts") else None,
+        )
+    return out
+
+
+def load_boards() -> dict[str, BoardEntry]:
+    """Every named board; a name in ./boards.toml hides the same name in the config dir."""
+    boards: dict[str, BoardEntry] = {}
+    for path in reversed(boards_files()):
+        if path.is_file():
+            boards.update(_read(path))
+    return boards

@@ -1,0 +1,251 @@
+"""The board operations behind `edgeopt deploy`, `bench`, `board info/clean` and `doctor`, as a
+Python API: each takes a BoardSpec (toolkit.boards.open_board makes one) and returns a dict."""
+from __future__ import annotations
+
+import math
+import shutil
+import stat
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from compile import Bundle
+
+from .deploy import Connection, Deployment, agent_digest, run_agent
+from .errors import BoardError, UsageError
+
+REFERENCE_SAMPLES = 32
+ONNX_IN_BUNDLE = "model.onnx"
+
+
+def deploy(conn: Connection, bundle: Bundle) -> dict:
+    """Upload what the board lacks (target checked first), then check that the agent there runs
+    with the board's Python and is the one uploaded."""
+    dep = Deployment(conn, bundle).upload()
+    version = dep.agent("version", timeout_s=120)
+    return {
+        "deployment": dep,
+        "bundle": {"path": str(bundle.path), "id": bundle.id, "remote": str(dep.bundle_dir),
+                   "target": bundle.manifest.get("target", {}).get("name")},
+        "agent": {"remote": str(dep.agent_dir), "version": version["agent_version"], "digest": version["agent_digest"],
+                  "python": conn.python(), "python_version": version["board"]["python"]},
+        "uploaded": dep.uploaded,
+        "skipped": dep.skipped,
+        "uploaded_bytes": dep.uploaded_bytes,
+        "board": {"name": conn.spec.name, "address": conn.spec.address, "arch": conn.arch(),
+                  "host_key_recorded": conn.recorded_host_key},
+    }
+
+
+def parse_threads(text: str | None) -> list[int | None]:
+    if not text:
+        return [None]
+    try:
+        values = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise UsageError(f"--threads {text!r} is not a comma-separated list of thread counts (1,2,4)") from None
+    if not values or any(v < 1 for v in values):
+        raise UsageError(f"--threads {text!r}: thread counts must be >= 1")
+    return values
+
+
+def reference(bundle: Bundle, *, onnx: Path | None = None, data: Path | None = None) -> tuple[np.ndarray, np.ndarray | None, str | None]:
+    """Inputs for the board, and onnxruntime's outputs for them on the host (None, with the
+    reason, when there is no ONNX to compute them from)."""
+    shape = bundle.manifest["inputs"][0]["shape"]
+    if data is not None:
+        from .errors import InputError
+
+        try:
+            x = np.load(data, allow_pickle=False)["x"].astype(np.float32)
+        except (OSError, ValueError, KeyError) as exc:
+            raise InputError(f"cannot read inputs from {data}: {exc}", hint="pass an .npz with an array x") from None
+        x = x[:REFERENCE_SAMPLES].reshape(-1, *shape[1:])
+    else:
+        x = np.random.default_rng(0).random((REFERENCE_SAMPLES, *shape[1:]), dtype=np.float32)
+    source = onnx or (bundle.path / ONNX_IN_BUNDLE if ONNX_IN_BUNDLE in bundle.files else None)
+    if source is None:
+        return x, None, f"bundle has no {ONNX_IN_BUNDLE} and no --onnx was given: no host reference to compare with"
+    from .onnx_run import predict
+
+    return x, predict(source, x), None
+
+
+def bench(conn: Connection, bundle: Bundle, *, runs: int = 200, warmup: int = 20, threads: list[int | None] = (None,),
+          baseline: str | None = None, min_repeat_ms: float = 0.0, onnx: Path | None = None, data: Path | None = None,
+          keep_samples: bool = False) -> dict:
+    """Deploy, then the benchmark protocol once per thread count, with parity against the host's
+    onnxruntime reference. The result's top level is the first thread count's; `sweep` has all."""
+    if runs < 1 or warmup < 0:
+        raise UsageError("--runs must be >= 1 and --warmup >= 0")
+    if baseline not in (None, "ort"):
+        raise UsageError(f"--baseline must be ort, got {baseline!r}")
+    if baseline == "ort" and ONNX_IN_BUNDLE not in bundle.files:
+        raise UsageError(f"--baseline ort needs the bundle's ONNX, and {bundle.path} has no {ONNX_IN_BUNDLE}",
+                         hint="build the bundle with compile_onnx(..., onnx_copy=True)")
+    x, ref, why = reference(bundle, onnx=onnx, data=data)
+    summary = deploy(conn, bundle)
+    dep: Deployment = summary.pop("deployment")
+    with tempfile.TemporaryDirectory(prefix="edgeopt-ref-") as tmp:
+        local = Path(tmp) / "reference.npz"
+        np.savez(local, x=x, **({"ref": ref} if ref is not None else {}))
+        try:
+            remote_ref = dep.put(local)
+            repeat = min(5, runs)
+            number = math.ceil(runs / repeat)
+            sweep = []
+            for t in threads:
+                args = ["--bundle", str(dep.bundle_dir), "--warmup", str(warmup), "--repeat", str(repeat),
+                        "--number", str(number), "--min-repeat-ms", str(min_repeat_ms), "--reference", str(remote_ref)]
+                args += ["--threads", str(t)] if t else []
+                args += ["--baseline", baseline] if baseline else []
+                args += ["--keep-samples"] if keep_samples else []
+                sweep.append(_bench_doc(dep.agent("bench", *args), why))
+        finally:
+            dep.cleanup()
+    result = dict(sweep[0])
+    result["deploy"] = {k: summary[k] for k in ("uploaded", "skipped", "uploaded_bytes")}
+    result["board"]["name"] = conn.spec.name
+    result["board"]["address"] = conn.spec.address
+    if len(sweep) > 1:
+        result["sweep"] = [{k: d[k] for k in ("threads", "latency_ms", "time_evaluator_median_ms", "first_ms",
+                                              "rss_mb", "baseline") if k in d} for d in sweep]
+    return result
+
+
+def _bench_doc(doc: dict, no_parity_reason: str | None) -> dict:
+    out = {
+        "schema": "edgeopt.bench/1",
+        "bundle": doc["bundle"],
+        "threads": doc["threads"],
+        "latency_ms": doc["latency_ms"],
+        "load_ms": doc["load_ms"],
+        "first_ms": doc["first_inference_ms"],
+        "rss_mb": doc.get("tvm_peak_rss_mb", doc["peak_rss_mb"]),
+        "time_evaluator_median_ms": doc["time_evaluator_median_ms"],
+        "python_overhead_ms": doc["python_overhead_ms"],
+        "protocol": {k: doc[k] for k in ("warmup", "repeat", "calls_per_repeat", "min_repeat_ms")},
+        "parity": doc.get("parity") or {"top1_agreement": None, "max_abs_diff": None, "mean_abs_diff": None,
+                                        "reason": no_parity_reason},
+        "board": dict(doc["board"]),
+        "agent": {"version": doc["agent_version"], "digest": doc["agent_digest"], "imports": doc["imports"],
+                  "peak_rss_mb": doc["peak_rss_mb"]},
+    }
+    if "baseline" in doc:
+        out["baseline"] = doc["baseline"]
+    if "samples_ms" in doc:
+        out["samples_ms"] = doc["samples_ms"]
+    return out
+
+
+def info(conn: Connection) -> dict:
+    """Board facts from the agent (uploaded if missing), and what is in the board's store."""
+    from .deploy import AGENT_SOURCE, agent_files
+
+    agent_dir = conn.root() / "agent" / agent_digest()
+    remote = conn.remote_sha256([agent_dir / f.relative_to(AGENT_SOURCE.parent).as_posix() for f in agent_files()])
+    from compile.bundle import sha256_file
+
+    for f in agent_files():
+        r = agent_dir / f.relative_to(AGENT_SOURCE.parent).as_posix()
+        if remote.get(str(r)) != sha256_file(f):
+            conn.upload(f, r)
+    doc = run_agent(conn, agent_dir, "info", timeout_s=300)
+    bundles = [e.filename for e in conn.listdir_attr(conn.root() / "bundles") if stat.S_ISDIR(e.st_mode or 0)]
+    return {
+        "board": {**doc["board"], "name": conn.spec.name, "address": conn.spec.address},
+        "python": conn.python(),
+        "provisioned": conn.python() == str(conn.venv_python()),
+        "runtime_ok": bool(doc["board"].get("tvm")) and bool(doc["board"].get("numpy")),
+        "store": {"root": str(conn.root()), "bundles": sorted(bundles)},
+        "agent": {"version": doc["agent_version"], "digest": doc["agent_digest"]},
+    }
+
+
+def clean(conn: Connection, *, keep: int) -> dict:
+    """Keep the `keep` most recently deployed bundles; remove the rest, stale agents, leftover
+    temporary directories and half-uploaded `.part` files."""
+    if keep < 0:
+        raise UsageError("--keep must be >= 0")
+    root = conn.root()
+    entries = [e for e in conn.listdir_attr(root / "bundles") if stat.S_ISDIR(e.st_mode or 0)]
+    entries.sort(key=lambda e: e.st_mtime or 0, reverse=True)
+    removed, kept = [], [e.filename for e in entries[:keep]]
+    for e in entries[keep:]:
+        conn.remove_tree(root / "bundles" / e.filename)
+        removed.append(str(root / "bundles" / e.filename))
+    for e in conn.listdir_attr(root / "agent"):
+        if e.filename != agent_digest():
+            conn.remove_tree(root / "agent" / e.filename)
+            removed.append(str(root / "agent" / e.filename))
+    for e in conn.listdir_attr(root / "tmp"):
+        conn.remove_tree(root / "tmp" / e.filename)
+        removed.append(str(root / "tmp" / e.filename))
+    for name in kept:  # half-uploaded files left by an interrupted deploy
+        for e in conn.listdir_attr(root / "bundles" / name):
+            if e.filename.endswith(".part"):
+                conn.sftp.remove(str(root / "bundles" / name / e.filename))
+                removed.append(str(root / "bundles" / name / e.filename))
+    return {"kept": kept, "removed": removed}
+
+
+# -- doctor -----------------------------------------------------------------------------------------
+
+
+def host_checks() -> list[dict]:
+    """The host toolchain: each check is {name, ok, detail, fix}."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    checks = []
+
+    def add(name: str, ok: bool, detail: str, fix: str | None = None) -> None:
+        checks.append({"name": name, "ok": ok, "detail": detail, "fix": None if ok else fix})
+
+    for dist, want in (("apache-tvm", "0.27.0.post1"), ("apache-tvm-ffi", "0.1.14.post1")):
+        try:
+            have = version(dist)
+        except PackageNotFoundError:
+            have = None
+        add(dist, have == want, f"{have or 'not installed'} (want {want})", f"pip install {dist}=={want}")
+    for dist in ("onnxruntime", "paramiko"):
+        try:
+            add(dist, True, version(dist))
+        except PackageNotFoundError:
+            add(dist, False, "not installed", f"pip install {dist}")
+    from compile.targets import CROSS_CC
+
+    cc = shutil.which(CROSS_CC)
+    add("cross compiler", cc is not None, cc or f"{CROSS_CC} not found",
+        "apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross")
+    qemu = shutil.which("qemu-system-aarch64") or shutil.which("qemu-aarch64-static")
+    add("qemu (optional, for the emulated aarch64 board)", True, qemu or "not installed (optional)")
+    add("ssh known_hosts", True, ", ".join(str(p) for p in _known_hosts_files()))
+    return checks
+
+
+def _known_hosts_files() -> list[Path]:
+    from .boardconf import toolkit_known_hosts, user_known_hosts
+
+    return [p for p in (user_known_hosts(), toolkit_known_hosts()) if p.exists()] or [Path("(none yet)")]
+
+
+def board_checks(conn: Connection) -> list[dict]:
+    checks = []
+    t0 = time.perf_counter()
+    arch = conn.arch()
+    checks.append({"name": "ssh", "ok": True, "detail": f"{conn.spec.address}, {arch}, "
+                                                        f"{(time.perf_counter() - t0) * 1e3:.0f} ms", "fix": None})
+    try:
+        doc = info(conn)
+    except BoardError as exc:
+        checks.append({"name": "agent", "ok": False, "detail": str(exc), "fix": "edgeopt board setup BOARD"})
+        return checks
+    b = doc["board"]
+    checks.append({"name": "python", "ok": True, "detail": f"{doc['python']} ({b['python']})", "fix": None})
+    checks.append({"name": "numpy", "ok": bool(b.get("numpy")), "detail": b.get("numpy") or b.get("numpy_error", "missing"),
+                   "fix": "edgeopt board setup BOARD"})
+    checks.append({"name": "tvm runtime", "ok": bool(b.get("tvm")), "detail": b.get("tvm") or b.get("tvm_error", "missing"),
+                   "fix": "edgeopt board setup BOARD"})
+    return checks

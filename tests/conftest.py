@@ -47,14 +47,10 @@ def pruned(trained, digits):
 
 @pytest.fixture(scope="session")
 def quantized(pruned, digits, tmp_path_factory):
-    from toolkit.export import export_onnx
-    from toolkit.quantize import QuantConfig, quantize_ptq
+    from toolkit.quantize import QuantConfig, quantize
 
     d = tmp_path_factory.mktemp("quantized")
-    fp32 = export_onnx(pruned.model, d / "model.onnx")
-    q = quantize_ptq(fp32, digits, input_name="input", out_dir=d, config=QuantConfig(calibration_samples=64))
-    q.save(d)
-    return q
+    return quantize(pruned.model, digits, config=QuantConfig(calibration_samples=64, budget=0.05), out_dir=d)
 
 
 @pytest.fixture(scope="session")

@@ -87,13 +87,12 @@ def run(
     }
     cfg = resolve(flags, config)
     progress = Progress(quiet=quiet)
+    with _stdout_to_stderr():  # library chatter never reaches stdout
+        report = run_pipeline(cfg, progress=progress)
     if as_json:
-        with _stdout_to_stderr():
-            report = run_pipeline(cfg, progress=progress)
         sys.stdout.write(json.dumps(report) + "\n")
         sys.stdout.flush()
     else:
-        report = run_pipeline(cfg, progress=progress)
         from rich.console import Console
 
         from .report import render_table
@@ -148,7 +147,7 @@ def prune_cmd(
 
     check_model_spec(model)
     progress = Progress(quiet=quiet)
-    with _stdout_to_stderr() if as_json else contextlib.nullcontext():
+    with _stdout_to_stderr():  # library chatter never reaches stdout
         from .data import load_dataset
         from .inputs import resolve_model
         from .transfer import finetune
@@ -184,6 +183,72 @@ def prune_cmd(
         Console().print(render_prune_table(doc))
 
 
+@app.command("quantize")
+def quantize_cmd(
+    model: str = typer.Argument(..., help="a stage directory (pruned.pt/model.pt + spec.json), a torch.save'd "
+                                          "nn.Module, a built-in name (trained first), or an .onnx (PTQ only)"),
+    data: str = typer.Option("digits", help="'digits' or an .npz with arrays x, y"),
+    bits: int = typer.Option(8, help="8, 16, or 4 (4-bit weights, 8-bit activations)"),
+    scheme: str = typer.Option("uniform", help="uniform (integer QDQ) | kmeans (non-uniform weight sharing, --bits index bits)"),
+    calibrator: str = typer.Option("minmax", help="minmax | percentile | entropy: the first PTQ attempt"),
+    percentile: float = typer.Option(99.99, help="percentile calibrator's percentile"),
+    calibration_samples: int = typer.Option(256, help="training samples used to calibrate"),
+    per_tensor_weights: bool = typer.Option(False, "--per-tensor-weights", help="one weight scale per tensor, not per channel"),
+    budget: float = typer.Option(0.01, help="allowed top-1 drop below the float model, a fraction (0.01 = 1 point)"),
+    budget_relative: bool = typer.Option(False, "--budget-relative", help="--budget is a fraction of the float accuracy"),
+    fallback_max_fraction: float = typer.Option(0.5, help="at most this share of the layers may stay float"),
+    no_qat: bool = typer.Option(False, "--no-qat", help="never fall back to quantization-aware training"),
+    qat_epochs: int = typer.Option(4, help="QAT epochs (the float fine-tune control gets the same)"),
+    factory: Optional[str] = typer.Option(None, help="package.module:function building the model for a state dict"),
+    seed: int = typer.Option(0),
+    out: Path = typer.Option(..., help="write model.onnx, the quantized model and quant.json here"),
+    as_json: bool = typer.Option(False, "--json", help="print quant.json on stdout, nothing else"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Quantize: PTQ first; other calibrators, per-layer float fallback, then QAT only if the budget is blown.
+    Exit code 4 if nothing met the budget (the best attempt is still written)."""
+    from .errors import AccuracyBudgetError
+    from .inputs import check_model_spec, resolve_model
+    from .progress import Progress
+    from .quantize import Calibrator, QuantConfig, Scheme, quantize
+
+    config = QuantConfig(
+        bits=bits, scheme=_choice(Scheme, scheme, "--scheme"), calibrator=_choice(Calibrator, calibrator, "--calibrator"),
+        calibration_samples=calibration_samples, percentile=percentile, per_channel=not per_tensor_weights,
+        budget=budget, budget_relative=budget_relative, fallback_max_fraction=fallback_max_fraction, qat=not no_qat,
+        qat_epochs=qat_epochs, seed=seed,
+    )
+    config.validate()
+    check_model_spec(model)
+    progress = Progress(quiet=quiet)
+    with _stdout_to_stderr():  # library chatter never reaches stdout
+        from .data import load_dataset
+
+        with progress.stage("data", f"load data ({data})"):
+            dataset = load_dataset(data)
+        if model.endswith(".onnx"):
+            source = Path(model)
+        else:
+            with progress.stage("model", f"load model ({model})") as st:
+                source, how = resolve_model(model, dataset, factory=factory, seed=seed)
+                st["note"] = f"{how}; accuracy {source.accuracy:.4f}"
+        with progress.stage("quantize", f"quantize ({scheme}, {bits} bits, budget {budget})") as st:
+            result = quantize(source, dataset, config=config, out_dir=out, on_step=lambda s: progress.console.print(
+                f"  {s['name']}: validation accuracy {s['val_accuracy']:.4f}"
+                f"{'' if s['within_budget'] else ' (over budget)'}") if not quiet else None)
+            st["note"] = f"path {result.quant_path}, accuracy {result.accuracy_float:.4f} -> {result.accuracy_quantized:.4f}"
+    doc = result.to_json()
+    if as_json:
+        sys.stdout.write(json.dumps(doc) + "\n")
+    else:
+        a = doc["accuracy"]
+        print(f"{doc['quantization']['path']}: accuracy {a['float']:.4f} -> {a['quantized']:.4f} "
+              f"(drop {a['drop']:+.4f}); {len(doc['steps'])} step(s); {result.path}")
+    if not result.within_budget:
+        raise AccuracyBudgetError(f"no step met the budget {budget}; the best attempt ({result.steps[-1]['name']}) "
+                                  f"is in {result.path}", hint="see quant.json's steps; raise --budget or allow QAT")
+
+
 @app.command("compile")
 def compile_cmd(
     model: Path = typer.Argument(..., help="an ONNX model (fp32 or QDQ int8)"),
@@ -212,7 +277,7 @@ def compile_cmd(
     if not model.is_file():
         raise InputError(f"ONNX model not found: {model}")
     progress = Progress(quiet=quiet)
-    with _stdout_to_stderr() if as_json else contextlib.nullcontext():
+    with _stdout_to_stderr():  # library chatter never reaches stdout
         with progress.stage("compile", f"TVM compile {model.name} for {tgt.name}") as st:
             bundle, parity = compile_onnx(model, target=tgt, out_dir=out, input_shapes=shapes or None)
             st["note"] = f"{bundle.bytes:,} bytes"

@@ -11,37 +11,33 @@ from .errors import InputError
 BUILTIN_DATASETS = ("digits",)
 IMAGE_SIZE = 28
 TEST_FRACTION = 0.2
+VALIDATION_FRACTION = 0.15  # of the training part: held out from all training, for decisions
 SPLIT_SEED = 0
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """Train/test split, images as float32 NCHW in [0, 1], labels as int64."""
+    """Train/validation/test splits, images as float32 NCHW in [0, 1], labels as int64.
+
+    Models train on `train`; stages decide (sensitivity, calibrator, fallback) on `val`, which no
+    training ever sees; `test` is only reported."""
 
     name: str
     x_train: np.ndarray
     y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
 
     @property
     def num_classes(self) -> int:
-        return int(max(self.y_train.max(), self.y_test.max())) + 1
+        return int(max(self.y_train.max(), self.y_val.max(), self.y_test.max())) + 1
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         """Shape of one sample with a batch dimension of 1."""
         return (1, *self.x_train.shape[1:])
-
-    def validation_split(self, fraction: float = 0.15, *, seed: int = 0) -> tuple["Dataset", np.ndarray, np.ndarray]:
-        """(the training data less a held-out part, x_val, y_val): decisions are made on the
-        validation part, the test split is only reported."""
-        from sklearn.model_selection import train_test_split
-
-        x_tr, x_val, y_tr, y_val = train_test_split(
-            self.x_train, self.y_train, test_size=fraction, random_state=seed, stratify=self.y_train
-        )
-        return Dataset(self.name, x_tr, y_tr, self.x_test, self.y_test), x_val, y_val
 
     def calibration(self, n: int, *, seed: int = 0) -> np.ndarray:
         """`n` training samples, drawn without replacement with a fixed seed."""
@@ -56,7 +52,10 @@ def _split(name: str, x: np.ndarray, y: np.ndarray) -> Dataset:
     x_tr, x_te, y_tr, y_te = train_test_split(
         x, y, test_size=TEST_FRACTION, random_state=SPLIT_SEED, stratify=y
     )
-    return Dataset(name, x_tr, y_tr, x_te, y_te)
+    x_tr, x_val, y_tr, y_val = train_test_split(
+        x_tr, y_tr, test_size=VALIDATION_FRACTION, random_state=SPLIT_SEED, stratify=y_tr
+    )
+    return Dataset(name, x_tr, y_tr, x_val, y_val, x_te, y_te)
 
 
 def _resize(images: np.ndarray, size: int) -> np.ndarray:

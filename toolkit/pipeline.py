@@ -16,14 +16,13 @@ from .boards import check_board, open_board
 from .config import RunConfig
 from .data import Dataset, load_dataset
 from .deploy import Connection, Deployment
-from .errors import InputError
-from .export import export_onnx
+from .errors import AccuracyBudgetError, InputError
 from .inputs import train_builtin
 from .models import Model, check_model_name
 from .onnx_run import predict
 from .progress import Progress
 from .prune import Method, PruneConfig, PrunedModel, Schedule, prune
-from .quantize import QuantConfig, QuantizedModel, quantize_ptq
+from .quantize import QuantConfig, QuantizedModel, quantize
 from .report import build_report, config_hash
 from .sparsity import global_sparsity_of_onnx
 
@@ -76,11 +75,14 @@ def _run(config, workdir: Path, target, prune_cfg, quant_cfg, progress: Progress
         pruned.save(workdir / "pruned")
         st["note"] = f"sparsity {pruned.global_sparsity:.4f}, accuracy {pruned.accuracy_after:.4f}"
 
-    with progress.stage("quantize", "int8 PTQ -> QDQ ONNX") as st:
+    with progress.stage("quantize", "int8 quantization (PTQ first) -> QDQ ONNX") as st:
         qdir = workdir / "quantized"
-        fp32 = export_onnx(pruned.model, qdir / "model.onnx")
-        quant: QuantizedModel = quantize_ptq(fp32, data, input_name=dense.spec.name, out_dir=qdir, config=quant_cfg)
-        quant.save(qdir)
+        quant: QuantizedModel = quantize(pruned.model, data, config=quant_cfg, out_dir=qdir)
+        if not quant.within_budget:
+            raise AccuracyBudgetError(
+                f"quantization lost more than the budget {config.budget} even after {quant.steps[-1]['name']}",
+                hint=f"see {qdir / 'quant.json'} for every step; raise --budget or prune less",
+            )
         sparsity_onnx = global_sparsity_of_onnx(quant.path, pruned.params_before)
         st["note"] = f"accuracy {quant.accuracy_quantized:.4f}, sparsity in int8 ONNX {sparsity_onnx:.4f}"
 

@@ -41,7 +41,8 @@ def build_report(*, config, dense, pruned, quant, sparsity_onnx, bundle, host_pa
         "quantization": {
             "path": quant.quant_path,
             "bits": quant.config.bits,
-            "calibrator": quant.config.calibrator.value,
+            "calibrator": quant.calibrator.value,
+            "float_layers": quant.float_layers,
             "budget": quant.config.budget,
             "within_budget": quant.within_budget,
             "steps": quant.steps,

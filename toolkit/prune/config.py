@@ -52,7 +52,6 @@ class PruneConfig:
     distill_alpha: float = 0.7
     temperature: float = 4.0
     sensitivity_ratios: tuple[float, ...] = (0.3, 0.5, 0.7, 0.85, 0.95)
-    validation_fraction: float = 0.15
     seed: int = 0
     allow_below_70: bool = False
 
@@ -68,8 +67,6 @@ class PruneConfig:
             raise UsageError(f"pruning steps must be >= 1, got {self.steps}")
         if min(self.epochs_per_step, self.final_epochs) < 0:
             raise UsageError("fine-tuning epochs cannot be negative")
-        if not 0.0 < self.validation_fraction < 0.5:
-            raise UsageError(f"validation fraction must be in (0, 0.5), got {self.validation_fraction}")
         if self.latency_weighted and self.allocation is not Allocation.sensitivity:
             raise UsageError("--latency-weighted weighs the sensitivity allocation", hint="add --allocation sensitivity")
         if not all(0.0 < r < 1.0 for r in self.sensitivity_ratios):

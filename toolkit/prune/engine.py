@@ -102,13 +102,12 @@ class _Plan:
 def prune(model: Model, data: Dataset, *, config: PruneConfig,
           on_step: Callable[[dict], None] | None = None) -> PrunedModel:
     """Prune a copy of `model` to `config.target`; the dense model is left as it was. Decisions
-    (sensitivity, allocation) use a validation split of the training data; accuracy is reported
-    on the test split."""
+    (sensitivity, allocation) use the validation split; accuracy is reported on the test split."""
     config.validate()
     original = model.module.eval()
     module = copy.deepcopy(original)
     example = torch.zeros(model.spec.shape)
-    train_ds, x_val, y_val = data.validation_split(config.validation_fraction, seed=config.seed)
+    x_val, y_val = data.x_val, data.y_val
     plan = _Plan(module, example, config)
     teacher = original if config.distill else None
 
@@ -133,7 +132,7 @@ def prune(model: Model, data: Dataset, *, config: PruneConfig,
     for i, target in enumerate(targets):
         plan.prune_to(module, target)
         last = i == len(targets) - 1
-        train(module, data.x_train, data.y_train,  # validation split is for decisions only
+        train(module, data.x_train, data.y_train,
               epochs=config.final_epochs if last else config.epochs_per_step,
               seed=config.seed + i, lr=config.lr, teacher=teacher,
               distill_alpha=config.distill_alpha, temperature=config.temperature)

@@ -46,7 +46,7 @@ def test_finetune_freezes_early_layers_and_replaces_a_mismatched_head(trained, d
 
     donor = copy.deepcopy(trained.module)
     donor[3] = nn.Linear(128, 5)  # "pretrained" on 5 classes
-    tuned, info = finetune(Model(donor, trained.spec), digits, epochs=1, freeze=1)
+    tuned, info = finetune(Model(donor, trained.spec), digits, epochs=4, freeze=1, lr=3e-3)
     assert info["new_head"] and info["frozen_layers"] == ["1"]
     assert torch.equal(tuned.module[1].weight, donor[1].weight)  # frozen
     assert tuned.module[3].out_features == 10

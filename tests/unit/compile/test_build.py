@@ -130,3 +130,21 @@ def test_parity_failure_is_an_error_and_keeps_previous_bundle(host_bundle, quant
         compile_onnx(quantized.path, target=get_target("host"), out_dir=out, tolerance=-1.0)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]  # no staging left behind
+
+
+@pytest.mark.slow
+def test_int8_cnn_compiles_and_agrees_with_onnxruntime_on_the_test_split(digits, tmp_path):
+    """Every built-in model's QDQ ONNX imports into TVM (the mlp's is checked above)."""
+    from compile.build import check_parity, default_tolerance, load_onnx
+    from toolkit.inputs import train_builtin
+    from toolkit.prune import Method, PruneConfig, prune
+    from toolkit.quantize import QuantConfig, quantize
+
+    dense = train_builtin("cnn", digits, epochs=3)
+    pruned = prune(dense, digits, config=PruneConfig(method=Method.structured, steps=2, epochs_per_step=1, final_epochs=1))
+    q = quantize(pruned.model, digits, config=QuantConfig(calibration_samples=64, budget=0.05), out_dir=tmp_path / "q")
+    ops = {n.op_type for n in load_onnx(q.path).graph.node}
+    assert {"Conv", "QuantizeLinear", "DequantizeLinear"} <= ops
+    bundle, _ = compile_onnx(q.path, target=get_target("host"), out_dir=tmp_path / "b")
+    p = check_parity(bundle.path / "model.so", q.path, digits.x_test, tolerance=default_tolerance(load_onnx(q.path)))
+    assert p.top1_agreement >= 0.99

@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 VENV=${EDGEOPT_VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 
-# System packages (Debian): the aarch64 cross compiler for the Arm targets.
-SYSTEM_PACKAGES=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
+# System packages (Debian): the aarch64 cross compiler for the Arm targets; OpenSSH's server,
+# which the board contract tests start on a loopback port as a second, independent SSH peer.
+SYSTEM_PACKAGES=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross openssh-server)
 missing=()
 for pkg in "${SYSTEM_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

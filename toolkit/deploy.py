@@ -474,12 +474,19 @@ class Deployment:
             self.conn.upload(u.local, u.remote)
             self.uploaded.append(str(u.remote))
             self.uploaded_bytes += u.local.stat().st_size
-        try:  # most recently used first, for `board clean --keep N`
-            now = time.time()
-            self.conn.sftp.utime(str(self.bundle_dir), (now, now))
+        self._mark_most_recent()
+        return self
+
+    def _mark_most_recent(self) -> None:
+        """The bundle directory's mtime orders the store for `board clean --keep N`. SFTP times
+        are whole seconds, so two deploys in one second would tie: ours becomes strictly newest."""
+        try:
+            others = [e.st_mtime or 0 for e in self.conn.listdir_attr(self.bundle_dir.parent)
+                      if e.filename != self.bundle_dir.name]
+            stamp = max([int(time.time()), *[m + 1 for m in others]])
+            self.conn.sftp.utime(str(self.bundle_dir), (stamp, stamp))
         except OSError:
             pass
-        return self
 
     def put(self, local: Path) -> PurePosixPath:
         remote = self.tmp_dir / local.name

@@ -125,6 +125,7 @@ def _bench_doc(doc: dict, no_parity_reason: str | None) -> dict:
         "first_ms": doc["first_inference_ms"],
         "rss_mb": doc.get("tvm_peak_rss_mb", doc["peak_rss_mb"]),
         "time_evaluator_median_ms": doc["time_evaluator_median_ms"],
+        "repeat_mean_median_ms": doc["repeat_mean_median_ms"],
         "python_overhead_ms": doc["python_overhead_ms"],
         "protocol": {k: doc[k] for k in ("warmup", "repeat", "calls_per_repeat", "min_repeat_ms")},
         "parity": doc.get("parity") or {"top1_agreement": None, "max_abs_diff": None, "mean_abs_diff": None,

@@ -6,10 +6,11 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-from toolkit.errors import CompileError, InputError, UnsupportedModelError
+from toolkit.errors import CompileError, EdgeoptError, InputError, UnsupportedModelError
 
 from .bundle import LIBRARY, Bundle
 from .targets import Target
@@ -178,12 +179,15 @@ def compile_onnx(
     input_shapes: dict[str, list[int]] | None = None,
     extra_manifest: dict | None = None,
     onnx_copy: bool = False,
+    tune_trials: int = 0,
+    on_trials: Callable[[int], None] | None = None,
 ) -> tuple[Bundle, Parity | None]:
     """Build `onnx_path` for `target` into `out_dir` (a bundle). For the host target the build is
     checked against onnxruntime on `parity_inputs` plus 8 random inputs, within `tolerance`
     (default: one output quantization step for an int8 model, 1e-4 for a float one).
     `onnx_copy`: also put the source ONNX in the bundle as model.onnx (hashed like every file),
-    so the board can run it with onnxruntime as a baseline and the host can compute references."""
+    so the board can run it with onnxruntime as a baseline and the host can compute references.
+    `tune_trials`: tune with MetaSchedule first (host targets; the database is cached)."""
     import onnx
     import tvm
     from tvm import relax
@@ -207,7 +211,15 @@ def compile_onnx(
         mod = from_onnx(model, shape_dict=shapes, keep_params_in_input=False)
         with tvm_target:
             mod = relax.get_pipeline("zero")(mod)
+        tuning = None
+        if tune_trials:
+            from .tune import tune
+
+            mod, tuning = tune(mod, tvm_target, target=target, onnx_bytes=onnx_path.read_bytes(),
+                               trials=tune_trials, on_trials=on_trials)
         ex = tvm.compile(mod, target=tvm_target)
+    except EdgeoptError:
+        raise
     except Exception as exc:
         raise CompileError(f"TVM failed to build {onnx_path.name}: {str(exc).strip().splitlines()[-1]}") from exc
 
@@ -244,6 +256,7 @@ def compile_onnx(
             "outputs": outputs,
             "target": target.describe(),
             "toolchain": toolchain_versions(),
+            "tuning": tuning,
             "parity": {"tolerance": tolerance, **parity_note, **({} if parity is None else parity.to_json())},
             **(extra_manifest or {}),
         }

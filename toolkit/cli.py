@@ -255,6 +255,8 @@ def compile_cmd(
     target: str = typer.Option("host", help="target name; `edgeopt targets` lists them"),
     out: Path = typer.Option(..., help="bundle directory to write (replaced only once the new one is complete)"),
     input_shape: Optional[list[str]] = typer.Option(None, help="NAME=1,3,32,32 for an input with a symbolic shape (repeatable)"),
+    tune: bool = typer.Option(False, "--tune", help="tune with MetaSchedule (host targets); the database is cached"),
+    trials: int = typer.Option(64, help="tuning trials in all (with --tune)"),
     as_json: bool = typer.Option(False, "--json", help="print a JSON summary on stdout, nothing else"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
@@ -278,14 +280,33 @@ def compile_cmd(
         raise InputError(f"ONNX model not found: {model}")
     progress = Progress(quiet=quiet)
     with _stdout_to_stderr():  # library chatter never reaches stdout
-        with progress.stage("compile", f"TVM compile {model.name} for {tgt.name}") as st:
-            bundle, parity = compile_onnx(model, target=tgt, out_dir=out, input_shapes=shapes or None)
-            st["note"] = f"{bundle.bytes:,} bytes"
+        with progress.stage("compile", f"TVM compile {model.name} for {tgt.name}" + (f", tuning {trials} trials" if tune else "")) as st:
+            bar = None
+            if tune and not quiet:
+                from rich.progress import BarColumn, MofNCompleteColumn
+                from rich.progress import Progress as Bar
+                from rich.progress import TimeElapsedColumn
+
+                bar = Bar("tuning", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=progress.console,
+                          transient=True)
+                task = bar.add_task("tuning", total=trials)
+                bar.start()
+            try:
+                bundle, parity = compile_onnx(
+                    model, target=tgt, out_dir=out, input_shapes=shapes or None, tune_trials=trials if tune else 0,
+                    on_trials=(lambda n: bar.update(task, completed=min(n, trials))) if bar else None)
+            finally:
+                if bar:
+                    bar.stop()
+            tuning = bundle.manifest.get("tuning")
+            st["note"] = f"{bundle.bytes:,} bytes" + (
+                f", tuning database {'reused' if tuning['reused'] else 'built'} ({tuning['trials']} trials)" if tuning else "")
     t = bundle.manifest["target"]
     doc = {
         "bundle": {"path": str(bundle.path), "bytes": bundle.bytes, "id": bundle.id},
         "target": {"name": t["name"], "triple": t["triple"], "arch": t["arch"], "mcpu": t["mcpu"]},
         "parity": parity.to_json() if parity else {"max_abs_diff": None, "checked_on": "board"},
+        "tuning": bundle.manifest.get("tuning"),
         "inputs": bundle.manifest["inputs"],
         "outputs": bundle.manifest["outputs"],
     }

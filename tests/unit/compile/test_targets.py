@@ -82,3 +82,25 @@ def test_compile_cli_input_shape_for_symbolic_dims(tmp_path):
     r = subprocess.run(base + ["--input-shape", "x=1,4", "--json"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["inputs"] == [{"name": "x", "shape": [1, 4], "dtype": "float32"}]
+
+
+@pytest.mark.slow
+def test_tuning_is_correct_cached_and_reused(quantized, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEOPT_CACHE_DIR", str(tmp_path / "cache"))
+    fp32 = quantized.path.parent / "model.onnx"
+    seen = []
+    bundle, parity = compile_onnx(fp32, target=get_target("host"), out_dir=tmp_path / "t1", tune_trials=8,
+                                  on_trials=seen.append)
+    assert bundle.manifest["tuning"]["reused"] is False and bundle.manifest["tuning"]["trials"] == 8
+    assert seen and seen[-1] >= 8  # progress was reported
+    assert parity.max_abs_diff <= parity.tolerance  # tuned code still agrees with onnxruntime
+    assert list((tmp_path / "cache" / "tuning").iterdir())  # the database is cached
+    again, _ = compile_onnx(fp32, target=get_target("host"), out_dir=tmp_path / "t2", tune_trials=8)
+    assert again.manifest["tuning"] == {**bundle.manifest["tuning"], "reused": True}
+
+
+def test_tuning_for_a_cross_target_is_refused(quantized, tmp_path):
+    from toolkit.errors import UsageError
+
+    with pytest.raises(UsageError, match="needs the board"):
+        compile_onnx(quantized.path, target=get_target("cortex-a72"), out_dir=tmp_path / "b", tune_trials=8)

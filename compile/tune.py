@@ -1,0 +1,89 @@
+"""MetaSchedule tuning for host targets, with the tuning database cached by model + target.
+
+TVM's documented `static_shape_tuning` pipeline times out here: every fresh builder worker imports
+`tvm.s_tir.tensor_intrin` (~40 s, mostly its CUDA part). Tuning through `tune_relax` with a
+builder that skips that import, then `MetaScheduleApplyDatabase`, works (../shared/notes)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+from toolkit.errors import UsageError
+
+from .targets import Target
+
+
+def cache_root() -> Path:
+    base = os.environ.get("EDGEOPT_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "edgeopt")
+    return Path(base) / "tuning"
+
+
+def cache_key(onnx_bytes: bytes, target_spec: dict) -> str:
+    h = hashlib.sha256(onnx_bytes)
+    h.update(json.dumps(target_spec, sort_keys=True).encode())
+    return h.hexdigest()[:24]
+
+
+def _fast_build(mod, target, _params):
+    # default_build without `import tvm.s_tir.tensor_intrin` (see the module docstring)
+    from tvm.driver import build as tvm_build
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    return tvm_build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod), target=target)
+
+
+def _progress_callback(on_trials: Callable[[int], None]):
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
+
+    @derived_object
+    class Progress(PyMeasureCallback):
+        def __init__(self) -> None:
+            self.done = 0
+
+        def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results) -> None:
+            self.done += len(measure_candidates)
+            on_trials(self.done)
+
+    return Progress()
+
+
+def tune(mod, tvm_target, *, target: Target, onnx_bytes: bytes, trials: int,
+         on_trials: Callable[[int], None] | None = None) -> tuple[object, dict]:
+    """Return `mod` with the best schedules found applied, and what was done for the manifest."""
+    import tvm
+    from tvm import relax
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.relax_integration import tune_relax
+
+    if target.cc is not None:
+        raise UsageError(
+            f"tuning for {target.name!r} needs the board to time candidates, which edgeopt cannot do yet",
+            hint="tune for --target host, or compile without --tune (see docs/targets.md)",
+        )
+    if trials < 1:
+        raise UsageError(f"--trials must be >= 1, got {trials}")
+    key = cache_key(onnx_bytes, target.tvm_target())
+    work = cache_root() / key
+    meta_path = work / "edgeopt.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    reused = meta.get("trials", 0) >= trials
+    if not reused:
+        work.mkdir(parents=True, exist_ok=True)
+        callbacks = ms.measure_callback.MeasureCallback.create("default")
+        if on_trials is not None:
+            callbacks = [*callbacks, _progress_callback(on_trials)]
+        tune_relax(
+            mod, {}, tvm_target, str(work), max_trials_global=trials, num_trials_per_iter=16,
+            builder=ms.builder.LocalBuilder(f_build=_fast_build, timeout_sec=120, max_workers=1),
+            measure_callbacks=callbacks, seed=0,
+        )
+        meta = {"trials": trials, "target": target.tvm_target()}
+        meta_path.write_text(json.dumps(meta))
+    with tvm_target, tvm.transform.PassContext(opt_level=3):
+        tuned = relax.transform.MetaScheduleApplyDatabase(str(work))(mod)
+    return tuned, {"trials": meta["trials"], "database": key, "reused": reused}

@@ -45,6 +45,31 @@ def cnn(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
     )
 
 
+class _Residual(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels),
+        )
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(x + self.body(x))
+
+
+def resnet(num_classes: int = 10, in_channels: int = 3, width: int = 16) -> nn.Module:
+    """A small ResNet-style CNN (stem, two residual stages with a strided transition, global
+    pooling): any image size, e.g. 3x32x32 in the compile benchmark."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+        _Residual(width),
+        nn.Conv2d(width, 2 * width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(2 * width), nn.ReLU(),
+        _Residual(2 * width),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * width, num_classes),
+    )
+
+
 def _mlp_for(num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
     in_features = 1
     for d in input_shape[1:]:
@@ -59,7 +84,11 @@ def _cnn_for(num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
 
 
 # name -> factory(num_classes, input_shape)
-BUILTIN_MODELS: dict[str, Callable[[int, tuple[int, ...]], nn.Module]] = {"mlp": _mlp_for, "cnn": _cnn_for}
+BUILTIN_MODELS: dict[str, Callable[[int, tuple[int, ...]], nn.Module]] = {
+    "mlp": _mlp_for,
+    "cnn": _cnn_for,
+    "resnet": lambda num_classes, input_shape: resnet(num_classes, input_shape[1]),
+}
 
 
 def check_model_name(name: str) -> None:

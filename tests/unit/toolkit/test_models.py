@@ -16,6 +16,14 @@ def test_builtin_shapes():
     assert [f.out_features for f in fcs] == [120, 84, 10]
 
 
+def test_resnet_has_residual_stages_and_takes_any_size():
+    net = build_model("resnet", num_classes=10, input_shape=(1, 3, 32, 32)).eval()
+    assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules()) == 6
+    grey = build_model("resnet", num_classes=10, input_shape=(1, 1, 28, 28)).eval()
+    assert grey(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
+
+
 def test_load_saved_module_and_state_dict(tmp_path):
     from tests.unit.toolkit.nets import resnet_factory
 

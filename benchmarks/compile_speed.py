@@ -1,0 +1,130 @@
+"""Latency of the same models under torch eager, onnxruntime (fp32, int8) and our TVM bundles
+(fp32, int8; untuned and tuned), one run, 1 thread everywhere, interleaved rounds, medians.
+
+    python benchmarks/compile_speed.py [--trials 64] [--rounds 5] [--models mlp cnn resnet] [--out results.json]
+
+Random weights for `resnet` on 3x32x32 (latency only); `mlp` and `cnn` are trained on digits.
+A benchmark, not a test: it prints ratios to onnxruntime fp32 and asserts nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ["TVM_NUM_THREADS"] = "1"  # before the TVM runtime starts its pool
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from compile import compile_onnx, get_target  # noqa: E402
+from compile.timing import HostTimer  # noqa: E402
+from toolkit.data import load_digits  # noqa: E402
+from toolkit.export import export_onnx  # noqa: E402
+from toolkit.inputs import train_builtin  # noqa: E402
+from toolkit.models import InputSpec, Model, build_model  # noqa: E402
+from toolkit.quantize import ort_ptq  # noqa: E402
+from toolkit.quantize.config import Calibrator  # noqa: E402
+
+
+def _time(fn, min_ms: float = 200.0) -> float:
+    """Median per-call ms over batches lasting at least `min_ms`."""
+    for _ in range(10):
+        fn()
+    n, per = 1, []
+    while True:
+        t = time.perf_counter()
+        for _ in range(n):
+            fn()
+        if (time.perf_counter() - t) * 1e3 >= min_ms / 5:
+            break
+        n *= 2
+    for _ in range(5):
+        t = time.perf_counter()
+        for _ in range(n):
+            fn()
+        per.append((time.perf_counter() - t) * 1e3 / n)
+    return statistics.median(per)
+
+
+def runners(model: Model, calib: np.ndarray, work: Path, trials: int) -> dict:
+    import onnxruntime as ort
+
+    x = np.random.default_rng(0).random(model.spec.shape, dtype=np.float32)
+    fp32 = export_onnx(model, work / "fp32.onnx")
+    pre = ort_ptq.preprocess(fp32, work / "pre.onnx")
+    int8 = ort_ptq.quantize(pre, work / "int8.onnx", input_name="input", calib=calib, calibrator=Calibrator.minmax, bits=8)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    out = {}
+    torch.set_num_threads(1)
+    module = model.module.eval()
+    xt = torch.from_numpy(x)
+
+    def eager():
+        with torch.no_grad():
+            module(xt)
+
+    out["torch eager"] = eager
+    for name, path in (("ort fp32", fp32), ("ort int8", int8)):
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        feed = {"input": x}
+        out[name] = lambda s=sess, f=feed: s.run(None, f)
+    for precision, path in (("fp32", fp32), ("int8", int8)):
+        for tuned in (False, True):
+            label = f"tvm {precision}" + (" tuned" if tuned else "")
+            bundle, _ = compile_onnx(path, target=get_target("host"), out_dir=work / label.replace(" ", "_"),
+                                     tune_trials=trials if tuned else 0)
+            timer = HostTimer(bundle.path / "model.so", model.spec.shape)
+            out[label] = lambda t=timer: t.vm["main"](t.x)
+            out[label + " (bytes)"] = bundle.bytes
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--trials", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--models", nargs="+", default=["mlp", "cnn", "resnet"])
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    data = load_digits()
+    results = {}
+    for name in args.models:
+        work = Path(tempfile.mkdtemp(prefix=f"edgeopt-speed-{name}-"))
+        if name == "resnet":
+            torch.manual_seed(0)
+            model = Model(build_model("resnet", num_classes=10, input_shape=(1, 3, 32, 32)).eval(),
+                          InputSpec("input", (1, 3, 32, 32)))
+            calib = np.random.default_rng(1).random((64, 3, 32, 32), dtype=np.float32)
+        else:
+            model = train_builtin(name, data, epochs=10)
+            calib = data.calibration(64)
+        fns = runners(model, calib, work, args.trials)
+        sizes = {k[:-8]: v for k, v in fns.items() if k.endswith(" (bytes)")}
+        fns = {k: v for k, v in fns.items() if not k.endswith(" (bytes)")}
+        samples = {k: [] for k in fns}
+        for _ in range(args.rounds):  # interleaved: every variant once per round
+            for k, fn in fns.items():
+                samples[k].append(_time(fn))
+        med = {k: statistics.median(v) for k, v in samples.items()}
+        ref = med["ort fp32"]
+        results[name] = {"median_ms": med, "ratio_to_ort_fp32": {k: v / ref for k, v in med.items()},
+                         "bundle_bytes": sizes}
+        print(f"\n{name}  (ms, 1 thread; ratio to onnxruntime fp32)")
+        for k, v in med.items():
+            print(f"  {k:<16} {v:9.4f}  {v / ref:6.2f}x" + (f"  {sizes[k]:,} bytes" if k in sizes else ""))
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

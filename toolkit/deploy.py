@@ -138,7 +138,7 @@ class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
         with os.fdopen(fd, "a") as f:
             f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
         self.recorded = f"{hostname} {key.get_name()} {fingerprint(key)}"
-        log.warning("recorded the host key of %s (%s %s) in %s", hostname, key.get_name(), fingerprint(key), self.record_to)
+        log.info("recorded the host key of %s (%s %s) in %s", hostname, key.get_name(), fingerprint(key), self.record_to)
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -200,7 +200,7 @@ class Connection:
             except BaseException as exc:
                 if not _is_transient(exc) or attempt == spec.connect_retries:
                     raise self._error(exc) from None
-                log.warning("SSH to %s: %s; retrying in %.1f s", spec.address, exc, delay)
+                log.info("SSH to %s: %s; retrying in %.1f s", spec.address, exc, delay)
                 time.sleep(delay)
                 delay *= 2
 
@@ -260,7 +260,14 @@ class Connection:
         if isinstance(exc, paramiko.SSHException):
             return BoardUnreachableError(f"SSH to {spec.address} failed: {exc}")
         if isinstance(exc, (OSError, EOFError)):
-            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError) and exc.errors:
+                exc = next(iter(exc.errors.values()))
+            if isinstance(exc, ConnectionRefusedError):
+                reason = "connection refused"
+            elif isinstance(exc, (TimeoutError, socket.timeout)):
+                reason = f"timed out after {spec.connect_timeout_s:.0f} s"
+            else:
+                reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
             tries = f" (after {self.attempts} attempts)" if self.attempts > 1 else ""
             return BoardUnreachableError(
                 f"cannot reach board {spec.address}: {reason}{tries}", hint="is it on, and is sshd running?"
@@ -382,16 +389,20 @@ class Connection:
 
     def upload(self, local: Path, remote: PurePosixPath) -> None:
         """Upload to a temporary name, then rename: a reader never sees half a file."""
-        self.makedirs(remote.parent)
         tmp = remote.with_name(f".{remote.name}.{uuid.uuid4().hex[:8]}.part")
         try:
+            self.makedirs(remote.parent)
             self.sftp.put(str(local), str(tmp))
             self.sftp.posix_rename(str(tmp), str(remote))
-        except BaseException:
+        except BaseException as exc:
             try:
                 self.sftp.remove(str(tmp))
             except Exception:
                 pass
+            if isinstance(exc, (OSError, paramiko.SSHException, EOFError)):
+                reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+                raise BoardError(f"uploading {local.name} to {self.spec.address}:{remote} failed: {reason}",
+                                 hint="check the board's free space and permissions; nothing half-written was left") from None
             raise
         self.uploads += 1
         self.uploaded_bytes += local.stat().st_size

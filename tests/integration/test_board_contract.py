@@ -363,3 +363,19 @@ def test_board_setup_installs_the_runtime_into_a_venv(board, root, user_env, onn
     assert bench["latency_ms"]["runs"] == 5
     again = cli_json(capsys, "board", "setup", "b")
     assert again["wheels_uploaded"] == []  # already on the board, same sha256
+
+
+def test_failed_upload_leaves_no_temporary_file(board, root, trusted, tmp_path):
+    from pathlib import PurePosixPath
+
+    from toolkit.errors import BoardError
+
+    src = tmp_path / "f.bin"
+    src.write_bytes(b"x" * 50_000)
+    target = PurePosixPath(root) / "d" / "f.bin"
+    with Connection(board.spec(known_hosts=trusted, remote_root=root)) as c:
+        c.makedirs(target)  # a directory where the file should go: the rename must fail
+        with pytest.raises(BoardError, match="uploading f.bin"):
+            c.upload(src, target)
+    assert [p.name for p in board.local(str(target.parent)).iterdir()] == ["f.bin"]
+    assert board.local(str(target)).is_dir()

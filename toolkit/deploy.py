@@ -31,6 +31,8 @@ logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 AGENT_SCHEMA = "edgeopt.agent/1"
 REMOTE_ROOT = PurePosixPath(".edgeopt")  # relative to the login directory, as SFTP and exec both see it
 AGENT_SOURCE = Path(__file__).resolve().parent.parent / "board"
+# what the agent must never import on a board (it reports every top-level module it imported)
+HOST_ONLY_MODULES = frozenset({"torch", "onnx", "paramiko", "toolkit", "compile"})
 
 
 @dataclass(frozen=True)
@@ -535,6 +537,10 @@ def run_agent(conn: Connection, agent_dir: PurePosixPath, verb: str, *args: str,
             f"the agent on {spec.address} ({doc.get('agent_digest')}) is not the one this edgeopt uploaded ({agent_digest()})",
             hint="deploy again; the agent is re-uploaded when its files differ",
         )
+    leaked = HOST_ONLY_MODULES & set(doc.get("imports", []))
+    if leaked:
+        raise AgentError(f"board agent '{verb}' imported host-only module(s): {', '.join(sorted(leaked))}",
+                         hint="the agent may use only the standard library, numpy and the TVM runtime; please report this")
     if not doc.get("ok"):
         e = doc.get("error", {})
         if e.get("kind") == "target_mismatch":

@@ -53,7 +53,7 @@ def _time(fn, min_ms: float = 200.0) -> float:
     return statistics.median(per)
 
 
-def runners(model: Model, calib: np.ndarray, work: Path, trials: int) -> dict:
+def runners(model: Model, calib: np.ndarray, work: Path, trials: int, *, only_tvm_int8_tuned: bool = False) -> dict:
     import onnxruntime as ort
 
     x = np.random.default_rng(0).random(model.spec.shape, dtype=np.float32)
@@ -65,6 +65,11 @@ def runners(model: Model, calib: np.ndarray, work: Path, trials: int) -> dict:
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     out = {}
+    if only_tvm_int8_tuned:
+        bundle, _ = compile_onnx(int8, target=get_target("host"), out_dir=work / "tvm_int8_tuned", tune_trials=trials)
+        timer = HostTimer(bundle.path / "model.so", model.spec.shape)
+        return {"tvm int8 tuned": lambda t=timer: t.vm["main"](t.x), "tvm int8 tuned (bytes)": bundle.bytes,
+                "tvm int8 tuned (weights)": sum(bundle.manifest["arithmetic"]["weight_bytes"].values())}
     torch.set_num_threads(1)
     module = model.module.eval()
     xt = torch.from_numpy(x)
@@ -86,6 +91,7 @@ def runners(model: Model, calib: np.ndarray, work: Path, trials: int) -> dict:
             timer = HostTimer(bundle.path / "model.so", model.spec.shape)
             out[label] = lambda t=timer: t.vm["main"](t.x)
             out[label + " (bytes)"] = bundle.bytes
+            out[label + " (weights)"] = sum(bundle.manifest["arithmetic"]["weight_bytes"].values())
     return out
 
 
@@ -94,6 +100,7 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--models", nargs="+", default=["mlp", "cnn", "resnet"])
+    ap.add_argument("--no-pruned", action="store_true", help="skip the structurally pruned cnn (70%%, int8, tuned)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     data = load_digits()
@@ -109,8 +116,17 @@ def main() -> None:
             model = train_builtin(name, data, epochs=10)
             calib = data.calibration(64)
         fns = runners(model, calib, work, args.trials)
+        if name == "cnn" and not args.no_pruned:
+            # the product's recipe: structured 70%, gradual + distillation, then int8 + tuned
+            from toolkit.prune import Method, PruneConfig, Schedule, prune
+
+            pruned = prune(model, data, config=PruneConfig(target=0.70, method=Method.structured,
+                                                           schedule=Schedule.gradual, distill=True))
+            extra = runners(pruned.model, calib, work / "pruned", args.trials, only_tvm_int8_tuned=True)
+            fns.update({k.replace("tvm", "pruned-70% tvm", 1): v for k, v in extra.items()})
         sizes = {k[:-8]: v for k, v in fns.items() if k.endswith(" (bytes)")}
-        fns = {k: v for k, v in fns.items() if not k.endswith(" (bytes)")}
+        weights = {k[:-10]: v for k, v in fns.items() if k.endswith(" (weights)")}
+        fns = {k: v for k, v in fns.items() if not k.endswith(")")}
         samples = {k: [] for k in fns}
         for _ in range(args.rounds):  # interleaved: every variant once per round
             for k, fn in fns.items():
@@ -118,10 +134,10 @@ def main() -> None:
         med = {k: statistics.median(v) for k, v in samples.items()}
         ref = med["ort fp32"]
         results[name] = {"median_ms": med, "ratio_to_ort_fp32": {k: v / ref for k, v in med.items()},
-                         "bundle_bytes": sizes}
-        print(f"\n{name}  (ms, 1 thread; ratio to onnxruntime fp32)")
+                         "bundle_bytes": sizes, "weight_bytes": weights}
+        print(f"\n{name}  (ms, 1 thread; ratio to onnxruntime fp32; bundle bytes; weight bytes)")
         for k, v in med.items():
-            print(f"  {k:<16} {v:9.4f}  {v / ref:6.2f}x" + (f"  {sizes[k]:,} bytes" if k in sizes else ""))
+            print(f"  {k:<24} {v:9.4f}  {v / ref:6.2f}x" + (f"  {sizes[k]:>9,}  {weights[k]:>9,}" if k in sizes else ""))
     if args.out:
         args.out.write_text(json.dumps(results, indent=2) + "\n")
 

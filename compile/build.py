@@ -1,6 +1,8 @@
 """ONNX -> Relax -> the "zero" pipeline -> a shared library, checked against onnxruntime."""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -13,6 +15,7 @@ import numpy as np
 from toolkit.errors import CompileError, EdgeoptError, InputError, UnsupportedModelError
 
 from .bundle import LIBRARY, Bundle
+from .int8 import constant_bytes, lower_qdq_to_int8
 from .targets import Target
 
 # Domains whose operators TVM's ONNX importer knows (it has no contrib ops, no QLinear* ops).
@@ -178,16 +181,22 @@ def compile_onnx(
     tolerance: float | None = None,
     input_shapes: dict[str, list[int]] | None = None,
     extra_manifest: dict | None = None,
-    onnx_copy: bool = False,
+    onnx_copy: bool = True,
+    preprocessing: dict | None = None,
     tune_trials: int = 0,
     on_trials: Callable[[int], None] | None = None,
+    integer: bool = True,
 ) -> tuple[Bundle, Parity | None]:
     """Build `onnx_path` for `target` into `out_dir` (a bundle). For the host target the build is
     checked against onnxruntime on `parity_inputs` plus 8 random inputs, within `tolerance`
     (default: one output quantization step for an int8 model, 1e-4 for a float one).
     `onnx_copy`: also put the source ONNX in the bundle as model.onnx (hashed like every file),
     so the board can run it with onnxruntime as a baseline and the host can compute references.
-    `tune_trials`: tune with MetaSchedule first (host targets; the database is cached)."""
+    `preprocessing`: what the model expects of its input (layout, scale, mean, std), recorded in
+    the manifest; by default "none": inputs go in as given.
+    `tune_trials`: tune with MetaSchedule first (host targets; the database is cached).
+    `integer`: run a QDQ model's conv2d/matmul as int8 x int8 -> int32 with int8 weights
+    (compile/int8.py); False keeps TVM's default, fp32 arithmetic between dequantize/quantize."""
     import onnx
     import tvm
     from tvm import relax
@@ -209,6 +218,9 @@ def compile_onnx(
     tvm_target = tvm.target.Target(target.tvm_target())
     try:
         mod = from_onnx(model, shape_dict=shapes, keep_params_in_input=False)
+        int8 = None
+        if integer and any(n.op_type == "DequantizeLinear" for n in model.graph.node):
+            mod, int8 = lower_qdq_to_int8(mod)
         with tvm_target:
             mod = relax.get_pipeline("zero")(mod)
         tuning = None
@@ -216,7 +228,8 @@ def compile_onnx(
             from .tune import tune
 
             mod, tuning = tune(mod, tvm_target, target=target, onnx_bytes=onnx_path.read_bytes(),
-                               trials=tune_trials, on_trials=on_trials)
+                               trials=tune_trials, on_trials=on_trials, variant="int8" if int8 else "")
+        weight_bytes = constant_bytes(mod)
         ex = tvm.compile(mod, target=tvm_target)
     except EdgeoptError:
         raise
@@ -251,12 +264,22 @@ def compile_onnx(
             parity_note = {"checked_on": "board"}
         else:
             parity_note = {"checked_on": "host"}
+        build = {"onnx_sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(), "target": target.tvm_target(),
+                 "input_shapes": shapes, "tune_trials": tune_trials, "integer": integer, "tolerance": tolerance}
         manifest = {
+            "preprocessing": {"layout": "NCHW" if len(next(iter(shapes.values()))) == 4 else "NC",
+                              "scale": 1.0, "mean": 0.0, "std": 1.0, "declared": False, **(preprocessing or {})},
+            "build": {"config_hash": hashlib.sha256(json.dumps(build, sort_keys=True).encode()).hexdigest()[:16],
+                      **build},
             "inputs": [{"name": k, "shape": v, "dtype": "float32"} for k, v in shapes.items()],
             "outputs": outputs,
             "target": target.describe(),
             "toolchain": toolchain_versions(),
             "tuning": tuning,
+            "arithmetic": {
+                "int8_ops": None if int8 is None else int8.to_json(),
+                "weight_bytes": weight_bytes,
+            },
             "parity": {"tolerance": tolerance, **parity_note, **({} if parity is None else parity.to_json())},
             **(extra_manifest or {}),
         }

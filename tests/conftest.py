@@ -59,5 +59,5 @@ def host_bundle(quantized, digits, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("bundles") / "bundle"
     bundle, parity = compile_onnx(quantized.path, target=get_target("host"), out_dir=out,
-                                  parity_inputs=digits.x_test[:8])
+                                  parity_inputs=digits.x_test[:8], onnx_copy=False)
     return bundle

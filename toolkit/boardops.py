@@ -84,7 +84,7 @@ def bench(conn: Connection, bundle: Bundle, *, runs: int = 200, warmup: int = 20
         raise UsageError(f"--baseline must be ort, got {baseline!r}")
     if baseline == "ort" and ONNX_IN_BUNDLE not in bundle.files:
         raise UsageError(f"--baseline ort needs the bundle's ONNX, and {bundle.path} has no {ONNX_IN_BUNDLE}",
-                         hint="build the bundle with compile_onnx(..., onnx_copy=True)")
+                         hint="compile the bundle without --no-onnx")
     x, ref, why = reference(bundle, onnx=onnx, data=data)
     summary = deploy(conn, bundle)
     dep: Deployment = summary.pop("deployment")

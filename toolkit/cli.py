@@ -256,7 +256,12 @@ def compile_cmd(
     out: Path = typer.Option(..., help="bundle directory to write (replaced only once the new one is complete)"),
     input_shape: Optional[list[str]] = typer.Option(None, help="NAME=1,3,32,32 for an input with a symbolic shape (repeatable)"),
     tune: bool = typer.Option(False, "--tune", help="tune with MetaSchedule (host targets); the database is cached"),
-    trials: int = typer.Option(64, help="tuning trials in all (with --tune)"),
+    trials: int = typer.Option(64, help="tuning trials in all, shared evenly by the tasks (with --tune)"),
+    no_onnx: bool = typer.Option(False, "--no-onnx", help="leave the ONNX model out of the bundle (no onnxruntime baseline on the board)"),
+    float_arith: bool = typer.Option(False, "--float-arith", help="int8 QDQ models: keep TVM's fp32 arithmetic instead of int8 x int8 -> int32 kernels"),
+    scale: float = typer.Option(1.0, help="input preprocessing the model expects, recorded in the manifest: x * scale"),
+    mean: Optional[list[float]] = typer.Option(None, help="... then (x - mean) / std, per channel (repeatable)"),
+    std: Optional[list[float]] = typer.Option(None, help="see --mean"),
     as_json: bool = typer.Option(False, "--json", help="print a JSON summary on stdout, nothing else"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
@@ -292,8 +297,11 @@ def compile_cmd(
                 task = bar.add_task("tuning", total=trials)
                 bar.start()
             try:
+                declared = scale != 1.0 or bool(mean) or bool(std)
+                pre = {"scale": scale, "mean": list(mean or [0.0]), "std": list(std or [1.0]), "declared": True} if declared else None
                 bundle, parity = compile_onnx(
                     model, target=tgt, out_dir=out, input_shapes=shapes or None, tune_trials=trials if tune else 0,
+                    onnx_copy=not no_onnx, integer=not float_arith, preprocessing=pre,
                     on_trials=(lambda n: bar.update(task, completed=min(n, trials))) if bar else None)
             finally:
                 if bar:
@@ -307,6 +315,7 @@ def compile_cmd(
         "target": {"name": t["name"], "triple": t["triple"], "arch": t["arch"], "mcpu": t["mcpu"]},
         "parity": parity.to_json() if parity else {"max_abs_diff": None, "checked_on": "board"},
         "tuning": bundle.manifest.get("tuning"),
+        "arithmetic": bundle.manifest["arithmetic"],
         "inputs": bundle.manifest["inputs"],
         "outputs": bundle.manifest["outputs"],
     }

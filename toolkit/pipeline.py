@@ -90,8 +90,9 @@ def _run(config, workdir: Path, target, prune_cfg, quant_cfg, progress: Progress
         reference_x = data.x_test[:PARITY_SAMPLES]
         bundle, parity = compile_onnx(
             quant.path, target=target, out_dir=workdir / "bundle", parity_inputs=reference_x,
+            preprocessing={"layout": dense.spec.layout, "scale": dense.spec.scale, "mean": 0.0, "std": 1.0,
+                           "range": [0.0, 1.0], "declared": True},
             extra_manifest={
-                "preprocessing": {"layout": dense.spec.layout, "scale": dense.spec.scale, "range": [0.0, 1.0]},
                 "source": {"model": config.model, "data": config.data, "quantization": quant.quant_path},
                 "config_hash": config_hash(config),
             },

@@ -18,7 +18,7 @@ def ort_bench(bundle, *, threads: int, warmup: int, repeat: int, min_repeat_ms: 
     if ONNX not in bundle.manifest.get("files", {}):
         raise AgentFailure("baseline_unavailable",
                            f"bundle has no {ONNX}, so there is nothing for onnxruntime to run "
-                           "(build it with onnx_copy=True)")
+                           "(compile it without --no-onnx)")
     try:
         import onnxruntime as ort
     except ImportError:

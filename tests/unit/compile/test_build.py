@@ -22,6 +22,8 @@ def test_bundle_has_library_manifest_and_hashes(host_bundle):
     assert m["target"]["cpu_features"] and set(m["target"]["required_cpu_flags"]) <= _cpuinfo_flags()
     assert m["toolchain"]["tvm"].startswith("0.27")
     assert m["toolchain"]["torch"].startswith("2.13") and m["toolchain"]["onnx"]
+    assert m["preprocessing"]["layout"] == "NCHW" and m["build"]["config_hash"]
+    assert m["arithmetic"]["int8_ops"]["matmul"] == 2 and m["arithmetic"]["weight_bytes"]["int8"] > 0
     assert m["parity"]["max_abs_diff"] <= m["parity"]["tolerance"]
     assert b.bytes > m["files"]["model.so"]["bytes"]
 

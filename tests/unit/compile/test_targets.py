@@ -66,6 +66,18 @@ def test_compile_cli_json(quantized, tmp_path):
     doc = json.loads(r.stdout)
     assert doc["bundle"]["bytes"] > 0 and doc["target"]["name"] == "host"
     assert doc["parity"]["max_abs_diff"] is not None and doc["target"]["triple"]
+    assert doc["arithmetic"]["int8_ops"]["matmul"] == 2  # the int8 MLP runs integer kernels
+    from compile import Bundle
+
+    m = Bundle.load(tmp_path / "b").manifest  # the ONNX travels in the bundle, hashed like the library
+    assert "model.onnx" in m["files"] and m["preprocessing"]["declared"] is False
+    r = subprocess.run([sys.executable, "-m", "toolkit", "compile", str(quantized.path), "--out", str(tmp_path / "c"),
+                        "--no-onnx", "--float-arith", "--scale", "0.5", "--mean", "0.1", "--std", "0.3", "--json"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    m = Bundle.load(tmp_path / "c").manifest
+    assert set(m["files"]) == {"model.so"} and m["arithmetic"]["int8_ops"] is None
+    assert m["preprocessing"] == {"layout": "NCHW", "scale": 0.5, "mean": [0.1], "std": [0.3], "declared": True}
 
 
 def test_compile_cli_input_shape_for_symbolic_dims(tmp_path):
@@ -91,8 +103,12 @@ def test_tuning_is_correct_cached_and_reused(quantized, tmp_path, monkeypatch):
     seen = []
     bundle, parity = compile_onnx(fp32, target=get_target("host"), out_dir=tmp_path / "t1", tune_trials=8,
                                   on_trials=seen.append)
-    assert bundle.manifest["tuning"]["reused"] is False and bundle.manifest["tuning"]["trials"] == 8
-    assert seen and seen[-1] >= 8  # progress was reported
+    t = bundle.manifest["tuning"]
+    assert t["reused"] is False and t["trials"] == 8 and t["tasks"] >= 2
+    # the budget is shared by every task, so none is left without a schedule; progress was reported
+    assert t["trials_per_task"] == max(1, 8 // t["tasks"]) and seen and seen[-1] >= t["tasks"]
+    records = (tmp_path / "cache" / "tuning" / t["database"] / "database_tuning_record.json").read_text().splitlines()
+    assert len({json.loads(line)[0] for line in records}) == t["tasks"]  # every task got a measured schedule
     assert parity.max_abs_diff <= parity.tolerance  # tuned code still agrees with onnxruntime
     assert list((tmp_path / "cache" / "tuning").iterdir())  # the database is cached
     again, _ = compile_onnx(fp32, target=get_target("host"), out_dir=tmp_path / "t2", tune_trials=8)

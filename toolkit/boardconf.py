@@ -8,6 +8,11 @@
     identity_file = "~/.ssh/id_ed25519"
     # optional: python = "/usr/bin/python3", remote_root = "/data/edgeopt"
 
+A fleet is a group of boards, benchmarked in parallel by `edgeopt bench --board lab`:
+
+    [groups]
+    lab = ["rzv2l", "pi4", "local"]
+
 `./boards.toml` in the working directory wins over the one in the user config dir
 (`$EDGEOPT_CONFIG_DIR`, else `$XDG_CONFIG_HOME/edgeopt`, else `~/.config/edgeopt`).
 """
@@ -120,3 +125,25 @@ def load_boards() -> dict[str, BoardEntry]:
         if path.is_file():
             boards.update(_read(path))
     return boards
+
+
+def load_groups() -> dict[str, list[str]]:
+    """[groups] NAME = ["board", ...] from the boards.toml files (./boards.toml wins by name)."""
+    groups: dict[str, list[str]] = {}
+    for path in reversed(boards_files()):
+        if not path.is_file():
+            continue
+        try:
+            doc = tomllib.loads(path.read_text())
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"cannot read {path}: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise InputError(f"{path} is not valid TOML: {exc}") from None
+        table = doc.get("groups", {})
+        if not isinstance(table, dict):
+            raise InputError(f"{path}: [groups] must be a table of NAME = [\"board\", ...]")
+        for name, members in table.items():
+            if not isinstance(members, list) or not members or not all(isinstance(m, str) and m for m in members):
+                raise InputError(f"{path}: groups.{name} must be a non-empty list of board names")
+            groups[name] = list(members)
+    return groups

@@ -71,34 +71,91 @@ def deploy_cmd(
 
 @app.command("bench")
 def bench_cmd(
-    bundle: Path = typer.Argument(..., help="a bundle directory"),
-    board: str = typer.Option("local", help=BOARD_HELP),
-    runs: int = typer.Option(200, help="timed inferences (at least; in 5 repeats)"),
+    bundle: list[Path] = typer.Argument(..., help="bundle directories, or directories of bundles (each subdirectory "
+                                                  "with a manifest.json; edgeopt run --variants --out DIR)"),
+    board: Optional[list[str]] = typer.Option(None, help=BOARD_HELP + ", or a [groups] name; repeat for a fleet "
+                                                         "(boards run in parallel) [default: local]"),
+    runs: int = typer.Option(200, help="timed inferences per engine (one bundle: in 5 repeats; several: over --rounds)"),
     warmup: int = typer.Option(20, help="inferences run first and discarded"),
-    threads: Optional[str] = typer.Option(None, help="thread count(s) on the board, e.g. 1,2,4 to sweep [default: all cores]"),
-    baseline: Optional[str] = typer.Option(None, help="'ort': also run the bundle's model.onnx with onnxruntime on the board"),
-    min_repeat_ms: float = typer.Option(0.0, help="each repeat lasts at least this long (more runs if needed)"),
-    onnx: Optional[Path] = typer.Option(None, help="ONNX model for the host reference outputs [default: the bundle's model.onnx]"),
-    data: Optional[Path] = typer.Option(None, help=".npz whose x holds the inputs for parity [default: 32 seeded random inputs]"),
-    keep_samples: bool = typer.Option(False, "--keep-samples", help="include every timed sample in the JSON"),
+    threads: Optional[str] = typer.Option(None, help="thread count(s) on the board, e.g. 1,2,4 to sweep (one bundle on one board) [default: all cores]"),
+    baseline: Optional[str] = typer.Option(None, help="'ort': also run the bundle's model.onnx with onnxruntime on the board; "
+                                                      "'none': do not [default: none for one bundle, ort for a report]"),
+    min_repeat_ms: float = typer.Option(0.0, help="one bundle: each repeat lasts at least this long (more runs if needed)"),
+    onnx: Optional[Path] = typer.Option(None, help="one bundle: ONNX model for the host reference outputs [default: the bundle's model.onnx]"),
+    data: Optional[Path] = typer.Option(None, help=".npz whose x holds the inputs for parity (and y the labels: accuracy on the board) "
+                                                   "[default: 32 seeded random inputs; DIR/eval.npz of a variants dir]"),
+    keep_samples: bool = typer.Option(False, "--keep-samples", help="one bundle: include every timed sample in the JSON"),
+    out: Optional[Path] = typer.Option(None, help="write report.json, report.md and the PNG plots here "
+                                                  "[default with several bundles or boards: ./bench-report]"),
+    rounds: int = typer.Option(10, help="report: interleaved rounds; each round runs every variant and baseline in turn"),
+    profile_runs: int = typer.Option(20, help="report: inferences per variant for the per-operator profile (0: none)"),
+    history: Optional[Path] = typer.Option(None, help="report: append the run to this JSON-lines file [default: the user data dir's history.jsonl]"),
+    no_history: bool = typer.Option(False, "--no-history", help="report: do not record the run in the history"),
     trust_new_host: bool = typer.Option(False, "--trust-new-host", help="record an unknown board's host key"),
     local_port: Optional[int] = typer.Option(None, help="port for the local board [default: a free one]"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON document on stdout, nothing else"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress on stderr"),
 ) -> None:
-    """Deploy, then measure latency on the board (warm-up, repeats, percentiles, load and first
-    inference apart, TVM's time_evaluator alongside) and parity with the host's onnxruntime."""
+    """Deploy, then measure latency on the board. One bundle on one board: warm-up, repeats,
+    percentiles, load and first inference apart, TVM's time_evaluator alongside, parity with the
+    host's onnxruntime. Several bundles (variants) and/or boards: interleaved rounds, each variant
+    against onnxruntime on the same board, boards in parallel, one report (report.json, report.md,
+    plots) in --out, appended to the history. Exit code 9: some boards failed (the report has the others)."""
     from .boardops import bench, parse_threads
-    from .errors import InputError
+    from .errors import InputError, UsageError
 
     thread_list = parse_threads(threads)
-    b = _load_bundle(bundle)
+    boards = list(board or ["local"])
+    from .boardconf import load_groups
+
+    single = (len(bundle) == 1 and len(boards) == 1 and out is None and boards[0] not in load_groups()
+              and (bundle[0] / "manifest.json").is_file())
+    if not single:
+        from .bench.api import run as run_report
+        from .bench.runner import BenchOptions
+        from .progress import Progress
+
+        if len(thread_list) > 1:
+            raise UsageError("--threads with a list sweeps one bundle on one board; a report takes one thread count")
+        for flag, given in (("--min-repeat-ms", min_repeat_ms != 0.0), ("--onnx", onnx is not None),
+                            ("--keep-samples", keep_samples)):
+            if given:
+                raise UsageError(f"{flag} applies to one bundle on one board only",
+                                 hint="a report always keeps every sample in report.json")
+        opts = BenchOptions(runs=runs, warmup=warmup, rounds=rounds, threads=thread_list[0],
+                            baseline=None if baseline == "none" else (baseline or "ort"), profile_runs=profile_runs,
+                            local_port=local_port or 0, trust_new_host=trust_new_host)
+        with _stdout_to_stderr() if as_json else contextlib.nullcontext():
+            doc, code = run_report(bundle, boards=boards, options=opts, out=out or Path("bench-report"), data=data,
+                                   history_file=history, record_history=not no_history, progress=Progress(quiet=quiet))
+        out_dir = out or Path("bench-report")
+        if as_json:
+            from .bench.report import strip_samples
+
+            _emit(dict(strip_samples(doc), out=str(out_dir), exit_code=code), True, "")
+        else:
+            from rich.console import Console
+
+            from .bench.render import summary_tables
+
+            console = Console() if sys.stdout.isatty() else Console(width=180)
+            for t in summary_tables(doc):
+                console.print(t)
+            Console(stderr=True).print(f"report: {out_dir / 'report.md'} (+ report.json, PNG plots)"
+                                       + (f"; history: {doc['history']}" if doc.get("history") else ""))
+        if code:
+            raise typer.Exit(code)
+        return
+    bundle_path = bundle[0]
+    b = _load_bundle(bundle_path)
     if onnx is not None and not onnx.is_file():
         raise InputError(f"ONNX model not found: {onnx}")
     if data is not None and not data.is_file():
         raise InputError(f"data file not found: {data}")
     with _stdout_to_stderr() if as_json else contextlib.nullcontext():
-        with _connected(board, trust_new_host=trust_new_host, local_port=local_port) as conn:
-            doc = bench(conn, b, runs=runs, warmup=warmup, threads=thread_list, baseline=baseline,
+        with _connected(boards[0], trust_new_host=trust_new_host, local_port=local_port) as conn:
+            doc = bench(conn, b, runs=runs, warmup=warmup, threads=thread_list,
+                        baseline=None if baseline == "none" else baseline,
                         min_repeat_ms=min_repeat_ms, onnx=onnx, data=data, keep_samples=keep_samples)
     if as_json:
         _emit(doc, True, "")

@@ -92,11 +92,13 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="accuracy and parity on an uploaded .npz (x, y, ref)")
     e.add_argument("--bundle", required=True)
     e.add_argument("--data", required=True)
+    c = sub.add_parser("compare", help="several bundles (and their onnxruntime baselines) timed interleaved")
+    c.add_argument("--plan", required=True, help="JSON plan (board/agent/compare.py)")
     i = sub.add_parser("infer", help="run inputs from an .npz (x), write outputs to an .npz (y)")
     i.add_argument("--bundle", required=True)
     i.add_argument("--input", required=True)
     i.add_argument("--output", required=True)
-    for s in (b, e, i):
+    for s in (b, e, i, c):
         s.add_argument("--threads", type=int, default=None, help="TVM_NUM_THREADS")
     return p
 
@@ -107,6 +109,10 @@ def _run(args) -> dict:
 
     if args.verb in ("info", "version"):
         return {}
+    if args.verb == "compare":
+        from .compare import compare
+
+        return compare(args.plan, int(os.environ["TVM_NUM_THREADS"]))
     bundle = LoadedBundle(args.bundle)
     result = {
         "bundle": {

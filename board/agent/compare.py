@@ -1,0 +1,194 @@
+"""`compare`: several bundles (and each one's onnxruntime baseline) timed in one process,
+interleaved round by round, so that drift on the board (clock changes, heat, a noisy neighbour)
+falls on every variant alike instead of on whichever ran last.
+
+The plan is a JSON file the host uploads:
+
+    {"warmup": 20, "rounds": 10, "number": 20, "baseline": "ort" | null, "profile_runs": 20,
+     "keep_samples": true, "eval": "<npz with x, y>" | null,
+     "bundles": [{"name": "dense-fp32", "dir": "<bundle dir>", "reference": "<npz x, ref>" | null}, ...]}
+
+Per engine (a bundle under the TVM VM, and its model.onnx under onnxruntime): load time, first
+inference, `warmup` calls discarded; then `rounds` rounds, in each of which every engine runs
+`number` calls, each timed alone; the engine order rotates by one every round. Then, outside the
+timed part: parity against the host's reference outputs, accuracy on the labelled set, and a
+per-operator profile through the VM's instrument hook."""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+
+from .bundle import AgentFailure, LoadedBundle
+from .measure import parity, percentiles
+
+ONNX = "model.onnx"
+
+
+class _Engine:
+    def __init__(self, name: str, kind: str, call, load_ms: float) -> None:
+        self.name = name
+        self.kind = kind  # "tvm" | "onnxruntime"
+        self.call = call
+        self.load_ms = load_ms
+        self.first_ms = 0.0
+        self.samples: list = []
+        self.round_medians: list = []
+
+
+def _ort_session(bundle: LoadedBundle, threads: int):
+    """(session, None) or (None, why not)."""
+    if ONNX not in bundle.manifest.get("files", {}):
+        return None, f"bundle has no {ONNX} (compiled with --no-onnx)"
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None, "onnxruntime is not installed on this board (edgeopt board setup --with-ort installs it)"
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(os.path.join(bundle.dir, ONNX), opts, providers=["CPUExecutionProvider"]), None
+
+
+def _load_npz(path: str) -> dict:
+    try:
+        data = np.load(path, allow_pickle=False)
+        return {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise AgentFailure("data", f"cannot read {path}: {exc}") from None
+
+
+def profile_ops(bundle: LoadedBundle, dx, runs: int) -> dict:
+    """Per-operator times from the Relax VM's instrument hook (called before and after every
+    Call instruction): the wall time between the two calls, per function symbol. TVM 0.27's
+    runtime has no VM profiler of its own (no `profile=True`, no runtime.profiling)."""
+    if not hasattr(bundle.vm, "set_instrument"):
+        return {"available": False, "reason": "this TVM runtime's VirtualMachine has no set_instrument hook"}
+    stack: list = []
+    stats: dict = {}
+
+    def instrument(func, symbol, before_run, ret_value, *args):
+        now = time.perf_counter()
+        if before_run:
+            stack.append(now)
+        elif stack:
+            s = stats.setdefault(str(symbol), [0, 0.0])
+            s[0] += 1
+            s[1] += now - stack.pop()
+        return 0  # VMInstrumentReturnKind.NO_OP
+
+    bundle.fn(dx)  # warm
+    try:
+        bundle.vm.set_instrument(instrument)
+    except Exception as exc:  # noqa: BLE001  (an older or newer runtime: say so, do not fail)
+        return {"available": False, "reason": f"VirtualMachine.set_instrument failed: {type(exc).__name__}: {exc}"}
+    t0 = time.perf_counter()
+    for _ in range(runs):
+        bundle.fn(dx)
+    wall_ms = (time.perf_counter() - t0) * 1e3 / runs
+    total = sum(v[1] for v in stats.values()) * 1e3 / runs
+    ops = [{"name": k, "kind": "builtin" if k.startswith("vm.builtin.") else "kernel",
+            "calls_per_inference": v[0] / runs, "ms_per_inference": v[1] * 1e3 / runs,
+            "percent": (100.0 * v[1] * 1e3 / runs / total) if total > 0 else 0.0}
+           for k, v in stats.items()]
+    ops.sort(key=lambda o: -o["ms_per_inference"])
+    return {"available": True, "method": "relax VirtualMachine.set_instrument (before/after every Call)",
+            "runs": runs, "instrumented_ms_per_inference": wall_ms, "ops_ms_per_inference": total, "ops": ops}
+
+
+def compare(plan_path: str, threads: int) -> dict:
+    with open(plan_path) as f:
+        plan = json.load(f)
+    warmup, rounds, number = int(plan["warmup"]), int(plan["rounds"]), int(plan["number"])
+    keep = bool(plan.get("keep_samples", True))
+    labelled = _load_npz(plan["eval"]) if plan.get("eval") else None
+    variants = []
+    engines: list[_Engine] = []
+    for item in plan["bundles"]:
+        bundle = LoadedBundle(item["dir"])
+        ref = _load_npz(item["reference"]) if item.get("reference") else None
+        shape = bundle.input["shape"]
+        if ref is not None:
+            x1 = np.ascontiguousarray(ref["x"][:1], dtype=np.float32).reshape(shape)
+        else:
+            x1 = np.random.default_rng(0).random(shape, dtype=np.float32)
+        dx = bundle.to_device(x1)
+        tvm_engine = _Engine(item["name"], "tvm", (lambda b=bundle, d=dx: b.fn(d)), bundle.load_ms)
+        engines.append(tvm_engine)
+        v = {"name": item["name"], "bundle": bundle, "dx": dx, "x1": x1, "ref": ref, "tvm": tvm_engine,
+             "ort": None, "ort_reason": None, "session": None}
+        if plan.get("baseline") == "ort":
+            t0 = time.perf_counter()
+            sess, why = _ort_session(bundle, threads)
+            if sess is None:
+                v["ort_reason"] = why
+            else:
+                in_name = sess.get_inputs()[0].name
+                v["session"], v["in_name"] = sess, in_name
+                v["ort"] = _Engine(item["name"], "onnxruntime",
+                                   (lambda s=sess, n=in_name, x=x1: s.run(None, {n: x})),
+                                   (time.perf_counter() - t0) * 1e3)
+                engines.append(v["ort"])
+        variants.append(v)
+
+    for e in engines:  # first inference alone, then the warm-up
+        t0 = time.perf_counter()
+        e.call()
+        e.first_ms = (time.perf_counter() - t0) * 1e3
+        for _ in range(warmup):
+            e.call()
+    order = list(range(len(engines)))
+    t_start = time.perf_counter()
+    for r in range(rounds):
+        rotated = order[r % len(order):] + order[:r % len(order)]
+        for i in rotated:
+            e = engines[i]
+            this_round = []
+            for _ in range(number):
+                t = time.perf_counter()
+                e.call()
+                this_round.append((time.perf_counter() - t) * 1e3)
+            e.samples.extend(this_round)
+            e.round_medians.append(float(np.median(this_round)))
+    timed_s = time.perf_counter() - t_start
+
+    def engine_doc(e: _Engine) -> dict:
+        d = {"latency_ms": percentiles(e.samples), "load_ms": e.load_ms, "first_ms": e.first_ms,
+             "round_medians_ms": e.round_medians}
+        if keep:
+            d["samples_ms"] = e.samples
+        return d
+
+    out = []
+    for v in variants:
+        bundle = v["bundle"]
+        doc = {"name": v["name"], "bundle": {"path": bundle.dir, "target": bundle.manifest.get("target", {}).get("name"),
+                                             "library_sha256": bundle.sha256["model.so"]},
+               "tvm": engine_doc(v["tvm"])}
+        if v["ref"] is not None and "ref" in v["ref"]:
+            outs = np.concatenate([bundle.run(xi[None].reshape(bundle.input["shape"])) for xi in v["ref"]["x"]])
+            doc["parity"] = parity(outs, v["ref"]["ref"])
+        if labelled is not None:
+            xs = labelled["x"].astype(np.float32)
+            pred = np.concatenate([bundle.run(xi[None].reshape(bundle.input["shape"])) for xi in xs]).argmax(-1)
+            doc["tvm"]["accuracy"] = float((pred == labelled["y"]).mean())
+            doc["tvm"]["accuracy_samples"] = int(len(xs))
+        if v["ort"] is not None:
+            doc["ort"] = dict(engine_doc(v["ort"]), available=True)
+            sess, name, shape = v["session"], v["in_name"], bundle.input["shape"]
+            if labelled is not None:
+                xs = labelled["x"].astype(np.float32)
+                pred = np.concatenate([sess.run(None, {name: xi[None].reshape(shape)})[0] for xi in xs]).argmax(-1)
+                doc["ort"]["accuracy"] = float((pred == labelled["y"]).mean())
+        elif plan.get("baseline") == "ort":
+            doc["ort"] = {"available": False, "reason": v["ort_reason"]}
+        if int(plan.get("profile_runs", 0)) > 0:
+            doc["profile"] = profile_ops(bundle, v["dx"], int(plan["profile_runs"]))
+        else:
+            doc["profile"] = {"available": False, "reason": "not requested (--profile-runs 0)"}
+        out.append(doc)
+    return {"variants": out, "protocol": {"warmup": warmup, "rounds": rounds, "calls_per_round": number,
+                                          "order": "round-robin, rotated by one engine each round",
+                                          "timed_s": timed_s}}

@@ -1,0 +1,129 @@
+"""One board: deploy every variant's bundle, send the host's reference outputs and the labelled
+set, run the agent's `compare` verb (all variants and their onnxruntime baselines interleaved in
+one process on the board), and return the board's part of the report."""
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..boards import open_board
+from ..deploy import Connection, Deployment
+from ..errors import InputError, UsageError
+from .variants import Variant
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    runs: int = 200  # timed inferences per engine, spread over the rounds
+    warmup: int = 20
+    rounds: int = 10
+    threads: int | None = None
+    baseline: str | None = "ort"
+    profile_runs: int = 20
+    keep_samples: bool = True
+    local_port: int = 0
+    trust_new_host: bool = False
+
+    def validate(self) -> None:
+        if self.runs < 1 or self.warmup < 0:
+            raise UsageError("--runs must be >= 1 and --warmup >= 0")
+        if self.rounds < 1:
+            raise UsageError(f"--rounds must be >= 1, got {self.rounds}")
+        if self.profile_runs < 0:
+            raise UsageError(f"--profile-runs must be >= 0, got {self.profile_runs}")
+        if self.baseline not in (None, "ort"):
+            raise UsageError(f"--baseline must be ort or none, got {self.baseline!r}")
+
+    @property
+    def rounds_used(self) -> int:
+        return min(self.rounds, self.runs)
+
+    @property
+    def calls_per_round(self) -> int:
+        return math.ceil(self.runs / self.rounds_used)
+
+
+@dataclass
+class HostInputs:
+    """Computed once on the host, sent to every board: per variant the parity inputs and the
+    outputs of its model.onnx under onnxruntime; the labelled set for accuracy."""
+
+    references: dict[str, Path]  # variant name -> npz (x, ref) or (x)
+    parity_reasons: dict[str, str | None]
+    labelled: Path | None
+
+
+def host_inputs(variants: list[Variant], data: Path | None, workdir: Path) -> HostInputs:
+    from ..boardops import reference
+
+    refs, reasons = {}, {}
+    for v in variants:
+        x, ref, why = reference(v.bundle, data=data)
+        p = workdir / f"ref-{v.bundle.id[:16]}.npz"
+        np.savez(p, x=x, **({"ref": ref} if ref is not None else {}))
+        refs[v.name], reasons[v.name] = p, why
+    labelled = None
+    if data is not None:
+        try:
+            arrays = np.load(data, allow_pickle=False)
+            if "y" in arrays.files:
+                labelled = workdir / "labelled.npz"
+                np.savez(labelled, x=arrays["x"].astype(np.float32), y=arrays["y"])
+        except (OSError, ValueError, KeyError) as exc:
+            raise InputError(f"cannot read inputs from {data}: {exc}", hint="pass an .npz with an array x (and y for accuracy)") from None
+    return HostInputs(refs, reasons, labelled)
+
+
+def bench_board(name: str, variants: list[Variant], inputs: HostInputs, opts: BenchOptions,
+                step: Callable[[str], None] = lambda s: None, on_spec: Callable = lambda spec: None) -> dict:
+    """Raises an EdgeoptError when the board fails; the fleet records it."""
+    step("starting/connecting")
+    with open_board(name, local_port=opts.local_port if name == "local" else 0,
+                    trust_new_host=opts.trust_new_host) as spec:
+        on_spec(spec)
+        with Connection(spec) as conn:
+            arch = conn.arch()
+            deps = []
+            for i, v in enumerate(variants):
+                step(f"deploy {i + 1}/{len(variants)} ({v.name})")
+                deps.append(Deployment(conn, v.bundle).upload())
+            tmp = deps[0]
+            try:
+                step("upload inputs")
+                plan = {
+                    "warmup": opts.warmup, "rounds": opts.rounds_used, "number": opts.calls_per_round,
+                    "baseline": opts.baseline, "profile_runs": opts.profile_runs, "keep_samples": opts.keep_samples,
+                    "eval": str(tmp.put(inputs.labelled)) if inputs.labelled else None,
+                    "bundles": [{"name": v.name, "dir": str(d.bundle_dir), "reference": str(tmp.put(inputs.references[v.name]))}
+                                for v, d in zip(variants, deps)],
+                }
+                with tempfile.TemporaryDirectory(prefix="edgeopt-plan-") as t:
+                    local = Path(t) / "plan.json"
+                    local.write_text(json.dumps(plan))
+                    remote_plan = tmp.put(local)
+                step(f"measure {len(variants)} variant(s) x {opts.rounds_used} rounds")
+                args = ["--plan", str(remote_plan)] + (["--threads", str(opts.threads)] if opts.threads else [])
+                doc = tmp.agent("compare", *args)
+            finally:
+                tmp.cleanup()
+    by_name = {r["name"]: r for r in doc["variants"]}
+    results = {}
+    for v, d in zip(variants, deps):
+        r = by_name[v.name]
+        if "parity" not in r:
+            r["parity"] = {"top1_agreement": None, "max_abs_diff": None, "reason": inputs.parity_reasons.get(v.name)}
+        r["deploy"] = {"uploaded": len(d.uploaded), "skipped": len(d.skipped), "uploaded_bytes": d.uploaded_bytes}
+        results[v.name] = r
+    return {
+        "name": name, "ok": True, "kind": spec.kind, "address": spec.address, "host": spec.host,
+        "facts": {**doc["board"], "arch": arch}, "threads": doc["threads"], "peak_rss_mb": doc["peak_rss_mb"],
+        "protocol": doc["protocol"], "agent": {"version": doc["agent_version"], "digest": doc["agent_digest"],
+                                              "imports": doc["imports"]},
+        "results": results,
+    }

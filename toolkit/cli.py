@@ -70,6 +70,9 @@ def run(
     seed: Optional[int] = typer.Option(None, help="random seed [default: 0]"),
     threads: Optional[int] = typer.Option(None, help="threads on the board [default: all its cores]"),
     trust_new_host: Optional[bool] = typer.Option(None, "--trust-new-host", help="record an unknown board's host key"),
+    variants: Optional[bool] = typer.Option(None, "--variants", help="also leave the dense fp32, pruned fp32 and pruned int8 "
+                                            "bundles, untuned and tuned, in --out (for `edgeopt bench DIR`)"),
+    tune_trials: Optional[int] = typer.Option(None, help="--variants: MetaSchedule trials per tuned bundle; 0: no tuned ones [default: 16]"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON report on stdout, nothing else"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress on stderr"),
 ) -> None:
@@ -83,9 +86,13 @@ def run(
         "local_port": local_port, "sparsity": sparsity, "allow_below_70": allow_below_70,
         "method": method, "schedule": schedule, "distill": distill,
         "calibrator": calibrator, "budget": budget, "epochs": epochs, "seed": seed,
-        "threads": threads, "trust_new_host": trust_new_host,
+        "threads": threads, "trust_new_host": trust_new_host, "variants": variants, "tune_trials": tune_trials,
     }
     cfg = resolve(flags, config)
+    if cfg.variants and cfg.out is None:
+        from .errors import UsageError
+
+        raise UsageError("--variants needs --out DIR: the bundles are left there", hint="edgeopt run --variants --out DIR")
     progress = Progress(quiet=quiet)
     with _stdout_to_stderr():  # library chatter never reaches stdout
         report = run_pipeline(cfg, progress=progress)
@@ -352,8 +359,9 @@ def _error(message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        app(args=argv, prog_name="edgeopt", standalone_mode=False)
-        return 0
+        # without standalone mode, click returns a command's typer.Exit code instead of raising it
+        code = app(args=argv, prog_name="edgeopt", standalone_mode=False)
+        return code if isinstance(code, int) else 0
     except typer.Exit as exc:
         return exc.exit_code
     except typer.TyperException as exc:  # typer's (vendored) click: usage errors and the like

@@ -37,6 +37,8 @@ class RunConfig(BaseModel):
     repeat: int = Field(5, ge=1)
     min_repeat_ms: float = Field(100.0, ge=0.0)
     threads: int | None = Field(None, ge=1)
+    variants: bool = False  # also leave dense/pruned fp32 and pruned int8 bundles (untuned, tuned) in --out
+    tune_trials: int = Field(16, ge=0)  # MetaSchedule trials per tuned variant (0: no tuned variants)
 
 
 def _load_toml(path: Path) -> dict[str, Any]:

@@ -99,6 +99,13 @@ def _run(config, workdir: Path, target, prune_cfg, quant_cfg, progress: Progress
         )
         st["note"] = f"{bundle.bytes} bytes" + (f", host parity max|diff| {parity.max_abs_diff:.2g}" if parity else "")
 
+    if config.variants:  # the run's bundle becomes pruned-int8; the others are built beside it
+        from . import variants
+
+        bundle = variants.adopt(bundle, workdir, dense=dense, pruned=pruned, quant=quant)
+        variants.build(workdir, target=target, dense=dense, pruned=pruned, quant=quant, parity_inputs=reference_x,
+                       tune_trials=config.tune_trials, done={"pruned-int8": bundle}, stage=progress.stage)
+
     # reference outputs for the board: the int8 model on the host with onnxruntime
     eval_npz = workdir / "eval.npz"
     np.savez(eval_npz, x=data.x_test, y=data.y_test, ref=predict(quant.path, data.x_test))

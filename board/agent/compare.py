@@ -4,13 +4,16 @@ falls on every variant alike instead of on whichever ran last.
 
 The plan is a JSON file the host uploads:
 
-    {"warmup": 20, "rounds": 10, "number": 20, "baseline": "ort" | null, "profile_runs": 20,
-     "keep_samples": true, "eval": "<npz with x, y>" | null,
+    {"engines": ["tvm"] | ["ort"] | ["tvm", "ort"], "warmup": 20, "rounds": 10, "number": 20, "settle": 2,
+     "profile_runs": 20, "keep_samples": true, "eval": "<npz with x, y>" | null,
      "bundles": [{"name": "dense-fp32", "dir": "<bundle dir>", "reference": "<npz x, ref>" | null}, ...]}
 
 Per engine (a bundle under the TVM VM, and its model.onnx under onnxruntime): load time, first
 inference, `warmup` calls discarded; then `rounds` rounds, in each of which every engine runs
-`number` calls, each timed alone; the engine order rotates by one every round. Then, outside the
+`settle` untimed calls and then `number` calls, each timed alone; the engine order rotates by one
+every round. The host runs the TVM engines and the onnxruntime ones in two processes, one after
+the other: onnxruntime's spinning thread pool, left running after its calls, costs TVM's pool
+milliseconds on a small board when both live in one process. Then, outside the
 timed part: parity against the host's reference outputs, accuracy on the labelled set, and a
 per-operator profile through the VM's instrument hook."""
 from __future__ import annotations
@@ -102,6 +105,8 @@ def compare(plan_path: str, threads: int) -> dict:
     with open(plan_path) as f:
         plan = json.load(f)
     warmup, rounds, number = int(plan["warmup"]), int(plan["rounds"]), int(plan["number"])
+    settle = int(plan.get("settle", 0))
+    wanted = plan.get("engines", ["tvm"])
     keep = bool(plan.get("keep_samples", True))
     labelled = _load_npz(plan["eval"]) if plan.get("eval") else None
     variants = []
@@ -116,10 +121,11 @@ def compare(plan_path: str, threads: int) -> dict:
             x1 = np.random.default_rng(0).random(shape, dtype=np.float32)
         dx = bundle.to_device(x1)
         tvm_engine = _Engine(item["name"], "tvm", (lambda b=bundle, d=dx: b.fn(d)), bundle.load_ms)
-        engines.append(tvm_engine)
+        if "tvm" in wanted:
+            engines.append(tvm_engine)
         v = {"name": item["name"], "bundle": bundle, "dx": dx, "x1": x1, "ref": ref, "tvm": tvm_engine,
              "ort": None, "ort_reason": None, "session": None}
-        if plan.get("baseline") == "ort":
+        if "ort" in wanted:
             t0 = time.perf_counter()
             sess, why = _ort_session(bundle, threads)
             if sess is None:
@@ -145,6 +151,8 @@ def compare(plan_path: str, threads: int) -> dict:
         rotated = order[r % len(order):] + order[:r % len(order)]
         for i in rotated:
             e = engines[i]
+            for _ in range(settle):  # untimed: the engine's thread pool wakes up after the last engine's
+                e.call()
             this_round = []
             for _ in range(number):
                 t = time.perf_counter()
@@ -165,12 +173,13 @@ def compare(plan_path: str, threads: int) -> dict:
     for v in variants:
         bundle = v["bundle"]
         doc = {"name": v["name"], "bundle": {"path": bundle.dir, "target": bundle.manifest.get("target", {}).get("name"),
-                                             "library_sha256": bundle.sha256["model.so"]},
-               "tvm": engine_doc(v["tvm"])}
-        if v["ref"] is not None and "ref" in v["ref"]:
+                                             "library_sha256": bundle.sha256["model.so"]}}
+        if "tvm" in wanted:
+            doc["tvm"] = engine_doc(v["tvm"])
+        if "tvm" in wanted and v["ref"] is not None and "ref" in v["ref"]:
             outs = np.concatenate([bundle.run(xi[None].reshape(bundle.input["shape"])) for xi in v["ref"]["x"]])
             doc["parity"] = parity(outs, v["ref"]["ref"])
-        if labelled is not None:
+        if "tvm" in wanted and labelled is not None:
             xs = labelled["x"].astype(np.float32)
             pred = np.concatenate([bundle.run(xi[None].reshape(bundle.input["shape"])) for xi in xs]).argmax(-1)
             doc["tvm"]["accuracy"] = float((pred == labelled["y"]).mean())
@@ -182,13 +191,15 @@ def compare(plan_path: str, threads: int) -> dict:
                 xs = labelled["x"].astype(np.float32)
                 pred = np.concatenate([sess.run(None, {name: xi[None].reshape(shape)})[0] for xi in xs]).argmax(-1)
                 doc["ort"]["accuracy"] = float((pred == labelled["y"]).mean())
-        elif plan.get("baseline") == "ort":
+        elif "ort" in wanted:
             doc["ort"] = {"available": False, "reason": v["ort_reason"]}
-        if int(plan.get("profile_runs", 0)) > 0:
-            doc["profile"] = profile_ops(bundle, v["dx"], int(plan["profile_runs"]))
-        else:
-            doc["profile"] = {"available": False, "reason": "not requested (--profile-runs 0)"}
+        if "tvm" in wanted:
+            if int(plan.get("profile_runs", 0)) > 0:
+                doc["profile"] = profile_ops(bundle, v["dx"], int(plan["profile_runs"]))
+            else:
+                doc["profile"] = {"available": False, "reason": "not requested (--profile-runs 0)"}
         out.append(doc)
-    return {"variants": out, "protocol": {"warmup": warmup, "rounds": rounds, "calls_per_round": number,
+    return {"variants": out, "protocol": {"engines": wanted, "warmup": warmup, "rounds": rounds, "calls_per_round": number,
+                                          "settle_calls_per_round": settle,
                                           "order": "round-robin, rotated by one engine each round",
                                           "timed_s": timed_s}}

@@ -59,12 +59,12 @@ def cpu_identity(host: str) -> str:
 def mark_shared(boards: list[dict]) -> None:
     """Boards with the same cpu_identity get `shares_cpu_with` (the other boards' names)."""
     by_cpu: dict[str, list[str]] = {}
-    for b in boards:
-        if b.get("cpu_identity"):
+    for b in boards:  # only boards that ran: a failed one disturbed no one
+        if b.get("cpu_identity") and b.get("ok"):
             by_cpu.setdefault(b["cpu_identity"], []).append(b["name"])
     for b in boards:
         others = [n for n in by_cpu.get(b.get("cpu_identity"), []) if n != b["name"]]
-        b["shares_cpu_with"] = others
+        b["shares_cpu_with"] = others if b.get("ok") else []
 
 
 def _failure(name: str, exc: BaseException) -> dict:

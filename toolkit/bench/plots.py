@@ -1,7 +1,8 @@
 """The report's pictures, drawn with matplotlib's Agg backend (no display needed):
 
-- latency.png: per board, the empirical distribution (ECDF) of per-call latency, one line per
-  variant (TVM on the board), and the same variant's onnxruntime baseline dashed in its colour;
+- latency.png: per board, the distribution of per-call latency as a box per variant (box p25-p75
+  with the median, whiskers p1-p99), the TVM bundle filled in the variant's colour and its
+  onnxruntime baseline on the same board hatched just below it;
 - accuracy_latency.png: per board, accuracy on the board vs p50 latency, one marker per variant
   (the bar reaches from p50 to p90);
 - sparsity.png: per-layer sparsity, one bar group per layer, one bar per variant.
@@ -34,40 +35,58 @@ def figures(doc: dict) -> dict[str, tuple[object, list[dict]]]:
     """{plot name: (matplotlib Figure, [series...])}; each series is {label, variant, engine, board}."""
     plt = _mpl()
     import numpy as np
+    from matplotlib.ticker import FormatStrFormatter
 
     names = [v["name"] for v in doc["variants"]]
     color = _colors(names)
     boards = [b for b in doc["boards"] if b["ok"]] or [None]
     out: dict = {}
 
-    # latency distribution
-    fig, axes = plt.subplots(1, len(boards), figsize=(6.5 * len(boards), 4.5), squeeze=False)
+    # latency distribution: one row per variant, the TVM bundle's box and, below it, onnxruntime's
+    fig, axes = plt.subplots(1, len(boards), figsize=(6.5 * len(boards), 1.0 + 0.75 * len(names)), squeeze=False)
     series = []
     for ax, b in zip(axes[0], boards):
         if b is None:
             ax.text(0.5, 0.5, "no board succeeded", ha="center", va="center", transform=ax.transAxes)
             continue
-        for n in names:
+        rows, labels, lo, hi = [], [], [], []
+        for i, n in enumerate(names):
             r = b["results"].get(n)
             if not r or not r["tvm"].get("samples_ms"):
                 continue
-            s = np.sort(np.asarray(r["tvm"]["samples_ms"]))
-            ax.step(s, np.arange(1, len(s) + 1) / len(s), where="post", color=color[n], label=n, lw=1.8)
+            y = len(names) - i
+            data = np.asarray(r["tvm"]["samples_ms"])
+            bp = ax.boxplot([data], positions=[y + 0.17], vert=False, widths=0.3, whis=(1, 99), showfliers=False,
+                            patch_artist=True, manage_ticks=False)
+            for patch in bp["boxes"]:
+                patch.set(facecolor=color[n], alpha=0.85, label=n)
             series.append({"label": n, "variant": n, "engine": "tvm", "board": b["name"]})
+            lo.append(np.percentile(data, 1))
+            hi.append(np.percentile(data, 99))
             ort = r.get("ort") or {}
             if ort.get("available") and ort.get("samples_ms"):
-                s = np.sort(np.asarray(ort["samples_ms"]))
-                ax.step(s, np.arange(1, len(s) + 1) / len(s), where="post", color=color[n], ls="--", lw=1.0, alpha=0.8,
-                        label=f"{n} (onnxruntime)")
+                data = np.asarray(ort["samples_ms"])
+                bp = ax.boxplot([data], positions=[y - 0.17], vert=False, widths=0.3, whis=(1, 99), showfliers=False,
+                                patch_artist=True, manage_ticks=False)
+                for patch in bp["boxes"]:
+                    patch.set(facecolor="white", edgecolor=color[n], hatch="///", label=f"{n} (onnxruntime)")
                 series.append({"label": f"{n} (onnxruntime)", "variant": n, "engine": "onnxruntime", "board": b["name"]})
-        ax.set_xscale("log")
-        ax.set_xlabel("latency per inference (ms, log scale)")
-        ax.set_ylabel("fraction of calls at or below")
-        ax.set_title(f"{b['name']}: latency distribution ({b['threads']} threads)"
-                     + (" [shares CPU]" if b.get("shares_cpu_with") else ""), fontsize=10)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
-    fig.suptitle("Per-call latency on the board: solid = TVM bundle, dashed = onnxruntime on the same board", fontsize=10)
+                lo.append(np.percentile(data, 1))
+                hi.append(np.percentile(data, 99))
+            rows.append(y)
+            labels.append(n)
+        ax.set_yticks(rows)
+        ax.set_yticklabels(labels, fontsize=8)
+        if lo and max(hi) / max(min(lo), 1e-9) > 8:
+            ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(FormatStrFormatter(""))
+        ax.set_xlabel("latency per inference on the board (ms)")
+        ax.set_title(f"{b['name']}: per-call latency, {b['threads']} threads" + (" [shares CPU]" if b.get("shares_cpu_with") else ""),
+                     fontsize=10)
+        ax.grid(True, axis="x", which="both", alpha=0.3)
+    fig.suptitle("Box: p25-p75 with the median; whiskers: p1-p99. Filled = TVM bundle, hatched = onnxruntime (same board)",
+                 fontsize=8)
     fig.tight_layout()
     out["latency"] = (fig, series)
 
@@ -101,10 +120,12 @@ def figures(doc: dict) -> dict[str, tuple[object, list[dict]]]:
 
     # per-layer sparsity
     layers: list[str] = []
+    ticks: dict[str, str] = {}
     for v in doc["variants"]:
         for l in v["sparsity"]["layers"]:
             if l["name"] not in layers:
                 layers.append(l["name"])
+                ticks[l["name"]] = l.get("label") or l["name"]
     fig, ax = plt.subplots(figsize=(max(6.5, 1.2 * len(layers) * max(1, len(names)) / 3), 4.5))
     series = []
     width = 0.8 / max(1, len(names))
@@ -113,10 +134,11 @@ def figures(doc: dict) -> dict[str, tuple[object, list[dict]]]:
         if not by:
             continue
         xs = [j + (i - (len(names) - 1) / 2) * width for j in range(len(layers))]
-        ax.bar(xs, [by.get(l, 0.0) for l in layers], width=width, color=color[v["name"]], label=v["name"])
+        bars = ax.bar(xs, [by.get(l, 0.0) for l in layers], width=width, color=color[v["name"]], label=v["name"])
+        ax.bar_label(bars, labels=[f"{by.get(l, 0.0):.2f}" for l in layers], fontsize=6, padding=1)
         series.append({"label": v["name"], "variant": v["name"], "engine": None, "board": None})
     ax.set_xticks(range(len(layers)))
-    ax.set_xticklabels(layers, rotation=30, ha="right", fontsize=8)
+    ax.set_xticklabels([ticks[l] for l in layers], rotation=20, ha="right", fontsize=8)
     ax.set_ylim(0, 1)
     ax.set_ylabel("sparsity (zero or removed weights / original)")
     ax.set_title("Per-layer sparsity of each variant", fontsize=10)

@@ -18,9 +18,11 @@ def summary_tables(doc: dict) -> list[Table]:
             t.add_row(b["error"])
             tables.append(t)
             continue
-        shared = f" [shares CPU with {', '.join(b['shares_cpu_with'])}]" if b.get("shares_cpu_with") else ""
-        t = Table(title=f"board {b['name']} ({b['address']}, {b['facts'].get('arch')}, {b['threads']} threads){shared}",
+        t = Table(title=f"board {b['name']} ({b['address']}, {b['facts'].get('arch')}, {b['threads']} threads)",
                   header_style="bold")
+        if b.get("shares_cpu_with"):
+            t.caption = (f"shares its CPU with {', '.join(b['shares_cpu_with'])}: measured at the same time, "
+                         "their latencies disturb each other")
         for col in ("variant", "p50 ms", "p90 ms", "p99 ms", f"vs {s['reference_variant']}", "ORT p50 ms", "TVM vs ORT",
                     "accuracy", "bytes", "top operator"):
             t.add_column(col, justify="left" if col in ("variant", "top operator") else "right")

@@ -26,6 +26,7 @@ class BenchOptions:
     threads: int | None = None
     baseline: str | None = "ort"
     profile_runs: int = 20
+    settle: int = 2  # untimed calls at the start of every round (the engine's thread pool wakes up)
     keep_samples: bool = True
     local_port: int = 0
     trust_new_host: bool = False
@@ -97,8 +98,8 @@ def bench_board(name: str, variants: list[Variant], inputs: HostInputs, opts: Be
             try:
                 step("upload inputs")
                 plan = {
-                    "warmup": opts.warmup, "rounds": opts.rounds_used, "number": opts.calls_per_round,
-                    "baseline": opts.baseline, "profile_runs": opts.profile_runs, "keep_samples": opts.keep_samples,
+                    "engines": ["tvm"], "warmup": opts.warmup, "rounds": opts.rounds_used, "number": opts.calls_per_round,
+                    "settle": opts.settle, "profile_runs": opts.profile_runs, "keep_samples": opts.keep_samples,
                     "eval": str(tmp.put(inputs.labelled)) if inputs.labelled else None,
                     "bundles": [{"name": v.name, "dir": str(d.bundle_dir), "reference": str(tmp.put(inputs.references[v.name]))}
                                 for v, d in zip(variants, deps)],
@@ -107,9 +108,19 @@ def bench_board(name: str, variants: list[Variant], inputs: HostInputs, opts: Be
                     local = Path(t) / "plan.json"
                     local.write_text(json.dumps(plan))
                     remote_plan = tmp.put(local)
-                step(f"measure {len(variants)} variant(s) x {opts.rounds_used} rounds")
-                args = ["--plan", str(remote_plan)] + (["--threads", str(opts.threads)] if opts.threads else [])
-                doc = tmp.agent("compare", *args)
+                threads = ["--threads", str(opts.threads)] if opts.threads else []
+                step(f"measure {len(variants)} variant(s) x {opts.rounds_used} rounds (TVM)")
+                doc = tmp.agent("compare", "--plan", str(remote_plan), *threads)
+                if opts.baseline == "ort":
+                    with tempfile.TemporaryDirectory(prefix="edgeopt-plan-") as t:
+                        local = Path(t) / "plan-ort.json"
+                        local.write_text(json.dumps(dict(plan, engines=["ort"])))
+                        remote_ort = tmp.put(local)
+                    step(f"measure {len(variants)} variant(s) x {opts.rounds_used} rounds (onnxruntime)")
+                    ort_doc = tmp.agent("compare", "--plan", str(remote_ort), *threads)
+                    for r, o in zip(doc["variants"], ort_doc["variants"]):
+                        r["ort"] = o["ort"]
+                    doc["protocol"]["ort_timed_s"] = ort_doc["protocol"]["timed_s"]
             finally:
                 tmp.cleanup()
     by_name = {r["name"]: r for r in doc["variants"]}

@@ -153,7 +153,8 @@ class Model:
     def load(cls, directory: Path, *, filename: str = "model.pt") -> "Model":
         path = directory / filename
         if not path.is_file():
-            raise InputError(f"no {filename} in {directory}")
+            raise InputError(f"stage directory {directory} has no {filename}",
+                             hint="write it again with the stage that makes it")
         meta = json.loads((directory / "spec.json").read_text())
         spec = meta["input"]
         spec["shape"] = tuple(spec["shape"])

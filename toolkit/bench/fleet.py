@@ -7,6 +7,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
@@ -88,6 +89,7 @@ def run_fleet(boards: list[str], variants: list[Variant], inputs: HostInputs, op
             identity["address"] = spec.address
             identity["cpu_identity"] = cpu_identity(spec.host)
 
+        started = time.time()
         try:
             doc = bench_board(name, variants, inputs, opts, step=lambda s: step(name, s), on_spec=on_spec)
             step(name, "done")
@@ -101,6 +103,7 @@ def run_fleet(boards: list[str], variants: list[Variant], inputs: HostInputs, op
             step(name, "FAILED")
         else:
             doc["cpu_identity"] = identity["cpu_identity"]
+        doc["started"], doc["finished"] = started, time.time()  # epoch seconds: when this board's thread ran
         with lock:
             results[name] = doc
 

@@ -56,7 +56,7 @@ def figures(doc: dict) -> dict[str, tuple[object, list[dict]]]:
                 continue
             y = len(names) - i
             data = np.asarray(r["tvm"]["samples_ms"])
-            bp = ax.boxplot([data], positions=[y + 0.17], vert=False, widths=0.3, whis=(1, 99), showfliers=False,
+            bp = ax.boxplot([data], positions=[y + 0.17], orientation="horizontal", widths=0.3, whis=(1, 99), showfliers=False,
                             patch_artist=True, manage_ticks=False)
             for patch in bp["boxes"]:
                 patch.set(facecolor=color[n], alpha=0.85, label=n)
@@ -66,7 +66,7 @@ def figures(doc: dict) -> dict[str, tuple[object, list[dict]]]:
             ort = r.get("ort") or {}
             if ort.get("available") and ort.get("samples_ms"):
                 data = np.asarray(ort["samples_ms"])
-                bp = ax.boxplot([data], positions=[y - 0.17], vert=False, widths=0.3, whis=(1, 99), showfliers=False,
+                bp = ax.boxplot([data], positions=[y - 0.17], orientation="horizontal", widths=0.3, whis=(1, 99), showfliers=False,
                                 patch_artist=True, manage_ticks=False)
                 for patch in bp["boxes"]:
                     patch.set(facecolor="white", edgecolor=color[n], hatch="///", label=f"{n} (onnxruntime)")

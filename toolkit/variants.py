@@ -50,7 +50,7 @@ def sources(workdir: Path, *, dense, quant) -> dict[str, Path]:
 
 def build(workdir: Path, *, target, dense, pruned, quant, parity_inputs: np.ndarray, tune_trials: int,
           done: dict[str, Bundle] | None = None, stage: Callable | None = None, extra_manifest: dict | None = None,
-          on_trials: Callable[[int], None] | None = None) -> dict[str, Bundle]:
+          on_trials: Callable[[int], None] | None = None, preprocessing: dict | None = None) -> dict[str, Bundle]:
     """Compile every variant not in `done` into workdir/<name>; tuned ones only if tune_trials > 0.
     `stage(name, description)` is a context manager (progress), or None."""
     import contextlib
@@ -69,6 +69,7 @@ def build(workdir: Path, *, target, dense, pruned, quant, parity_inputs: np.ndar
                 src[base], target=target, out_dir=workdir / name, parity_inputs=parity_inputs, onnx_copy=True,
                 tune_trials=tune_trials if name.endswith("-tuned") else 0, on_trials=on_trials if name.endswith("-tuned") else None,
                 extra_manifest={**(extra_manifest or {}), "variant": variant_info(name, dense=dense, pruned=pruned, quant=quant)},
+                **({"preprocessing": preprocessing} if preprocessing else {}),
             )
             if isinstance(st, dict):
                 st["note"] = f"{bundle.bytes:,} bytes" + (f", tuning database {'reused' if bundle.manifest['tuning']['reused'] else 'built'}"

@@ -96,6 +96,7 @@ def figures(doc: dict) -> dict[str, tuple[object, list[dict]]]:
     for ax, b in zip(axes[0], boards):
         if b is None:
             continue
+        p50s = []
         for n in names:
             r = b["results"].get(n)
             if not r:
@@ -108,7 +109,14 @@ def figures(doc: dict) -> dict[str, tuple[object, list[dict]]]:
                 continue
             ax.errorbar([lat["p50"]], [acc], xerr=[[0.0], [lat["p90"] - lat["p50"]]], fmt="o", ms=8, capsize=3,
                         color=color[n], label=n)
+            ax.annotate(n, (lat["p50"], acc), textcoords="offset points", xytext=(4, 6 + 7 * (names.index(n) % 3)),
+                        fontsize=7, color=color[n])
             series.append({"label": n, "variant": n, "engine": "tvm", "board": b["name"]})
+            p50s.append(lat["p50"])
+        if p50s and max(p50s) / max(min(p50s), 1e-9) > 8:
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+            ax.xaxis.set_minor_formatter(FormatStrFormatter(""))
         ax.set_xlabel("latency p50 on the board (ms; bar to p90)")
         ax.set_ylabel("top-1 accuracy on the board")
         ax.set_title(f"{b['name']}: accuracy vs latency (up and left is better)", fontsize=10)

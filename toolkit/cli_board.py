@@ -108,8 +108,8 @@ def bench_cmd(
     boards = list(board or ["local"])
     from .boardconf import load_groups
 
-    single = (len(bundle) == 1 and len(boards) == 1 and out is None and boards[0] not in load_groups()
-              and (bundle[0] / "manifest.json").is_file())
+    dir_of_bundles = bundle[0].is_dir() and not (bundle[0] / "manifest.json").is_file()
+    single = len(bundle) == 1 and len(boards) == 1 and out is None and boards[0] not in load_groups() and not dir_of_bundles
     if not single:
         from .bench.api import run as run_report
         from .bench.runner import BenchOptions

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from compile import Bundle
 
-from ..errors import InputError, UsageError
+from ..errors import BundleError, UsageError
 
 MANIFEST = "manifest.json"
 ONNX_IN_BUNDLE = "model.onnx"
@@ -96,7 +96,7 @@ def expand(paths: list[Path]) -> list[Variant]:
     found: list[Variant] = []
     for p in paths:
         if not p.exists():
-            raise InputError(f"bundle not found: {p}", hint="pass a bundle directory (edgeopt compile --out) "
+            raise BundleError(f"bundle not found: {p}", hint="pass a bundle directory (edgeopt compile --out) "
                                                              "or a directory of bundles (edgeopt run --variants --out)")
         if (p / MANIFEST).is_file():
             b = Bundle.load(p)
@@ -104,7 +104,7 @@ def expand(paths: list[Path]) -> list[Variant]:
             continue
         subs = sorted(d for d in p.iterdir() if d.is_dir() and (d / MANIFEST).is_file()) if p.is_dir() else []
         if not subs:
-            raise InputError(f"{p} is neither a bundle nor a directory of bundles: no {MANIFEST} in it or its subdirectories",
+            raise BundleError(f"{p} is neither a bundle nor a directory of bundles: no {MANIFEST} in it or its subdirectories",
                              hint="edgeopt compile --out DIR makes a bundle; edgeopt run --variants --out DIR a directory of them")
         group = []
         for d in subs:

@@ -102,6 +102,7 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["mlp", "cnn", "resnet"])
     ap.add_argument("--no-pruned", action="store_true", help="skip the structurally pruned cnn (70%%, int8, tuned)")
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--markdown", type=Path, help="also write the tables as markdown (docs/benchmarks.md)")
     args = ap.parse_args()
     data = load_digits()
     results = {}
@@ -140,6 +141,44 @@ def main() -> None:
             print(f"  {k:<24} {v:9.4f}  {v / ref:6.2f}x" + (f"  {sizes[k]:>9,}  {weights[k]:>9,}" if k in sizes else ""))
     if args.out:
         args.out.write_text(json.dumps(results, indent=2) + "\n")
+    if args.markdown:
+        args.markdown.write_text(markdown(results, args))
+
+
+def _machine() -> str:
+    import platform
+
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
+    flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags")), [])
+    vnni = "avx512_vnni" in flags
+    return f"{cpu}, {os.cpu_count()} cores, {'AVX512-VNNI' if vnni else 'no AVX512-VNNI'}, Python {platform.python_version()}"
+
+
+def markdown(results: dict, args) -> str:
+    from importlib.metadata import version
+
+    lines = [
+        "# Compile speed: TVM bundles vs onnxruntime and torch",
+        "",
+        "Written by `python benchmarks/compile_speed.py --trials {t} --rounds {r} --markdown docs/benchmarks.md`"
+        .format(t=args.trials, r=args.rounds),
+        f"on {_machine()}; TVM {version('apache-tvm')}, onnxruntime {version('onnxruntime')}, torch {version('torch')}.",
+        "One run, 1 thread everywhere, every variant once per round (interleaved), medians of the rounds.",
+        "onnxruntime: full graph optimization, 1 intra-op thread, preallocated input. `tvm int8` runs",
+        "integer kernels (compile/int8.py; AVX512-VNNI GEMMs where the CPU has it). Tuned = MetaSchedule",
+        f"with {args.trials} trials shared by each model's tasks; int8 and fp32 get the same budget.",
+        "`resnet` has random weights and inputs (latency only). Ratios < 1 are faster than onnxruntime fp32.",
+        "",
+    ]
+    for name, r in results.items():
+        lines += [f"## {name}", "", "| variant | median ms | x onnxruntime fp32 | bundle bytes | weight bytes |",
+                  "| --- | ---: | ---: | ---: | ---: |"]
+        for k, v in r["median_ms"].items():
+            b, w = r["bundle_bytes"].get(k), r["weight_bytes"].get(k)
+            lines.append(f"| {k} | {v:.4f} | {r['ratio_to_ort_fp32'][k]:.2f} | {'' if b is None else f'{b:,}'} | "
+                         f"{'' if w is None else f'{w:,}'} |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -220,7 +220,11 @@ def compile_onnx(
         mod = from_onnx(model, shape_dict=shapes, keep_params_in_input=False)
         int8 = None
         if integer and any(n.op_type == "DequantizeLinear" for n in model.graph.node):
-            mod, int8 = lower_qdq_to_int8(mod)
+            from . import vnni
+
+            mod, int8 = lower_qdq_to_int8(mod, vnni=vnni.available(target.describe()["cpu_features"]))
+        if target.partition is not None:
+            mod = target.partition(mod)
         with tvm_target:
             mod = relax.get_pipeline("zero")(mod)
         tuning = None
@@ -228,7 +232,7 @@ def compile_onnx(
             from .tune import tune
 
             mod, tuning = tune(mod, tvm_target, target=target, onnx_bytes=onnx_path.read_bytes(),
-                               trials=tune_trials, on_trials=on_trials, variant="int8" if int8 else "")
+                               trials=tune_trials, on_trials=on_trials, variant=("int8-vnni" if int8.vnni else "int8") if int8 else "")
         weight_bytes = constant_bytes(mod)
         ex = tvm.compile(mod, target=tvm_target)
     except EdgeoptError:

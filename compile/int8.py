@@ -27,6 +27,7 @@ import numpy as np
 class Int8Stats:
     conv2d: int = 0
     matmul: int = 0
+    vnni: int = 0  # of those, run by the AVX512-VNNI GEMM (compile/vnni.py)
     skipped: list[str] = field(default_factory=list)
 
     @property
@@ -34,7 +35,7 @@ class Int8Stats:
         return self.conv2d + self.matmul
 
     def to_json(self) -> dict:
-        return {"conv2d": self.conv2d, "matmul": self.matmul, "skipped": list(self.skipped)}
+        return {"conv2d": self.conv2d, "matmul": self.matmul, "vnni": self.vnni, "skipped": list(self.skipped)}
 
 
 def _np(expr):
@@ -57,8 +58,22 @@ def _op_name(expr) -> str | None:
     return None
 
 
-def lower_qdq_to_int8(mod):
-    """Return (module, stats). Run it on the imported module, before the "zero" pipeline."""
+def _shape(expr) -> list[int] | None:
+    info = getattr(expr, "struct_info", None) or expr.ty
+    try:
+        return [int(d) for d in info.shape]
+    except (TypeError, AttributeError):
+        return None
+
+
+# Below this many output channels the 16-lane VNNI GEMM wastes most of each instruction
+# (LeNet's first conv has 6); such layers use TVM's own int32 kernels.
+VNNI_MIN_CHANNELS = 8
+
+
+def lower_qdq_to_int8(mod, *, vnni: bool = False):
+    """Return (module, stats). Run it on the imported module, before the "zero" pipeline.
+    `vnni`: the target has AVX512-VNNI; uint8 x int8 layers then use compile/vnni.py's GEMM."""
     import tvm
     from tvm import relax
     from tvm.ir.expr import Constant
@@ -138,9 +153,15 @@ def lower_qdq_to_int8(mod):
             pad = [int(p) for p in a.padding]  # top, left, bottom, right
             if any(pad):
                 x = bb.emit(relax.op.nn.pad(x, [0, 0, 0, 0, pad[0], pad[2], pad[1], pad[3]], pad_value=float(zx)))
-            acc = bb.emit(relax.op.nn.conv2d(
-                x, w, strides=a.strides, padding=[0, 0, 0, 0], dilation=a.dilation, groups=a.groups,
-                data_layout="NCHW", kernel_layout="OIHW", out_dtype="int32"))
+            acc = None
+            xshape = _shape(x)
+            if (vnni and int(a.groups) == 1 and _dtype(x) == "uint8" and xshape and xshape[0] == 1
+                    and out_ch >= VNNI_MIN_CHANNELS):
+                acc = self._vnni_conv(x, xshape, wv, a)
+            if acc is None:
+                acc = bb.emit(relax.op.nn.conv2d(
+                    x, w, strides=a.strides, padding=[0, 0, 0, 0], dilation=a.dilation, groups=a.groups,
+                    data_layout="NCHW", kernel_layout="OIHW", out_dtype="int32"))
             if zx:
                 corr = (zx * wv.reshape(out_ch, -1).sum(axis=1)).astype(np.int32).reshape(1, out_ch, 1, 1)
                 acc = bb.emit(relax.op.subtract(acc, relax.const(corr)))
@@ -148,6 +169,49 @@ def lower_qdq_to_int8(mod):
             scale = scale.reshape(1, out_ch, 1, 1) if scale.size > 1 else scale.reshape(())
             stats.conv2d += 1
             return relax.op.multiply(bb.emit(relax.op.astype(acc, "float32")), relax.const(scale))
+
+        def _vnni_gemm(self, a, m: int, w_nk: np.ndarray):
+            """int32 [m, N] = a [m, K'] (uint8, K' >= K padded by the caller or here) x w_nk.T"""
+            from . import vnni as v
+
+            bb = self.builder_
+            n, k = w_nk.shape
+            kp, np_ = v.padded(k, n)
+            if _shape(a)[1] != kp:
+                a = bb.emit(relax.op.nn.pad(a, [0, 0, 0, kp - k], pad_value=0.0))  # zero weights there
+            name = f"vnni_gemm_{m}x{kp}x{np_}"
+            gv = bb.add_func(v.gemm(m, kp, np_).with_attr("global_symbol", name), name)
+            acc = bb.emit(relax.call_tir(gv, [a, relax.const(v.pack_weights(w_nk.astype(np.int8)))],
+                                         relax.TensorType((m, np_), "int32")))
+            if np_ != n:
+                acc = bb.emit(relax.op.strided_slice(acc, axes=[1], begin=[0], end=[n]))
+            stats.vnni += 1
+            return acc
+
+        def _vnni_conv(self, x, xshape, wv: np.ndarray, a):
+            """x: [1, C, H, W] uint8, already padded with its zero point -> int32 [1, N, OH, OW]"""
+            from . import vnni as v
+
+            bb = self.builder_
+            n, c, kh, kw = wv.shape
+            _, _, h, w = xshape
+            cp = -(-c // 4) * 4
+            np_ = -(-n // 16) * 16
+            stride = tuple(int(s) for s in a.strides)
+            dilation = tuple(int(d) for d in a.dilation)
+            oh, ow = v.out_hw(h, w, kh=kh, kw=kw, stride=stride, dilation=dilation)
+            hwc = bb.emit(relax.op.permute_dims(relax.op.reshape(x, (c, h, w)), [1, 2, 0]))
+            if cp != c:  # extra channels meet zero weights
+                hwc = bb.emit(relax.op.nn.pad(hwc, [0, 0, 0, 0, 0, cp - c], pad_value=0.0))
+            func = v.conv2d(h, w, cp, n, kh, kw, stride, dilation)
+            name = f"vnni_conv2d_{h}x{w}x{cp}_{np_}x{kh}x{kw}_s{stride[0]}{stride[1]}"
+            gv = bb.add_func(func.with_attr("global_symbol", name), name)
+            acc = bb.emit(relax.call_tir(gv, [hwc, relax.const(v.pack_conv_weights(wv.astype(np.int8), cp))],
+                                         relax.TensorType((oh, ow, np_), "int32")))
+            if np_ != n:
+                acc = bb.emit(relax.op.strided_slice(acc, axes=[2], begin=[0], end=[n]))
+            stats.vnni += 1
+            return bb.emit(relax.op.reshape(relax.op.permute_dims(acc, [2, 0, 1]), (1, n, oh, ow)))
 
         def _matmul(self, call, dtype):
             if dtype != "float32":
@@ -172,8 +236,13 @@ def lower_qdq_to_int8(mod):
             if wv.ndim != 2:
                 return None
             bb = self.builder_
-            w_kn = bb.emit(relax.op.permute_dims(w, [1, 0])) if transposed else w
-            acc = bb.emit(relax.op.matmul(x, w_kn, out_dtype="int32"))
+            w_nk = wv if transposed else wv.T
+            xshape = _shape(x)
+            if vnni and _dtype(x) == "uint8" and xshape and len(xshape) == 2 and w_nk.shape[0] >= VNNI_MIN_CHANNELS:
+                acc = self._vnni_gemm(x, xshape[0], w_nk)
+            else:
+                w_kn = bb.emit(relax.op.permute_dims(w, [1, 0])) if transposed else w
+                acc = bb.emit(relax.op.matmul(x, w_kn, out_dtype="int32"))
             if zx:
                 colsum = wv.sum(axis=1) if transposed else wv.sum(axis=0)
                 acc = bb.emit(relax.op.subtract(acc, relax.const((zx * colsum).astype(np.int32))))

@@ -20,6 +20,10 @@ class Target:
     description: str
     llvm: Callable[[], dict] = field(repr=False)  # -> TVM target dict (looked up lazily)
     cc: str | None = None  # cross compiler for export_library; None = the host's
+    # An accelerator's hook: IRModule -> IRModule, run after import (and the int8 rewrite), before
+    # the pipeline; e.g. FuseOpsByPattern(patterns, annotate_codegen=True) + RunCodegen() hands
+    # the supported subgraphs to an external code generator (TVM's BYOC). None: all on the CPU.
+    partition: Callable | None = field(default=None, repr=False)
 
     def tvm_target(self) -> dict:
         return self.llvm()

@@ -54,6 +54,10 @@ def _progress_callback(on_trials: Callable[[int], None]):
     return Progress()
 
 
+def _scheduled(mod) -> bool:
+    return any(bool(f.attrs and f.attrs.get("tir.is_scheduled", False)) for _, f in mod.functions_items())
+
+
 def tune(mod, tvm_target, *, target: Target, onnx_bytes: bytes, trials: int, variant: str = "",
          on_trials: Callable[[int], None] | None = None) -> tuple[object, dict]:
     """Return `mod` with the best schedules found applied, and what was done for the manifest.
@@ -64,7 +68,6 @@ def tune(mod, tvm_target, *, target: Target, onnx_bytes: bytes, trials: int, var
     import tvm
     from tvm import relax
     from tvm.s_tir import meta_schedule as ms
-    from tvm.s_tir.meta_schedule.relax_integration import tune_relax
 
     if target.cc is not None:
         raise UsageError(
@@ -73,7 +76,8 @@ def tune(mod, tvm_target, *, target: Target, onnx_bytes: bytes, trials: int, var
         )
     if trials < 1:
         raise UsageError(f"--trials must be >= 1, got {trials}")
-    from tvm.s_tir.meta_schedule.relax_integration import extract_tasks
+    from tvm.s_tir.meta_schedule.relax_integration import extract_tasks, extracted_tasks_to_tune_contexts
+    from tvm.s_tir.meta_schedule.tune import tune_tasks
 
     key = cache_key(onnx_bytes, target.tvm_target(), variant)
     work = cache_root() / key
@@ -85,14 +89,19 @@ def tune(mod, tvm_target, *, target: Target, onnx_bytes: bytes, trials: int, var
         callbacks = ms.measure_callback.MeasureCallback.create("default")
         if on_trials is not None:
             callbacks = [*callbacks, _progress_callback(on_trials)]
-        tasks = len(extract_tasks(mod, tvm_target))
+        # functions scheduled by hand (compile/vnni.py) are not MetaSchedule's to tune
+        selected = [t for t in extract_tasks(mod, tvm_target) if not _scheduled(t.mod)]
+        tasks = len(selected)
         per_task = max(1, trials // max(1, tasks))
-        tune_relax(
-            mod, {}, tvm_target, str(work), max_trials_global=per_task * tasks, max_trials_per_task=per_task,
-            num_trials_per_iter=min(16, per_task), task_scheduler="round-robin",
-            builder=ms.builder.LocalBuilder(f_build=_fast_build, timeout_sec=120, max_workers=1),
-            measure_callbacks=callbacks, seed=0,
-        )
+        if selected:
+            contexts, weights = extracted_tasks_to_tune_contexts(
+                extracted_tasks=selected, work_dir=str(work), space="post-order-apply", strategy="evolutionary", seed=0)
+            tune_tasks(
+                tasks=contexts, task_weights=weights, work_dir=str(work), max_trials_global=per_task * tasks,
+                max_trials_per_task=per_task, num_trials_per_iter=min(16, per_task), task_scheduler="round-robin",
+                builder=ms.builder.LocalBuilder(f_build=_fast_build, timeout_sec=120, max_workers=1),
+                runner="local", database="json", cost_model="xgb", measure_callbacks=callbacks,
+            )
         meta = {"trials": trials, "tasks": tasks, "trials_per_task": per_task, "target": target.tvm_target()}
         meta_path.write_text(json.dumps(meta))
     with tvm_target, tvm.transform.PassContext(opt_level=3):

@@ -272,3 +272,4 @@ def doctor_cmd(
                   + (f"\n      fix: {c['fix']}" if not c["ok"] and c.get("fix") else ""))
     if not ok:
         raise typer.Exit(1)
+from . import cli_qemu  # noqa: E402,F401  (edgeopt board qemu ...)

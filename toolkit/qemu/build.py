@@ -138,7 +138,8 @@ def build(*, mirror: str | None = None, force: bool = False, progress=None) -> t
     work = images_dir() / f".{k}.{os.getpid()}.tmp"
     _remove_tree(work)
     work.mkdir(parents=True)
-    log = work / "build.log"
+    log = images_dir() / f"build-{k}.log"  # kept when a build fails
+    log.write_text("")
     times: dict[str, float] = {}
     did = host.ensure_binfmt()
     try:
@@ -164,6 +165,7 @@ def build(*, mirror: str | None = None, force: bool = False, progress=None) -> t
                *[f"--aptopt={o}" for o in _host_apt_options()],
                "--include=" + ",".join(rcp.PACKAGES),
                "--essential-hook=" + rcp.essential_hook(),
+               '--customize-hook=mkdir -p "$1/tmp/edgeopt-build"',
                f"--customize-hook=sync-in {stage} /tmp/edgeopt-build",
                '--customize-hook=chroot "$1" /bin/sh /tmp/edgeopt-build/customize.sh',
                '--customize-hook=rm -rf "$1/tmp/edgeopt-build"',
@@ -197,6 +199,7 @@ def build(*, mirror: str | None = None, force: bool = False, progress=None) -> t
         meta = {"key": k, "recipe": r, "host_keys": host_keys, "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "kernel": kernels[-1].name, "times": times}
         (work / "image.json").write_text(json.dumps(meta, indent=2) + "\n")
+        shutil.move(str(log), work / "build.log")
         _remove_tree(final)
         work.rename(final)
     except BaseException:
@@ -209,7 +212,7 @@ def build(*, mirror: str | None = None, force: bool = False, progress=None) -> t
 
     busy = {s.get("image") for s in state.all_states()}
     for other in images_dir().iterdir():
-        if other.name != k and other.name not in busy and not other.name.startswith("."):
+        if other.is_dir() and other.name != k and other.name not in busy and not other.name.startswith("."):
             _remove_tree(other)
     return Image.load(final), True
 

@@ -44,22 +44,33 @@ def require(*, packages: tuple[str, ...] = tuple(HOST_PACKAGES), root: bool = Tr
 
 def run(cmd: list[str], *, timeout: float = 600, what: str | None = None, env: dict | None = None,
         log: Path | None = None) -> str:
-    """Run a host command; a failure is one BoardError with the command's last line."""
+    """Run a host command; a failure is one BoardError with the command's first error line
+    (apt's and mmdebstrap's `E: ...`) or its last line. With `log`, output streams there."""
     try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                           env=None if env is None else {**os.environ, **env})
+        if log is not None:
+            with open(log, "a") as f:
+                f.write(f"$ {' '.join(cmd)}\n")
+                f.flush()
+                r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, text=True, timeout=timeout,
+                                   env=None if env is None else {**os.environ, **env})
+            text = log.read_text(errors="replace")
+            text = text[text.rindex("$ "):]
+        else:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                               env=None if env is None else {**os.environ, **env})
+            text = r.stderr or r.stdout
     except subprocess.TimeoutExpired:
-        raise BoardError(f"{what or cmd[0]} did not finish in {timeout:.0f} s") from None
+        raise BoardError(f"{what or cmd[0]} did not finish in {timeout:.0f} s"
+                         + (f" (full log: {log})" if log else "")) from None
     except FileNotFoundError:
         raise QemuHostError(f"{cmd[0]} is not installed") from None
-    if log is not None:
-        with open(log, "a") as f:
-            f.write(f"$ {' '.join(cmd)}\n{r.stdout}{r.stderr}\n")
     if r.returncode != 0:
-        last = ((r.stderr or r.stdout).strip().splitlines() or [f"exit {r.returncode}"])[-1]
+        lines = [l.strip() for l in text.strip().splitlines() if l.strip()]
+        errors = [l for l in lines if l.startswith("E: ") and "failed to run" not in l]
+        last = (errors or lines or [f"exit {r.returncode}"])[0 if errors else -1]
         raise BoardError(f"{what or ' '.join(cmd[:2])} failed: {last}"
                          + (f" (full log: {log})" if log else ""))
-    return r.stdout
+    return r.stdout if log is None else ""
 
 
 def binfmt_mounted() -> bool:

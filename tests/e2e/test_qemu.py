@@ -85,7 +85,7 @@ def test_every_arm_target_runs_on_its_core(target, cfg, quantized_onnx, digits, 
 
     bundle, _ = compile_onnx(quantized_onnx, target=get_target(target), out_dir=tmp_path / "bundle", onnx_copy=True)
     data = tmp_path / "x.npz"
-    np.savez(data, x=digits.x_test[:64])
+    np.savez(data, x=digits.x_test[:32])  # bench sends at most 32
     cpu = TARGET_CPU[target]
     with qemuboard.running("user", cpu=cpu) as doc:
         with Connection(qemuboard.spec("user", doc)) as c:
@@ -100,7 +100,7 @@ def test_every_arm_target_runs_on_its_core(target, cfg, quantized_onnx, digits, 
           f"(emulated), bench {time.monotonic() - t:.1f} s")
     assert r["board"]["arch"] == "aarch64" and cpu in r["board"]["cpu"]
     assert r["bundle"]["library_sha256"] == bundle.library_sha256
-    assert p["samples"] == 64 and p["top1_agreement"] >= 0.99
+    assert p["samples"] == 32 and p["top1_agreement"] >= 0.99
     assert p["max_abs_diff"] <= bundle.manifest["parity"]["tolerance"]
 
 

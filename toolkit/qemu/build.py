@@ -132,7 +132,7 @@ def build(*, mirror: str | None = None, force: bool = False, progress=None) -> t
     if not force and (final / "image.json").is_file():
         return Image.load(final), False
     host.require()
-    if shutil.which("mkfs.ext4") is None:
+    if not os.path.exists(host.sbin("mkfs.ext4")):
         raise host.QemuHostError("the emulated board needs mkfs.ext4", hint="apt-get install e2fsprogs")
     images_dir().mkdir(parents=True, exist_ok=True)
     work = images_dir() / f".{k}.{os.getpid()}.tmp"
@@ -160,7 +160,7 @@ def build(*, mirror: str | None = None, force: bool = False, progress=None) -> t
         (stage / "customize.sh").write_text(r["customize"])
 
         rootfs = work / "rootfs"
-        cmd = ["mmdebstrap", "--mode=root", f"--arch={rcp.ARCH}", "--variant=apt", "--format=directory",
+        cmd = [host.sbin("mmdebstrap"), "--mode=root", f"--arch={rcp.ARCH}", "--variant=apt", "--format=directory",
                "--aptopt=APT::Install-Recommends \"false\"",
                *[f"--aptopt={o}" for o in _host_apt_options()],
                "--include=" + ",".join(rcp.PACKAGES),
@@ -172,7 +172,9 @@ def build(*, mirror: str | None = None, force: bool = False, progress=None) -> t
                rcp.SUITE, str(rootfs), *([mirror] if mirror else _host_sources(rcp.SUITE))]
         say(f"mmdebstrap: arm64 {rcp.SUITE} with {', '.join(rcp.PACKAGES)}; the runtime venv (under emulation: ~10 min)")
         t = time.monotonic()
-        host.run(cmd, timeout=3600, what="mmdebstrap", log=log)
+        # the host's pip settings (PIP_FIND_LINKS, PIP_CONSTRAINT, ...) mean nothing inside the image
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+        host.run(cmd, timeout=3600, what="mmdebstrap", log=log, env=env, inherit=False)
         times["rootfs_s"] = round(time.monotonic() - t, 1)
         shutil.rmtree(stage)
 
@@ -185,7 +187,7 @@ def build(*, mirror: str | None = None, force: bool = False, progress=None) -> t
 
         say(f"ext4 image ({rcp.IMAGE_MB} MB, sparse) for system mode")
         t = time.monotonic()
-        host.run(["mkfs.ext4", "-F", "-q", "-L", "edgeopt", "-d", str(rootfs), str(work / "rootfs.ext4"),
+        host.run([host.sbin("mkfs.ext4"), "-F", "-q", "-L", "edgeopt", "-d", str(rootfs), str(work / "rootfs.ext4"),
                   f"{rcp.IMAGE_MB}M"], timeout=900, what="mkfs.ext4", log=log)
         times["ext4_s"] = round(time.monotonic() - t, 1)
 

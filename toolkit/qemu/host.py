@@ -43,7 +43,7 @@ def require(*, packages: tuple[str, ...] = tuple(HOST_PACKAGES), root: bool = Tr
 
 
 def run(cmd: list[str], *, timeout: float = 600, what: str | None = None, env: dict | None = None,
-        log: Path | None = None) -> str:
+        log: Path | None = None, inherit: bool = True) -> str:
     """Run a host command; a failure is one BoardError with the command's first error line
     (apt's and mmdebstrap's `E: ...`) or its last line. With `log`, output streams there."""
     try:
@@ -52,12 +52,12 @@ def run(cmd: list[str], *, timeout: float = 600, what: str | None = None, env: d
                 f.write(f"$ {' '.join(cmd)}\n")
                 f.flush()
                 r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, text=True, timeout=timeout,
-                                   env=None if env is None else {**os.environ, **env})
+                                   env=None if env is None else ({**os.environ, **env} if inherit else env))
             text = log.read_text(errors="replace")
             text = text[text.rindex("$ "):]
         else:
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                               env=None if env is None else {**os.environ, **env})
+                               env=None if env is None else ({**os.environ, **env} if inherit else env))
             text = r.stderr or r.stdout
     except subprocess.TimeoutExpired:
         raise BoardError(f"{what or cmd[0]} did not finish in {timeout:.0f} s"
@@ -86,7 +86,7 @@ def ensure_binfmt() -> dict:
     Returns what *we* did, for `release_binfmt`."""
     did = {"mounted": False, "registered": False}
     if not binfmt_mounted():
-        run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT_DIR)], what="mounting binfmt_misc")
+        run([sbin("mount"), "-t", "binfmt_misc", "binfmt_misc", str(BINFMT_DIR)], what="mounting binfmt_misc")
         did["mounted"] = True
     if not binfmt_registered():
         if not BINFMT_CONF.is_file():
@@ -109,7 +109,7 @@ def release_binfmt(did: dict) -> None:
             pass
     if did.get("mounted") and binfmt_mounted() and not any(
             p.name not in ("register", "status") for p in BINFMT_DIR.iterdir()):
-        subprocess.run(["umount", str(BINFMT_DIR)], capture_output=True)
+        subprocess.run([sbin("umount"), str(BINFMT_DIR)], capture_output=True)
 
 
 def mounts_under(path: Path) -> list[str]:
@@ -124,5 +124,8 @@ def mounts_under(path: Path) -> list[str]:
     return sorted(out, key=lambda m: (m.count("/"), m), reverse=True)
 
 
-def which(name: str) -> str | None:
-    return shutil.which(name)
+def sbin(name: str) -> str:
+    """A system tool by absolute path: a user's PATH (pyenv, venvs) may lack /usr/sbin, and a
+    child given its own environment looks its program up in that environment's PATH."""
+    return shutil.which(name, path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin",
+                                                       "/usr/bin", "/bin"])) or name

@@ -48,7 +48,7 @@ def cpus() -> list[str]:
 
 
 def _features(root: Path, cpu: str) -> list[str]:
-    out = subprocess.run(["chroot", str(root), "/usr/bin/python3", "-c", _AUXV], capture_output=True, text=True,
+    out = subprocess.run([host.sbin("chroot"), str(root), "/usr/bin/python3", "-c", _AUXV], capture_output=True, text=True,
                          timeout=120, env={"PATH": "/usr/bin:/bin", "QEMU_CPU": cpu})
     if out.returncode != 0:
         raise BoardError(f"cannot read the emulated {cpu}'s features: {(out.stderr.strip().splitlines() or ['?'])[-1]}")
@@ -89,7 +89,7 @@ def up(image: Image, port: int, cpu: str | None = None) -> dict:
     state.save("user", doc)
 
     def mount(args: list[str], where: Path) -> None:
-        host.run(["mount", *args, str(where)], what=f"mounting {where}")
+        host.run([host.sbin("mount"), *args, str(where)], what=f"mounting {where}")
         doc["mounts"].append(str(where))
         state.save("user", doc)
 
@@ -105,7 +105,7 @@ def up(image: Image, port: int, cpu: str | None = None) -> dict:
 
     log = open(rd / "sshd.log", "ab")
     proc = subprocess.Popen(
-        ["chroot", str(root), "/usr/sbin/sshd", "-D", "-e", "-p", str(port), "-o", "ListenAddress=127.0.0.1",
+        [host.sbin("chroot"), str(root), "/usr/sbin/sshd", "-D", "-e", "-p", str(port), "-o", "ListenAddress=127.0.0.1",
          "-o", "PidFile=none", "-o", f"SetEnv=QEMU_CPU={cpu}", "-o", "UsePAM=no", "-o", "PasswordAuthentication=no"],
         stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
         env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "QEMU_CPU": cpu, "LANG": "C.UTF-8"})
@@ -167,7 +167,7 @@ def down(doc: dict) -> list[str]:
     if processes(root):
         problems.append(f"processes still running in {root}: {processes(root)}")
     for mp in host.mounts_under(Path(root)):
-        r = subprocess.run(["umount", mp], capture_output=True, text=True)
+        r = subprocess.run([host.sbin("umount"), mp], capture_output=True, text=True)
         if r.returncode != 0:
             problems.append(f"cannot unmount {mp}: {r.stderr.strip()}")
     host.release_binfmt(doc.get("binfmt", {}))

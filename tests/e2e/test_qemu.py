@@ -105,17 +105,19 @@ def test_every_arm_target_runs_on_its_core(target, cfg, quantized_onnx, digits, 
 
 
 def _run_e2e(mode: str, board: str, capsys) -> dict:
+    capsys.readouterr()  # what came before (the board's start-up line)
     t = time.monotonic()
     code = main(["run", "--board", board, "--epochs", "5", "--json", "--quiet"])
     out, err = capsys.readouterr()
     assert code == 0, err[-2000:]
     report = json.loads(out)
     p, lat = report["parity"], report["latency_ms"]
-    print(f"\n[qemu] e2e {mode} mode: {time.monotonic() - t:.0f} s (board stages "
-          f"{sum(report['timings_s'].get(k, 0) for k in ('board', 'deploy', 'eval', 'bench')):.0f} s); "
-          f"target {report['bundle']['target']}, top-1 agreement {p['top1_agreement']:.4f}, max abs diff "
-          f"{p['max_abs_diff']:.3g}, accuracy on board {report['accuracy']['board']:.4f}, latency p50 {lat['p50']:.3f} ms "
-          f"p90 {lat['p90']:.3f} ms ({lat['runs']} runs; emulated)")
+    with capsys.disabled():
+        print(f"\n[qemu] e2e {mode} mode: {time.monotonic() - t:.0f} s (board stages "
+              f"{sum(report['timings_s'].get(k, 0) for k in ('board', 'deploy', 'eval', 'bench')):.0f} s); "
+              f"target {report['bundle']['target']}, top-1 agreement {p['top1_agreement']:.4f}, max abs diff "
+              f"{p['max_abs_diff']:.3g}, accuracy on board {report['accuracy']['board']:.4f}, latency p50 {lat['p50']:.3f} ms "
+              f"p90 {lat['p90']:.3f} ms ({lat['runs']} runs; emulated)")
     assert report["bundle"]["target"] == "aarch64"  # --board qemu compiles for aarch64 by itself
     assert report["board"]["arch"] == "aarch64" and report["board"]["kind"] == f"qemu-{mode}"
     assert report["board"]["emulated"] is True and "not hardware numbers" in report["board"]["note"]
@@ -140,9 +142,13 @@ def test_e2e_system_mode(cfg, capsys):
     before = qemuboard.host_snapshot()
     with qemuboard.running("system") as doc:
         assert doc.get("boot_s")
-        print(f"[qemu] system mode booted to a working sshd in {doc['boot_s']:.0f} s")
+        with capsys.disabled():
+            print(f"\n[qemu] system mode booted to a working sshd in {doc['boot_s']:.0f} s")
         _run_e2e("system", "qemu-system", capsys)
         pid = doc["pid"]
+    deadline = time.monotonic() + 10  # exited; init reaps the daemonized process shortly after
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert not os.path.exists(f"/proc/{pid}")
     assert left_behind(before, qemuboard.host_snapshot()) == []
     assert state.load("system") is None and not (cfg / "boards.toml").exists()

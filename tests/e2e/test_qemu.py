@@ -178,3 +178,19 @@ def test_missing_image_is_one_clear_line(tmp_path, monkeypatch, capsys):
     assert len(err) == 1 and "edgeopt board qemu build" in err[0]
     assert main(["board", "qemu", "status"]) == 0
     assert "not built" in capsys.readouterr().out
+
+
+def test_a_core_without_the_bundles_features_refuses_it(cfg, quantized_onnx, tmp_path, capsys):
+    """The cpuinfo user mode shows is the emulated core's own: a Cortex-A55 bundle (dot product)
+    on a Cortex-A53 is refused by the agent before it runs, not killed by SIGILL."""
+    from compile import compile_onnx, get_target
+
+    bundle, _ = compile_onnx(quantized_onnx, target=get_target("cortex-a55"), out_dir=tmp_path / "b", onnx_copy=False)
+    with qemuboard.running("user", cpu="cortex-a53"):
+        capsys.readouterr()
+        assert main(["bench", str(bundle.path), "--board", "qemu", "--runs", "2", "--warmup", "0"]) == 6
+        err = capsys.readouterr().err
+        assert "target_mismatch" in err and "asimddp" in err
+        # and a second `up` of the same mode is one clear line, not a second board
+        assert main(["board", "qemu", "up", "--mode", "user"]) == 7
+        assert "already up" in capsys.readouterr().err

@@ -170,7 +170,7 @@ def build(*, mirror: str | None = None, force: bool = False, progress=None) -> t
                '--customize-hook=chroot "$1" /bin/sh /tmp/edgeopt-build/customize.sh',
                '--customize-hook=rm -rf "$1/tmp/edgeopt-build"',
                rcp.SUITE, str(rootfs), *([mirror] if mirror else _host_sources(rcp.SUITE))]
-        say(f"mmdebstrap: arm64 {rcp.SUITE} with {', '.join(rcp.PACKAGES)}; the runtime venv (under emulation: ~10 min)")
+        say(f"mmdebstrap: arm64 {rcp.SUITE} with {', '.join(rcp.PACKAGES)}; the runtime venv (under emulation: ~6-10 min)")
         t = time.monotonic()
         # the host's pip settings (PIP_FIND_LINKS, PIP_CONSTRAINT, ...) mean nothing inside the image
         env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}

@@ -58,7 +58,10 @@ def forget_host_keys(mode: str) -> None:
     lines = _lines(kh)
     keep = [l for l in lines if not (len(l.split()) > 3 and l.split()[3] == _tag(mode))]
     if keep != lines:
-        _write(kh, keep)
+        if any(l.strip() for l in keep):
+            _write(kh, keep)
+        else:  # it held only what `up` wrote
+            kh.unlink()
 
 
 def boards_toml() -> Path:

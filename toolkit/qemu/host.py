@@ -35,11 +35,9 @@ def require(*, packages: tuple[str, ...] = tuple(HOST_PACKAGES), root: bool = Tr
     if missing:
         problems.append("the host package(s) " + " ".join(missing))
     if problems:
-        raise QemuHostError(
-            "the emulated aarch64 board needs " + " and ".join(problems),
-            hint=(f"apt-get install --no-install-recommends {' '.join(missing)}; " if missing else "")
-                 + ("run as root (sudo)" if root and os.geteuid() != 0 else "").strip("; ") or None,
-        )
+        fixes = ([f"apt-get install --no-install-recommends {' '.join(missing)}"] if missing else []) + \
+                (["run as root (sudo)"] if root and os.geteuid() != 0 else [])
+        raise QemuHostError("the emulated aarch64 board needs " + " and ".join(problems), hint="; ".join(fixes))
 
 
 def run(cmd: list[str], *, timeout: float = 600, what: str | None = None, env: dict | None = None,

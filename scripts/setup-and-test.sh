@@ -8,8 +8,10 @@ VENV=${EDGEOPT_VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 
 # System packages (Debian): the aarch64 cross compiler for the Arm targets; OpenSSH's server,
-# which the board contract tests start on a loopback port as a second, independent SSH peer.
-SYSTEM_PACKAGES=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross openssh-server)
+# which the board contract tests start on a loopback port as a second, independent SSH peer;
+# QEMU, mmdebstrap and arch-test for the emulated aarch64 board (docs/qemu.md).
+SYSTEM_PACKAGES=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross openssh-server
+                 qemu-user-static qemu-system-arm mmdebstrap arch-test e2fsprogs)
 missing=()
 for pkg in "${SYSTEM_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
@@ -22,6 +24,12 @@ fi
 
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
+
+# The emulated aarch64 board's image (tests/e2e, and the contract tests' qemu board): built once
+# (~10-15 min), then cached in the user cache dir by recipe hash, so a rerun takes a second.
+SECONDS=0
+"$VENV/bin/python" -m toolkit board qemu build
+echo "qemu image ready in ${SECONDS} s" >&2
 
 # Under this script a test skipped for a missing capability is a failure (tests/conftest.py).
 export EDGEOPT_STRICT_SKIPS=1

@@ -109,6 +109,7 @@ def bench(conn: Connection, bundle: Bundle, *, runs: int = 200, warmup: int = 20
     result["deploy"] = {k: summary[k] for k in ("uploaded", "skipped", "uploaded_bytes")}
     result["board"]["name"] = conn.spec.name
     result["board"]["address"] = conn.spec.address
+    result["board"]["emulated"] = conn.spec.kind.startswith("qemu")  # the QEMU board: not hardware latencies
     if len(sweep) > 1:
         result["sweep"] = [{k: d[k] for k in ("threads", "latency_ms", "time_evaluator_median_ms", "first_ms",
                                               "rss_mb", "baseline") if k in d} for d in sweep]
@@ -221,7 +222,12 @@ def host_checks() -> list[dict]:
     add("cross compiler", cc is not None, cc or f"{CROSS_CC} not found",
         "apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross")
     qemu = shutil.which("qemu-system-aarch64") or shutil.which("qemu-aarch64-static")
-    add("qemu (optional, for the emulated aarch64 board)", True, qemu or "not installed (optional)")
+    from .qemu.build import find
+
+    image = find()
+    add("qemu (optional, for the emulated aarch64 board)", True,
+        (qemu or "not installed (optional)") + (f"; image {image.key} built" if image else
+                                                 "; image not built (edgeopt board qemu build)"))
     add("ssh known_hosts", True, ", ".join(str(p) for p in _known_hosts_files()))
     return checks
 

@@ -34,6 +34,9 @@ def _local(*, local_port: int = 0, **_: object) -> Iterator[BoardSpec]:
 
 
 BOARD_KINDS = {"local": _local}
+from .qemu.board import BOARD_KINDS as QEMU_KINDS, check as _check_qemu  # noqa: E402  (qemu, qemu-system)
+
+BOARD_KINDS.update(QEMU_KINDS)
 
 
 def _hint() -> str:
@@ -54,6 +57,9 @@ def check_board(name: str, *, local_port: int = 0) -> None:
                         f"local board port {local_port} is already in use",
                         hint="pick another --local-port, or leave it out for a free one",
                     ) from None
+        return
+    if name in QEMU_KINDS:
+        _check_qemu(name)
         return
     if name not in BOARD_KINDS and name not in load_boards() and not _SSH.match(name):
         raise UsageError(f"cannot read board {name!r}", hint=_hint())

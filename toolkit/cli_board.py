@@ -172,6 +172,10 @@ def bench_cmd(
             bl = r["baseline"]["latency_ms"]
             print(f"{'onnxruntime':<12} {r['threads']:>7} {bl['p50']:>9.4f} {bl['p90']:>9.4f} {bl['p99']:>9.4f} "
                   f"{bl['mean']:>9.4f} {bl['std']:>8.4f} {bl['runs']:>6}")
+    if doc["board"].get("emulated"):
+        from .qemu.board import EMULATED_NOTE
+
+        print(f"note: {EMULATED_NOTE}")
     p = doc["parity"]
     print("parity with onnxruntime on the host: " + (
         f"top-1 agreement {p['top1_agreement']:.4f}, max abs diff {p['max_abs_diff']:.3g} over {p['samples']} inputs"
@@ -272,3 +276,4 @@ def doctor_cmd(
                   + (f"\n      fix: {c['fix']}" if not c["ok"] and c.get("fix") else ""))
     if not ok:
         raise typer.Exit(1)
+from . import cli_qemu  # noqa: E402,F401  (edgeopt board qemu ...)

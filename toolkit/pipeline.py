@@ -33,11 +33,22 @@ def train_model(config: RunConfig, data: Dataset) -> Model:
     return train_builtin(config.model, data, epochs=config.epochs, lr=config.lr, seed=config.seed)
 
 
+def _target_name(config: RunConfig) -> str:
+    """--target if given; else what an emulated board runs (aarch64), else the host."""
+    if "target" not in config.model_fields_set:
+        from .qemu.board import TARGET
+        from .boards import QEMU_KINDS
+
+        if config.board in QEMU_KINDS:
+            return TARGET
+    return config.target
+
+
 def run(config: RunConfig, *, progress: Progress | None = None) -> dict:
     """The whole flow; returns the report (also written to report.json in the run directory)."""
     progress = progress or Progress(quiet=True)
     # validate everything cheap before the first expensive step
-    target = get_target(config.target)
+    target = get_target(_target_name(config))
     prune_cfg = PruneConfig(target=config.sparsity, method=config.method, schedule=config.schedule,
                             distill=config.distill, seed=config.seed, allow_below_70=config.allow_below_70)
     prune_cfg.validate()
@@ -133,7 +144,7 @@ def _run(config, workdir: Path, target, prune_cfg, quant_cfg, progress: Progress
             )
             st["note"] = f"p50 {bench['latency_ms']['p50']:.4f} ms, {bench['latency_ms']['runs']} runs"
 
-    result = {"board_kind": spec.kind, "eval": evaluation, "bench": bench}
+    result = {"board_kind": spec.kind, "emulated": spec.kind.startswith("qemu"), "eval": evaluation, "bench": bench}
     (workdir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     report = build_report(
         config=config, dense=dense, pruned=pruned, quant=quant, sparsity_onnx=sparsity_onnx,

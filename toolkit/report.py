@@ -55,6 +55,7 @@ def build_report(*, config, dense, pruned, quant, sparsity_onnx, bundle, host_pa
             "host_parity": host_parity.to_json() if host_parity else None,
         },
         "board": {"kind": result["board_kind"], **bench["board"], "threads": bench["threads"],
+                  **_emulated(result),
                   "loaded_library_sha256": evaluation["bundle"]["library_sha256"],
                   "imports": evaluation["imports"]},
         "parity": evaluation.get("parity"),
@@ -65,6 +66,14 @@ def build_report(*, config, dense, pruned, quant, sparsity_onnx, bundle, host_pa
         "peak_rss_mb": bench["peak_rss_mb"],
         "timings_s": timings,
     }
+
+
+def _emulated(result: dict) -> dict:
+    if not result.get("emulated"):
+        return {"emulated": False}
+    from .qemu.board import EMULATED_NOTE
+
+    return {"emulated": True, "note": EMULATED_NOTE}
 
 
 def render_table(report: dict) -> Table:
@@ -86,6 +95,8 @@ def render_table(report: dict) -> Table:
     t.add_row("bundle bytes", f"{report['bundle']['bytes']:,}", report["bundle"]["target"])
     t.add_row("latency p50 / p90 / p99", f"{lat['p50']:.4f} / {lat['p90']:.4f} / {lat['p99']:.4f} ms",
               f"{lat['runs']} runs, {report['board']['threads']} threads, {report['board']['arch']}")
+    if report["board"].get("emulated"):
+        t.add_row("latency is EMULATED", "not a hardware number", report["board"]["note"])
     if report.get("parity"):
         p = report["parity"]
         t.add_row("board vs host int8", f"max|diff| {p['max_abs_diff']:.2g}", f"top-1 agreement {p['top1_agreement']:.4f}")

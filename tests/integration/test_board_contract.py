@@ -1,5 +1,7 @@
-"""One set of board contract tests, run against two SSH servers: the embedded local board
-(asyncssh) and Debian's OpenSSH server started on a loopback port with its own config and keys.
+"""One set of board contract tests, run against three SSH servers: the embedded local board
+(asyncssh), Debian's OpenSSH server started on a loopback port with its own config and keys, and
+the QEMU-emulated aarch64 board (the image's own arm64 OpenSSH under qemu-user, user mode),
+which gets bundles cross-compiled for aarch64.
 
 Nothing is mocked: real paramiko, real SFTP, the real agent. The board's store is on this
 machine's disk, so the tests can damage a remote file or read its inode."""
@@ -20,6 +22,7 @@ from board.local import LocalBoard
 from toolkit.cli import main
 from toolkit.deploy import BoardSpec, Connection, Deployment, agent_digest
 
+from .. import qemuboard
 from . import sshd
 
 BANNED = {"torch", "onnx", "paramiko", "toolkit", "compile"}
@@ -36,6 +39,9 @@ class Board:
     store_base: Path  # where this board's remote_root resolves on this machine
     remote_base: str  # remote_root prefix as the board sees it ('' = relative to the login dir)
     python: str | None
+    arch: str = platform.machine()  # the board's `uname -m`
+    target: str = "host"  # the compile target for its bundles
+    board_home: str | None = None  # the login directory as the board sees it (None: as this machine does)
 
     def root(self, name: str) -> str:
         return f"{self.remote_base}{name}"
@@ -43,6 +49,12 @@ class Board:
     def local(self, remote: str) -> Path:
         """The file on this machine behind a remote path."""
         return self.store_base / remote[len(self.remote_base):] if self.remote_base else self.store_base / remote
+
+    def on_board(self, remote: str) -> str:
+        """A remote path as the board's own processes see it."""
+        if self.board_home is None:
+            return str(self.local(remote))
+        return remote if remote.startswith("/") else f"{self.board_home}/{remote}"
 
     def spec(self, *, known_hosts: Path, remote_root: str, **kw) -> BoardSpec:
         return BoardSpec(kind="ssh", name=self.kind, host=self.host, port=self.port, user=self.user,
@@ -55,13 +67,23 @@ class Board:
                           *([f'python = "{self.python}"'] if self.python else []), ""])
 
 
-@pytest.fixture(scope="module", params=["local", "openssh"])
-def board(request):
+@pytest.fixture(scope="module", params=["local", "openssh", pytest.param("qemu", marks=[pytest.mark.qemu, pytest.mark.slow])])
+def board(request, tmp_path_factory):
     if request.param == "local":
         with LocalBoard() as b:
             # the local board's SFTP is rooted at its home, and commands run there: relative root
             yield Board("local", b.host, b.port, b.user, b.client_key, b.known_hosts.read_text().strip(),
                         store_base=b.home, remote_base="", python=None)
+        return
+    if request.param == "qemu":
+        image = qemuboard.image()
+        with qemuboard.config_dir(tmp_path_factory.mktemp("qemu-cfg")), qemuboard.running("user") as doc:
+            home = Path(doc["root"]) / "home" / image.user
+            # the test stores are fresh directories without the image's venv: name its python
+            yield Board("qemu", "127.0.0.1", doc["port"], image.user, image.client_key,
+                        next(f"[127.0.0.1]:{doc['port']} {k}" for k in image.host_keys if k.startswith("ssh-ed25519")),
+                        store_base=home, remote_base="", python=f"/home/{image.user}/.edgeopt/venv/bin/python",
+                        arch="aarch64", target="aarch64", board_home=f"/home/{image.user}")
         return
     reason = sshd.unavailable_reason()
     if reason:
@@ -99,13 +121,42 @@ def user_env(board, root, tmp_path, monkeypatch) -> Path:
     return cfg
 
 
-@pytest.fixture(scope="module")
-def onnx_bundle(quantized, tmp_path_factory):
-    """The int8 MLP for the host, with its ONNX inside (for parity and the onnxruntime baseline)."""
+_BUNDLES: dict = {}
+
+
+def _compiled(quantized, tmp_path_factory, target: str, onnx_copy: bool):
     from compile import compile_onnx, get_target
 
-    out = tmp_path_factory.mktemp("onnx-bundle") / "bundle"
-    return compile_onnx(quantized.path, target=get_target("host"), out_dir=out, onnx_copy=True)[0]
+    if (target, onnx_copy) not in _BUNDLES:
+        out = tmp_path_factory.mktemp(f"bundle-{target}") / "bundle"
+        _BUNDLES[target, onnx_copy] = compile_onnx(quantized.path, target=get_target(target), out_dir=out,
+                                                   onnx_copy=onnx_copy)[0]
+    return _BUNDLES[target, onnx_copy]
+
+
+@pytest.fixture(scope="module")
+def onnx_bundle(board, quantized, tmp_path_factory):
+    """The int8 MLP for the board's target, with its ONNX inside (for parity and the onnxruntime baseline)."""
+    return _compiled(quantized, tmp_path_factory, board.target, True)
+
+
+@pytest.fixture(scope="module")
+def host_bundle(board, host_bundle, quantized, tmp_path_factory):
+    """A bundle for the board's target without its ONNX (the session's host bundle on an x86 board)."""
+    return host_bundle if board.target == "host" else _compiled(quantized, tmp_path_factory, board.target, False)
+
+
+@pytest.fixture(scope="module")
+def foreign_bundle(board, request):
+    """A bundle for another architecture than the board's."""
+    return request.getfixturevalue("arm_bundle") if board.arch != "aarch64" else request.getfixturevalue("x86_bundle")
+
+
+@pytest.fixture(scope="module")
+def x86_bundle(quantized, tmp_path_factory):
+    if platform.machine() != "x86_64":
+        pytest.skip("this machine is not x86_64")
+    return _compiled(quantized, tmp_path_factory, "host", False)
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +204,7 @@ def test_deploy_and_bench(board, user_env, onnx_bundle, digits_npz, capsys):
     assert lat["runs"] == 50
     assert doc["load_ms"] > 0 and doc["first_ms"] > 0 and doc["rss_mb"] > 0
     assert doc["time_evaluator_median_ms"] > 0
-    assert doc["board"]["arch"] == platform.machine()
+    assert doc["board"]["arch"] == board.arch
     assert doc["bundle"]["library_sha256"] == onnx_bundle.library_sha256
     # parity against onnxruntime on the host, computed on the board
     assert doc["parity"]["samples"] == 32
@@ -246,14 +297,14 @@ def test_agent_changed_on_the_board_is_caught_and_replaced(board, root, trusted,
         assert again.agent("version")["agent_digest"] == agent_digest()
 
 
-def test_aarch64_bundle_is_refused_before_anything_runs(board, user_env, root, arm_bundle, capsys):
+def test_foreign_bundle_is_refused_before_anything_runs(board, user_env, root, foreign_bundle, capsys):
     (user_env / "known_hosts").write_text(board.known_hosts_line + "\n")
-    if platform.machine() == "aarch64":
-        pytest.skip("this machine is aarch64")
+    want = foreign_bundle.manifest["target"]["arch"]
+    assert want != board.arch
     for cmd in ("deploy", "bench"):
-        assert main([cmd, str(arm_bundle.path), "--board", "b"]) == 6
+        assert main([cmd, str(foreign_bundle.path), "--board", "b"]) == 6
         line = one_line(capsys.readouterr().err)
-        assert "aarch64" in line and platform.machine() in line and "nothing was uploaded" in line
+        assert want in line and board.arch in line and "nothing was uploaded" in line
     assert not board.local(root).exists()  # not a file was sent, not an agent was run
 
 
@@ -314,7 +365,7 @@ def test_ssh_config_alias(board, root, trusted, tmp_path, monkeypatch):
     spec = board_spec("myboard", known_hosts=trusted)
     assert (spec.host, spec.port, spec.user, spec.identity_file) == (board.host, board.port, board.user, board.client_key)
     with Connection(dataclasses.replace(spec, use_ssh_agent=False)) as c:
-        assert c.arch() == platform.machine()
+        assert c.arch() == board.arch
 
 
 # -- board info / clean ------------------------------------------------------------------------------
@@ -325,7 +376,7 @@ def test_board_info_and_clean(board, user_env, onnx_bundle, host_bundle, capsys)
     for b in (host_bundle, onnx_bundle):
         cli_json(capsys, "deploy", str(b.path), "--board", "b")
     info = cli_json(capsys, "board", "info", "b")
-    assert info["board"]["arch"] == platform.machine() and info["runtime_ok"]
+    assert info["board"]["arch"] == board.arch and info["runtime_ok"]
     assert sorted(info["store"]["bundles"]) == sorted([host_bundle.id, onnx_bundle.id])
     cleaned = cli_json(capsys, "board", "clean", "b", "--keep", "1")
     assert cleaned["kept"] == [onnx_bundle.id]  # the most recently deployed
@@ -359,7 +410,7 @@ def test_board_setup_installs_the_runtime_into_a_venv(board, root, user_env, onn
     info = cli_json(capsys, "board", "info", "b")
     assert info["provisioned"] and info["runtime_ok"] and info["python"] == venv_python
     bench = cli_json(capsys, "bench", str(onnx_bundle.path), "--board", "b", "--runs", "5", "--warmup", "1")
-    assert bench["board"]["executable"].startswith(str(board.local(f"{root}/venv")))
+    assert bench["board"]["executable"].startswith(board.on_board(f"{root}/venv"))
     assert bench["latency_ms"]["runs"] == 5
     again = cli_json(capsys, "board", "setup", "b")
     assert again["wheels_uploaded"] == []  # already on the board, same sha256

@@ -132,7 +132,8 @@ def bench_board(name: str, variants: list[Variant], inputs: HostInputs, opts: Be
         r["deploy"] = {"uploaded": len(d.uploaded), "skipped": len(d.skipped), "uploaded_bytes": d.uploaded_bytes}
         results[v.name] = r
     return {
-        "name": name, "ok": True, "kind": spec.kind, "address": spec.address, "host": spec.host,
+        "name": name, "ok": True, "kind": spec.kind, "emulated": spec.kind.startswith("qemu"),
+        "address": spec.address, "host": spec.host,
         "facts": {**doc["board"], "arch": arch}, "threads": doc["threads"], "peak_rss_mb": doc["peak_rss_mb"],
         "protocol": doc["protocol"], "agent": {"version": doc["agent_version"], "digest": doc["agent_digest"],
                                               "imports": doc["imports"]},

@@ -18,6 +18,7 @@ rewritten; anything else is left as it was and counted in the stats.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -83,9 +84,33 @@ def lower_qdq_to_int8(mod, *, vnni: bool = False):
 
     @expr_functor.mutator
     class Rewriter(PyExprMutator):
+        def __init__(self, mod):
+            super().__init__(mod)
+            self.orig: dict = {}  # the function being rewritten, as it was: var -> bound value
+            self.uses: Counter = Counter()
+            self.claimed: list = []  # conv2d/matmul calls that a fused chain will emit
+            self.twins: dict = {}  # u8 NCHW/NC view var -> (layout, padded channels-last tensor, real channels)
+            self.kernels = 0
+
+        def scan(self, func):
+            self.orig, self.uses, self.claimed = {}, Counter(), []
+            for block in func.body.blocks:
+                for b in block.bindings:
+                    self.orig[b.var] = b.value
+                    for v in relax.analysis.free_vars(b.value):
+                        self.uses[v] += 1
+            for v in relax.analysis.free_vars(func.body.body):
+                self.uses[v] += 1
+            for value in list(self.orig.values()):
+                chain = self._chain(value)
+                if chain is not None:
+                    self.claimed.append(chain[0])
+
         def _resolve(self, expr):
             while isinstance(expr, relax.Var):
                 bound = self.lookup_binding(expr)
+                if bound is None:
+                    bound = self.orig.get(expr)
                 if bound is None:
                     break
                 expr = bound
@@ -117,20 +142,29 @@ def lower_qdq_to_int8(mod, *, vnni: bool = False):
                 return None
             return q, float(scale.reshape(())), int(zero.reshape(()))
 
-        def _weight(self, expr, axis: int, what: str):
+        def _weight(self, expr, axis: int, what: str, *, quiet: bool = False):
             got = self._dequant(expr, const=True)
             if got is None:
                 return None
             w, scale, zero, qaxis = got
             if np.any(zero != 0):
-                stats.skipped.append(f"{what}: asymmetric weights")
+                quiet or stats.skipped.append(f"{what}: asymmetric weights")
                 return None
             if scale.size != 1 and qaxis != axis:
-                stats.skipped.append(f"{what}: weights quantized along axis {qaxis}")
+                quiet or stats.skipped.append(f"{what}: weights quantized along axis {qaxis}")
                 return None
             return w, scale.astype(np.float32).reshape(-1)
 
         def visit_call_(self, call):
+            if vnni:
+                chain = self._chain(call)
+                if chain is not None:
+                    return self._fused(*chain)
+                if any(call.same_as(c) for c in self.claimed):
+                    return super().visit_call_(call)  # emitted by its chain; this copy dies
+                passed = self._passthrough(call)
+                if passed is not None:
+                    return passed
             new = super().visit_call_(call)  # args remapped; struct info only on the original
             name = _op_name(new)
             rewrite = {"relax.nn.conv2d": self._conv2d, "relax.matmul": self._matmul}.get(name)
@@ -251,11 +285,280 @@ def lower_qdq_to_int8(mod, *, vnni: bool = False):
             stats.matmul += 1
             return relax.op.multiply(bb.emit(relax.op.astype(acc, "float32")), relax.const(scale))
 
+        # --- fused chains (AVX512-VNNI): quantize(add(conv2d|matmul, bias)) -> one kernel whose
+        # output is already the next layer's uint8 input, kept channels-last between layers.
+
+        def _single(self, expr):
+            """The original value bound to `expr` if that value has no other user."""
+            if isinstance(expr, relax.Var) and self.uses[expr] == 1:
+                return self.orig.get(expr)
+            return None
+
+        def _const_expr(self, expr, depth: int = 0) -> bool:
+            expr = self._resolve(expr)
+            if isinstance(expr, (Constant, relax.ShapeExpr)):
+                return True
+            if isinstance(expr, relax.Call) and depth < 8:
+                return all(self._const_expr(a, depth + 1) for a in expr.args)
+            return False
+
+        def _qparams(self, scale, zero):
+            s, z = _np(self._resolve(scale)), _np(self._resolve(zero))
+            if s is None or z is None or s.size != 1 or z.size != 1:
+                return None
+            return float(s.reshape(())), int(z.reshape(()))
+
+        def _chain(self, q):
+            """(core call, bias expr or None, out scale, out zero, out dtype) if `q` (an original
+            quantize) ends a conv2d/matmul layer the fused VNNI kernels can run."""
+            if _op_name(q) != "relax.quantize" or str(q.attrs.out_dtype) not in ("uint8", "int8"):
+                return None
+            out = self._qparams(q.args[1], q.args[2])
+            if out is None:
+                return None
+            inner, bias = self._single(q.args[0]), None
+            if _op_name(inner) == "relax.add":
+                for i in (0, 1):
+                    core = self._single(inner.args[i])
+                    if _op_name(core) in ("relax.nn.conv2d", "relax.matmul"):
+                        bias = inner.args[1 - i]
+                        break
+                else:
+                    return None
+            else:
+                core = inner
+            kind = _op_name(core)
+            if kind == "relax.nn.conv2d":
+                n = self._conv_ok(core)
+            elif kind == "relax.matmul":
+                n = self._matmul_ok(core)
+            else:
+                return None
+            if not n:
+                return None
+            if bias is not None:
+                bshape = _shape(bias)
+                if not self._const_expr(bias) or bshape is None or int(np.prod(bshape)) != n or max(bshape) != n:
+                    return None
+            return core, bias, out[0], out[1], str(q.attrs.out_dtype)
+
+        def _conv_ok(self, core) -> int:
+            a = core.attrs
+            if (a.data_layout != "NCHW" or a.kernel_layout != "OIHW" or int(a.groups) != 1
+                    or int(a.dilation[1]) != 1 or _dtype(core) != "float32"):
+                return 0
+            act = self._act(core.args[0])
+            wt = self._weight(core.args[1], 0, "conv2d", quiet=True)
+            if act is None or wt is None or _dtype(act[0]) != "uint8" or (_shape(act[0]) or [0])[0] != 1:
+                return 0
+            return int(_np(wt[0]).shape[0])
+
+        def _matmul_rhs(self, core):
+            rhs = self._resolve(core.args[1])
+            if _op_name(rhs) == "relax.permute_dims":
+                axes = rhs.attrs.axes
+                if axes is None or [int(i) for i in axes] != [1, 0]:
+                    return None
+                return rhs.args[0], True
+            return core.args[1], False
+
+        def _matmul_ok(self, core) -> int:
+            got = self._matmul_rhs(core)
+            if got is None or _dtype(core) != "float32":
+                return 0
+            inner, transposed = got
+            act = self._act(core.args[0])
+            wt = self._weight(inner, 0 if transposed else 1, "matmul", quiet=True)
+            if act is None or wt is None or _dtype(act[0]) != "uint8" or len(_shape(act[0]) or []) != 2:
+                return 0
+            w = _np(wt[0])
+            return int(w.shape[0] if transposed else w.shape[1]) if w.ndim == 2 else 0
+
+        def _twin(self, expr):
+            while isinstance(expr, relax.Var):
+                if expr in self.twins:
+                    return self.twins[expr]
+                expr = self.lookup_binding(expr)
+            return None
+
+        def _int_bias(self, bias, n: int, scale: np.ndarray):
+            """The int32 bias if `bias` is dequantize(int32 constant, sx*sw, 0) (as onnxruntime's
+            quantizer writes it): it then joins the integer zero-point correction."""
+            if bias is None:
+                return np.zeros(n, np.int64)
+            expr = self._resolve(bias)
+            while _op_name(expr) == "relax.reshape":
+                expr = self._resolve(expr.args[0])
+            if _op_name(expr) != "relax.dequantize":
+                return None
+            q = _np(self._resolve(expr.args[0]))
+            s, z = _np(self._resolve(expr.args[1])), _np(self._resolve(expr.args[2]))
+            if q is None or s is None or z is None or str(q.dtype) != "int32" or q.size != n or np.any(z != 0):
+                return None
+            if not np.allclose(np.broadcast_to(s.reshape(-1), (n,)), np.broadcast_to(scale.reshape(-1), (n,)), rtol=1e-6, atol=0):
+                return None
+            return q.reshape(-1).astype(np.int64)
+
+        def _bias(self, bias, n: int, np_: int):
+            bb = self.builder_
+            if bias is None:
+                return relax.const(np.zeros(np_, np.float32))
+            b = bb.emit(relax.op.reshape(self.visit_expr(bias), (n,)))  # constants: folded at build
+            return bb.emit(relax.op.nn.pad(b, [0, np_ - n], pad_value=0.0)) if np_ != n else b
+
+        def _name(self, stem: str) -> str:
+            self.kernels += 1
+            return f"{stem}{self.kernels}"
+
+        def _nhwc_view(self, out, n: int, np_: int):
+            """Register `out` [1, h, w, np_] as the channels-last twin of the NCHW tensor it stands for."""
+            bb = self.builder_
+            sliced = bb.emit(relax.op.strided_slice(out, axes=[3], begin=[0], end=[n])) if np_ != n else out
+            view = bb.emit(relax.op.permute_dims(sliced, [0, 3, 1, 2]))
+            self.twins[view] = ("NHWC", out, n)
+            return view
+
+        def _fused(self, core, bias, out_scale: float, out_zero: int, out_dtype: str):
+            from . import vnni as v
+
+            bb = self.builder_
+            args = [self.visit_expr(a) for a in core.args]
+            x, sx, zx = self._act(args[0])
+            if _op_name(core) == "relax.matmul":
+                inner, transposed = self._matmul_rhs(core)
+                w, sw = self._weight(self.visit_expr(inner), 0 if transposed else 1, "matmul")
+                wv = _np(w).astype(np.int64)
+                w_nk = wv if transposed else wv.T
+                n, k = w_nk.shape
+                twin = self._twin(x)
+                kp = -(-k // 4) * 4
+                if twin is not None and twin[0] == "NC":
+                    src, (m, cols) = twin[1], _shape(twin[1])
+                else:
+                    m = _shape(x)[0]
+                    src = bb.emit(relax.op.nn.pad(x, [0, 0, 0, kp - k], pad_value=0.0)) if kp != k else x
+                    cols = kp
+                np_ = -(-n // 16) * 16
+                int_bias = self._int_bias(bias, n, np.float32(sx) * sw)
+                func = v.gemm_requant(m, cols, kp, np_, out_scale, out_zero, out_dtype, float_bias=int_bias is None)
+                packed = v.pack_weights(w_nk.astype(np.int8), kp=kp)
+                corr_n = zx * w_nk.sum(axis=1)
+                shape = (m, np_)
+                stem = f"vnni_gemm_requant_{m}x{kp}x{np_}_"
+                stats.matmul += 1
+            else:
+                w, sw = self._weight(args[1], 0, "conv2d")
+                wv = _np(w).astype(np.int64)
+                n, c, kh, kw = wv.shape
+                a = core.attrs
+                top, left, bottom, right = (int(p) for p in a.padding)
+                stride, dh = (int(a.strides[0]), int(a.strides[1])), int(a.dilation[0])
+                twin = self._twin(x)
+                if twin is not None and twin[0] == "NHWC":
+                    src = twin[1]
+                    if _shape(src)[3] != c:
+                        src = bb.emit(relax.op.strided_slice(src, axes=[3], begin=[0], end=[c]))
+                else:
+                    src = bb.emit(relax.op.permute_dims(x, [0, 2, 3, 1]))
+                h, wd = _shape(x)[2:] if twin is None else _shape(twin[1])[1:3]
+                hp, wp = h + top + bottom, wd + left + right
+                oh, ow = v.out_hw(hp, wp, kh=kh, kw=kw, stride=stride, dilation=(dh, 1))
+                kwc = -(-kw * c // 4) * 4
+                # the folded reduction reads up to kwc - kw*c bytes past a window: keep them in bounds
+                extra = max(0, -(-((ow - 1) * stride[1] * c + kwc - wp * c) // c))
+                src = bb.emit(relax.op.nn.pad(src, [0, 0, top, bottom, left, right + extra, 0, 0], pad_value=float(zx)))
+                row = (wp + extra) * c
+                src = bb.emit(relax.op.reshape(src, (1, hp, row)))
+                np_ = -(-n // 16) * 16
+                int_bias = self._int_bias(bias, n, np.float32(sx) * sw)
+                func = v.conv2d_requant(hp, row, c, np_, kh, kw, oh, ow, stride, dh, out_scale, out_zero, out_dtype,
+                                        float_bias=int_bias is None)
+                packed = v.pack_folded_conv_weights(wv.astype(np.int8))
+                corr_n = zx * wv.reshape(n, -1).sum(axis=1)
+                shape = (1, oh, ow, np_)
+                stem = f"vnni_conv2d_requant_{hp}x{row}_{np_}x{kh}x{kw}_s{stride[0]}{stride[1]}_"
+                stats.conv2d += 1
+            corr = np.zeros(np_, np.int32)
+            corr[:n] = corr_n - (0 if int_bias is None else int_bias)
+            scale = np.zeros(np_, np.float32)
+            scale[:n] = (np.float32(sx) * sw).astype(np.float32)
+            name = self._name(stem)
+            gv = bb.add_func(func.with_attr("global_symbol", name), name)
+            args = [src, relax.const(packed), relax.const(corr), relax.const(scale)]
+            if int_bias is None:
+                args.append(self._bias(bias, n, np_))
+            out = bb.emit(relax.call_tir(gv, args, relax.TensorType(shape, out_dtype)))
+            stats.vnni += 1
+            if len(shape) == 4:
+                return self._nhwc_view(out, n, np_)
+            view = bb.emit(relax.op.strided_slice(out, axes=[1], begin=[0], end=[n])) if np_ != n else out
+            self.twins[view] = ("NC", out, n)
+            return view
+
+        def _passthrough(self, q):
+            """quantize(op(dequantize(x))) with the same scale and zero point is op on x itself
+            for max pooling, reshapes and a bare dequantize; a residual add of two channels-last
+            tensors stays channels-last."""
+            if _op_name(q) != "relax.quantize" or not isinstance(q.args[0], relax.Var):
+                return None
+            out = self._qparams(q.args[1], q.args[2])
+            inner = self.orig.get(q.args[0])
+            op = _op_name(inner)
+            if out is None or op is None:
+                return None
+            bb = self.builder_
+
+            def same_dq(expr):
+                dq = self.orig.get(expr) if isinstance(expr, relax.Var) else None
+                if _op_name(dq) != "relax.dequantize" or _dtype(dq.args[0]) != str(q.attrs.out_dtype):
+                    return None
+                return dq if self._qparams(dq.args[1], dq.args[2]) == out else None
+
+            if op == "relax.dequantize":
+                dq = same_dq(q.args[0])
+                return None if dq is None else self.visit_expr(dq.args[0])
+            if op == "relax.reshape":
+                dq = same_dq(inner.args[0])
+                return None if dq is None else relax.op.reshape(self.visit_expr(dq.args[0]), inner.args[1])
+            if op == "relax.nn.max_pool2d" and inner.attrs.layout == "NCHW":
+                dq = same_dq(inner.args[0])
+                if dq is None:
+                    return None
+                a = inner.attrs
+                x = self.visit_expr(dq.args[0])
+                twin = self._twin(x)
+                kwargs = dict(pool_size=a.pool_size, strides=a.strides, padding=a.padding, dilation=a.dilation,
+                              ceil_mode=a.ceil_mode)
+                if twin is None or twin[0] != "NHWC":
+                    return relax.op.nn.max_pool2d(x, layout="NCHW", **kwargs)
+                out4 = bb.emit(relax.op.nn.max_pool2d(twin[1], layout="NHWC", **kwargs))
+                return self._nhwc_view(out4, twin[2], _shape(twin[1])[3])
+            if op == "relax.add":
+                a, b = (self.orig.get(e) if isinstance(e, relax.Var) else None for e in inner.args)
+                if _op_name(a) != "relax.dequantize" or _op_name(b) != "relax.dequantize":
+                    return None
+                pa, pb = self._qparams(a.args[1], a.args[2]), self._qparams(b.args[1], b.args[2])
+                ta, tb = self._twin(self.visit_expr(a.args[0])), self._twin(self.visit_expr(b.args[0]))
+                if (pa is None or pb is None or ta is None or tb is None or ta[0] != "NHWC" or tb[0] != "NHWC"
+                        or _shape(ta[1]) != _shape(tb[1]) or ta[2] != tb[2]):
+                    return None
+                deq = [relax.op.dequantize(t[1], relax.const(np.float32(p[0])), relax.const(np.array(p[1], _dtype(t[1]))), axis=3)
+                       for t, p in ((ta, pa), (tb, pb))]
+                summed = bb.emit(relax.op.add(bb.emit(deq[0]), bb.emit(deq[1])))
+                out4 = bb.emit(relax.op.quantize(summed, relax.const(np.float32(out[0])),
+                                                 relax.const(np.array(out[1], str(q.attrs.out_dtype))),
+                                                 axis=3, out_dtype=str(q.attrs.out_dtype)))
+                return self._nhwc_view(out4, ta[2], _shape(ta[1])[3])
+            return None
+
     rewriter = Rewriter(mod)
     for gv, func in mod.functions_items():
         if isinstance(func, relax.Function):
+            rewriter.scan(func)
             rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
     out = rewriter.builder_.get()
+    # the fused chains leave var-to-var bindings that would keep FuseOps from fusing their neighbours
+    out = relax.transform.CanonicalizeBindings()(out)
     out = relax.transform.DeadCodeElimination()(out)
     return out, stats
 

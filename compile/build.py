@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from toolkit.errors import CompileError, EdgeoptError, InputError, UnsupportedModelError
+from toolkit.errors import CompileError, EdgeoptError, InputError, UnsupportedModelError, UsageError
 
 from .bundle import LIBRARY, Bundle
 from .int8 import constant_bytes, lower_qdq_to_int8
@@ -184,6 +184,7 @@ def compile_onnx(
     onnx_copy: bool = True,
     preprocessing: dict | None = None,
     tune_trials: int = 0,
+    tune_threads: int = 1,
     on_trials: Callable[[int], None] | None = None,
     integer: bool = True,
 ) -> tuple[Bundle, Parity | None]:
@@ -195,6 +196,9 @@ def compile_onnx(
     `preprocessing`: what the model expects of its input (layout, scale, mean, std), recorded in
     the manifest; by default "none": inputs go in as given.
     `tune_trials`: tune with MetaSchedule first (host targets; the database is cached).
+    `tune_threads`: the thread count the schedules are tuned for (MetaSchedule makes parallel
+    schedules for as many cores as the target names; a parallel launch costs more than most of a
+    small model's kernels take, so the default is 1, which is also how the benchmarks run).
     `integer`: run a QDQ model's conv2d/matmul as int8 x int8 -> int32 with int8 weights
     (compile/int8.py); False keeps TVM's default, fp32 arithmetic between dequantize/quantize."""
     import onnx
@@ -215,14 +219,17 @@ def compile_onnx(
     if target.cc and shutil.which(target.cc) is None:
         raise CompileError(f"cross compiler {target.cc} not found for target {target.name!r}",
                            hint="install it: apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross")
-    tvm_target = tvm.target.Target(target.tvm_target())
+    if tune_threads < 1:
+        raise UsageError(f"--tune-threads must be >= 1, got {tune_threads}")
+    # the tuned schedules and the build must see the same target (the database is keyed by it)
+    tvm_target = tvm.target.Target({**target.tvm_target(), **({"num-cores": tune_threads} if tune_trials else {})})
     try:
         mod = from_onnx(model, shape_dict=shapes, keep_params_in_input=False)
         int8 = None
         if integer and any(n.op_type == "DequantizeLinear" for n in model.graph.node):
             from . import vnni
 
-            mod, int8 = lower_qdq_to_int8(mod, vnni=vnni.available(target.describe()["cpu_features"]))
+            mod, int8 = lower_qdq_to_int8(mod, kernels=vnni.kernels_for(target))
         if target.partition is not None:
             mod = target.partition(mod)
         with tvm_target:
@@ -232,9 +239,12 @@ def compile_onnx(
             from .tune import tune
 
             mod, tuning = tune(mod, tvm_target, target=target, onnx_bytes=onnx_path.read_bytes(),
-                               trials=tune_trials, on_trials=on_trials, variant=("int8-vnni" if int8.vnni else "int8") if int8 else "")
+                               trials=tune_trials, on_trials=on_trials, threads=tune_threads,
+                               variant=f"int8-{int8.kernels or 'ops'}" if int8 else "")
         weight_bytes = constant_bytes(mod)
-        ex = tvm.compile(mod, target=tvm_target)
+        # "compiled": the VM's instruction stream becomes native code; the bytecode interpreter
+        # costs ~0.2 us per kernel call, which is a fifth of a small int8 model's time
+        ex = relax.build(mod, tvm_target, exec_mode="compiled")
     except EdgeoptError:
         raise
     except Exception as exc:
@@ -269,7 +279,8 @@ def compile_onnx(
         else:
             parity_note = {"checked_on": "host"}
         build = {"onnx_sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(), "target": target.tvm_target(),
-                 "input_shapes": shapes, "tune_trials": tune_trials, "integer": integer, "tolerance": tolerance}
+                 "input_shapes": shapes, "tune_trials": tune_trials,
+                 **({"tune_threads": tune_threads} if tune_trials else {}), "integer": integer, "tolerance": tolerance}
         manifest = {
             "preprocessing": {"layout": "NCHW" if len(next(iter(shapes.values()))) == 4 else "NC",
                               "scale": 1.0, "mean": 0.0, "std": 1.0, "declared": False, **(preprocessing or {})},

@@ -28,7 +28,9 @@ import numpy as np
 class Int8Stats:
     conv2d: int = 0
     matmul: int = 0
-    vnni: int = 0  # of those, run by the AVX512-VNNI GEMM (compile/vnni.py)
+    vnni: int = 0  # of those, run on AVX512-VNNI dot products (compile/vnni.py)
+    fused: int = 0  # of those, fused with their bias and requantize into one kernel
+    kernels: str | None = None  # the fused layers' dot-product kernels: "vnni", "generic" or none
     skipped: list[str] = field(default_factory=list)
 
     @property
@@ -36,7 +38,8 @@ class Int8Stats:
         return self.conv2d + self.matmul
 
     def to_json(self) -> dict:
-        return {"conv2d": self.conv2d, "matmul": self.matmul, "vnni": self.vnni, "skipped": list(self.skipped)}
+        return {"conv2d": self.conv2d, "matmul": self.matmul, "vnni": self.vnni, "fused": self.fused,
+                "kernels": self.kernels, "skipped": list(self.skipped)}
 
 
 def _np(expr):
@@ -72,15 +75,23 @@ def _shape(expr) -> list[int] | None:
 VNNI_MIN_CHANNELS = 8
 
 
-def lower_qdq_to_int8(mod, *, vnni: bool = False):
+def lower_qdq_to_int8(mod, *, kernels: str | None = None):
     """Return (module, stats). Run it on the imported module, before the "zero" pipeline.
-    `vnni`: the target has AVX512-VNNI; uint8 x int8 layers then use compile/vnni.py's GEMM."""
+    `kernels`: "vnni" (the target has AVX512-VNNI) or "generic" (any CPU): uint8 x int8 layers
+    become fused kernels (compile/vnni.py) with their bias and requantize, activations kept
+    uint8 channels-last between them; None: int8 x int8 -> int32 Relax ops, fp32 between layers."""
     import tvm
     from tvm import relax
     from tvm.ir.expr import Constant
     from tvm.relax import PyExprMutator, expr_functor
 
-    stats = Int8Stats()
+    if kernels is not None:
+        from .vnni import ISAS
+
+        if kernels not in ISAS:
+            raise ValueError(f"unknown int8 kernels {kernels!r}; known: {', '.join(ISAS)}")
+    vnni = kernels == "vnni"
+    stats = Int8Stats(kernels=kernels)
 
     @expr_functor.mutator
     class Rewriter(PyExprMutator):
@@ -156,7 +167,7 @@ def lower_qdq_to_int8(mod, *, vnni: bool = False):
             return w, scale.astype(np.float32).reshape(-1)
 
         def visit_call_(self, call):
-            if vnni:
+            if kernels:
                 chain = self._chain(call)
                 if chain is not None:
                     return self._fused(*chain)
@@ -438,13 +449,15 @@ def lower_qdq_to_int8(mod, *, vnni: bool = False):
                     m = _shape(x)[0]
                     src = bb.emit(relax.op.nn.pad(x, [0, 0, 0, kp - k], pad_value=0.0)) if kp != k else x
                     cols = kp
-                np_ = -(-n // 16) * 16
+                lanes = v.lanes_for(kernels, n)
+                np_ = -(-n // lanes) * lanes
                 int_bias = self._int_bias(bias, n, np.float32(sx) * sw)
-                func = v.gemm_requant(m, cols, kp, np_, out_scale, out_zero, out_dtype, float_bias=int_bias is None)
-                packed = v.pack_weights(w_nk.astype(np.int8), kp=kp)
+                func = v.gemm_requant(m, cols, kp, np_, out_scale, out_zero, out_dtype, float_bias=int_bias is None,
+                                      isa=kernels, lanes=lanes)
+                packed = v.pack_weights(w_nk.astype(np.int8), kp=kp, isa=kernels, lanes=lanes)
                 corr_n = zx * w_nk.sum(axis=1)
                 shape = (m, np_)
-                stem = f"vnni_gemm_requant_{m}x{kp}x{np_}_"
+                stem = f"{kernels}_gemm_requant_{m}x{kp}x{np_}_"
                 stats.matmul += 1
             else:
                 w, sw = self._weight(args[1], 0, "conv2d")
@@ -468,37 +481,67 @@ def lower_qdq_to_int8(mod, *, vnni: bool = False):
                 extra = max(0, -(-((ow - 1) * stride[1] * c + kwc - wp * c) // c))
                 src = bb.emit(relax.op.nn.pad(src, [0, 0, top, bottom, left, right + extra, 0, 0], pad_value=float(zx)))
                 row = (wp + extra) * c
+                if v.conv_input_dtype(kernels) != _dtype(src):  # widened in the same glue kernel
+                    src = bb.emit(relax.op.astype(src, v.conv_input_dtype(kernels)))
                 src = bb.emit(relax.op.reshape(src, (1, hp, row)))
-                np_ = -(-n // 16) * 16
+                lanes = v.lanes_for(kernels, n)
+                np_ = -(-n // lanes) * lanes
                 int_bias = self._int_bias(bias, n, np.float32(sx) * sw)
                 func = v.conv2d_requant(hp, row, c, np_, kh, kw, oh, ow, stride, dh, out_scale, out_zero, out_dtype,
-                                        float_bias=int_bias is None)
-                packed = v.pack_folded_conv_weights(wv.astype(np.int8))
+                                        float_bias=int_bias is None, lanes=lanes, isa=kernels)
+                packed = v.pack_folded_conv_weights(wv.astype(np.int8), lanes, kernels)
                 corr_n = zx * wv.reshape(n, -1).sum(axis=1)
                 shape = (1, oh, ow, np_)
-                stem = f"vnni_conv2d_requant_{hp}x{row}_{np_}x{kh}x{kw}_s{stride[0]}{stride[1]}_"
+                stem = f"{kernels}_conv2d_requant_{hp}x{row}_{np_}x{kh}x{kw}_s{stride[0]}{stride[1]}_"
                 stats.conv2d += 1
             corr = np.zeros(np_, np.int32)
             corr[:n] = corr_n - (0 if int_bias is None else int_bias)
             scale = np.zeros(np_, np.float32)
             scale[:n] = (np.float32(sx) * sw).astype(np.float32)
+            if int_bias is not None:
+                scale = (scale / np.float32(out_scale)).astype(np.float32)
             name = self._name(stem)
             gv = bb.add_func(func.with_attr("global_symbol", name), name)
             args = [src, relax.const(packed), relax.const(corr), relax.const(scale)]
             if int_bias is None:
                 args.append(self._bias(bias, n, np_))
             out = bb.emit(relax.call_tir(gv, args, relax.TensorType(shape, out_dtype)))
-            stats.vnni += 1
+            stats.fused += 1
+            stats.vnni += vnni
             if len(shape) == 4:
                 return self._nhwc_view(out, n, np_)
             view = bb.emit(relax.op.strided_slice(out, axes=[1], begin=[0], end=[n])) if np_ != n else out
             self.twins[view] = ("NC", out, n)
             return view
 
+        def _global_mean(self, call):
+            """mean(dequantize(x), spatial axes) of a channels-last x: reduce it in place instead of
+            transposing it back first."""
+            dq = self.orig.get(call.args[0]) if isinstance(call.args[0], relax.Var) else None
+            axes = call.attrs.axis
+            if _op_name(dq) != "relax.dequantize" or axes is None or not call.attrs.keepdims:
+                return None
+            if sorted(int(a) % 4 for a in axes) != [2, 3]:
+                return None
+            params = self._qparams(dq.args[1], dq.args[2])
+            twin = self._twin(self.visit_expr(dq.args[0]))
+            if params is None or twin is None or twin[0] != "NHWC":
+                return None
+            bb = self.builder_
+            t, n = twin[1], twin[2]
+            real = bb.emit(relax.op.dequantize(t, relax.const(np.float32(params[0])),
+                                               relax.const(np.array(params[1], _dtype(t))), axis=3))
+            pooled = bb.emit(relax.op.mean(real, axis=[1, 2], keepdims=True))  # [1, 1, 1, np_]
+            if _shape(t)[3] != n:
+                pooled = bb.emit(relax.op.strided_slice(pooled, axes=[3], begin=[0], end=[n]))
+            return relax.op.permute_dims(pooled, [0, 3, 1, 2])
+
         def _passthrough(self, q):
             """quantize(op(dequantize(x))) with the same scale and zero point is op on x itself
             for max pooling, reshapes and a bare dequantize; a residual add of two channels-last
             tensors stays channels-last."""
+            if _op_name(q) == "relax.mean":
+                return self._global_mean(q)
             if _op_name(q) != "relax.quantize" or not isinstance(q.args[0], relax.Var):
                 return None
             out = self._qparams(q.args[1], q.args[2])
@@ -542,13 +585,14 @@ def lower_qdq_to_int8(mod, *, vnni: bool = False):
                 if (pa is None or pb is None or ta is None or tb is None or ta[0] != "NHWC" or tb[0] != "NHWC"
                         or _shape(ta[1]) != _shape(tb[1]) or ta[2] != tb[2]):
                     return None
-                deq = [relax.op.dequantize(t[1], relax.const(np.float32(p[0])), relax.const(np.array(p[1], _dtype(t[1]))), axis=3)
-                       for t, p in ((ta, pa), (tb, pb))]
-                summed = bb.emit(relax.op.add(bb.emit(deq[0]), bb.emit(deq[1])))
-                out4 = bb.emit(relax.op.quantize(summed, relax.const(np.float32(out[0])),
-                                                 relax.const(np.array(out[1], str(q.attrs.out_dtype))),
-                                                 axis=3, out_dtype=str(q.attrs.out_dtype)))
-                return self._nhwc_view(out4, ta[2], _shape(ta[1])[3])
+                from . import vnni as v
+
+                shape, out_dtype = tuple(_shape(ta[1])), str(q.attrs.out_dtype)
+                func = v.add_requant(shape, pa, pb, out, _dtype(ta[1]), out_dtype)
+                name = self._name("add_requant_")
+                gv = bb.add_func(func.with_attr("global_symbol", name), name)
+                out4 = bb.emit(relax.call_tir(gv, [ta[1], tb[1]], relax.TensorType(shape, out_dtype)))
+                return self._nhwc_view(out4, ta[2], shape[3])
             return None
 
     rewriter = Rewriter(mod)

@@ -58,7 +58,7 @@ def _scheduled(mod) -> bool:
     return any(bool(f.attrs and f.attrs.get("tir.is_scheduled", False)) for _, f in mod.functions_items())
 
 
-def tune(mod, tvm_target, *, target: Target, onnx_bytes: bytes, trials: int, variant: str = "",
+def tune(mod, tvm_target, *, target: Target, onnx_bytes: bytes, trials: int, variant: str = "", threads: int = 1,
          on_trials: Callable[[int], None] | None = None) -> tuple[object, dict]:
     """Return `mod` with the best schedules found applied, and what was done for the manifest.
 
@@ -79,7 +79,7 @@ def tune(mod, tvm_target, *, target: Target, onnx_bytes: bytes, trials: int, var
     from tvm.s_tir.meta_schedule.relax_integration import extract_tasks, extracted_tasks_to_tune_contexts
     from tvm.s_tir.meta_schedule.tune import tune_tasks
 
-    key = cache_key(onnx_bytes, target.tvm_target(), variant)
+    key = cache_key(onnx_bytes, {**target.tvm_target(), "num-cores": threads}, variant)
     work = cache_root() / key
     meta_path = work / "edgeopt.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
@@ -102,9 +102,10 @@ def tune(mod, tvm_target, *, target: Target, onnx_bytes: bytes, trials: int, var
                 builder=ms.builder.LocalBuilder(f_build=_fast_build, timeout_sec=120, max_workers=1),
                 runner="local", database="json", cost_model="xgb", measure_callbacks=callbacks,
             )
-        meta = {"trials": trials, "tasks": tasks, "trials_per_task": per_task, "target": target.tvm_target()}
+        meta = {"trials": trials, "tasks": tasks, "trials_per_task": per_task, "threads": threads,
+                "target": target.tvm_target()}
         meta_path.write_text(json.dumps(meta))
     with tvm_target, tvm.transform.PassContext(opt_level=3):
         tuned = relax.transform.MetaScheduleApplyDatabase(str(work))(mod)
     return tuned, {"trials": meta["trials"], "tasks": meta.get("tasks"), "trials_per_task": meta.get("trials_per_task"),
-                   "database": key, "reused": reused}
+                   "threads": threads, "database": key, "reused": reused}

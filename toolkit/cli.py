@@ -264,6 +264,8 @@ def compile_cmd(
     input_shape: Optional[list[str]] = typer.Option(None, help="NAME=1,3,32,32 for an input with a symbolic shape (repeatable)"),
     tune: bool = typer.Option(False, "--tune", help="tune with MetaSchedule (host targets); the database is cached"),
     trials: int = typer.Option(64, help="tuning trials in all, shared evenly by the tasks (with --tune)"),
+    tune_threads: int = typer.Option(1, help="threads the tuned schedules are made for (with --tune); 1 suits small "
+                                             "models, whose kernels are too short to gain from a parallel launch"),
     no_onnx: bool = typer.Option(False, "--no-onnx", help="leave the ONNX model out of the bundle (no onnxruntime baseline on the board)"),
     float_arith: bool = typer.Option(False, "--float-arith", help="int8 QDQ models: keep TVM's fp32 arithmetic instead of int8 x int8 -> int32 kernels"),
     scale: float = typer.Option(1.0, help="input preprocessing the model expects, recorded in the manifest: x * scale"),
@@ -308,7 +310,7 @@ def compile_cmd(
                 pre = {"scale": scale, "mean": list(mean or [0.0]), "std": list(std or [1.0]), "declared": True} if declared else None
                 bundle, parity = compile_onnx(
                     model, target=tgt, out_dir=out, input_shapes=shapes or None, tune_trials=trials if tune else 0,
-                    onnx_copy=not no_onnx, integer=not float_arith, preprocessing=pre,
+                    tune_threads=tune_threads, onnx_copy=not no_onnx, integer=not float_arith, preprocessing=pre,
                     on_trials=(lambda n: bar.update(task, completed=min(n, trials))) if bar else None)
             finally:
                 if bar:

@@ -45,7 +45,11 @@ def test_builtin_int8_bundles_run_integer_ops_store_int8_weights_and_match_onnxr
     ops = real.manifest["arithmetic"]["int8_ops"]
     assert ops["conv2d"] == _count(int8, "Conv") and ops["matmul"] == _count(int8, "Gemm") + _count(int8, "MatMul")
     assert ops["conv2d"] + ops["matmul"] > 0 and ops["skipped"] == []
-    # on a CPU with AVX512-VNNI every layer with >= 8 output channels runs the vpdpbusd GEMM
+    # the host's fused kernels run every layer: vpdpbusd on AVX512-VNNI, vpmaddwd on AVX2
+    from compile import vnni
+
+    assert ops["kernels"] == vnni.kernels_for(get_target("host"))
+    assert ops["fused"] == ops["conv2d"] + ops["matmul"]
     assert (ops["vnni"] > 0) == _host_has_vnni()
     assert parity.top1_agreement >= 0.99 and parity.max_abs_diff <= default_tolerance(load_onnx(int8))
 
@@ -92,7 +96,101 @@ def test_integer_false_keeps_tvms_fp32_arithmetic(quantized, tmp_path):
     assert "int8" not in b.manifest["arithmetic"]["weight_bytes"]
 
 
-@pytest.mark.skipif(not _host_has_vnni(), reason="needs a CPU with AVX512-VNNI")
+# A CPU that has each kernel's instructions, for the hosts that do not: there the kernels are
+# compiled for it and their machine code checked, since they cannot run.
+_ISA_CPU = {"vnni": ("icelake-server", "vpdpbusd"), "avx2": ("haswell", "vpmaddwd"), "generic": (None, None)}
+
+
+def _host_runs(isa: str) -> bool:
+    from compile import vnni
+
+    info = get_target("host").describe()
+    features = set(info["cpu_features"])
+    return {"vnni": vnni.available(features), "avx2": "avx2" in features, "generic": True}[isa]
+
+
+def _run_or_inspect(func, isa: str, run) -> None:
+    """Run `func` through `run(lib)` where the host has the instructions; elsewhere compile it
+    for a CPU that has them and check they are in the machine code."""
+    import tvm
+
+    if _host_runs(isa):
+        run(tvm.compile(func, target=tvm.target.Target(get_target("host").tvm_target())))
+        return
+    cpu, instruction = _ISA_CPU[isa]
+    lib = tvm.compile(func, target=tvm.target.Target({"kind": "llvm", "mcpu": cpu}))
+    assert instruction in (lib.mod if hasattr(lib, "mod") else lib).inspect_source("asm")
+
+
+def _requantized(acc, corr, scale, zero):
+    return np.clip(np.round((acc - corr).astype(np.float32) * scale) + zero, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("isa", ["vnni", "avx2", "generic"])
+@pytest.mark.parametrize("h, w, c, n, kh, kw, stride", [(28, 28, 1, 6, 5, 5, 1), (14, 14, 6, 16, 5, 5, 1),
+                                                        (16, 16, 16, 32, 3, 3, 2), (9, 11, 3, 20, 3, 2, 2)])
+def test_fused_conv_requant_is_exact(isa, h, w, c, n, kh, kw, stride):
+    """The fused layer (folded kw*c reduction, integer accumulation, requantize epilogue) against
+    numpy, for every dot-product kernel."""
+    import tvm
+
+    from compile import vnni
+
+    lanes = vnni.lanes_for(isa, n)
+    kwc, np_ = -(-kw * c // 4) * 4, -(-n // lanes) * lanes
+    oh, ow = vnni.out_hw(h, w, kh=kh, kw=kw, stride=(stride, stride), dilation=(1, 1))
+    extra = max(0, -(-((ow - 1) * stride * c + kwc - w * c) // c))  # as compile/int8.py pads
+    rng = np.random.default_rng(n)
+    x = rng.integers(0, 256, (1, h, w + extra, c), dtype=np.uint8)
+    wt = rng.integers(-128, 128, (n, c, kh, kw), dtype=np.int8)
+    corr = rng.integers(-3000, 3000, np_).astype(np.int32)
+    scale = (rng.random(np_) * 1e-3).astype(np.float32)
+    func = vnni.conv2d_requant(h, (w + extra) * c, c, np_, kh, kw, oh, ow, (stride, stride), 1, 0.1, 3, "uint8",
+                               lanes=lanes, isa=isa)
+
+    def run(lib):
+        out = tvm.runtime.tensor(np.zeros((1, oh, ow, np_), np.uint8))
+        lib(tvm.runtime.tensor(x.reshape(1, h, -1).astype(vnni.conv_input_dtype(isa))),
+            tvm.runtime.tensor(vnni.pack_folded_conv_weights(wt, lanes, isa)),
+            tvm.runtime.tensor(corr), tvm.runtime.tensor(scale), out)
+        acc = np.zeros((oh, ow, np_), np.int64)
+        for i in range(kh):
+            for j in range(kw):
+                patch = x[0, i: i + stride * (oh - 1) + 1: stride, j: j + stride * (ow - 1) + 1: stride].astype(np.int64)
+                acc[:, :, :n] += np.einsum("hwc,nc->hwn", patch, wt[:, :, i, j].astype(np.int64))
+        assert np.array_equal(out.numpy()[0], _requantized(acc, corr, scale, 3))
+
+    _run_or_inspect(func, isa, run)
+
+
+@pytest.mark.parametrize("isa", ["vnni", "avx2", "generic"])
+@pytest.mark.parametrize("m, k, n", [(1, 784, 128), (1, 200, 70), (4, 33, 10)])
+def test_fused_gemm_requant_is_exact(isa, m, k, n):
+    import tvm
+
+    from compile import vnni
+
+    lanes = vnni.lanes_for(isa, n)
+    kp, np_ = -(-k // 4) * 4, -(-n // lanes) * lanes
+    rng = np.random.default_rng(k)
+    a = np.zeros((m, kp + 8), np.uint8)  # read in place from a wider row, as from a padded layer
+    a[:, :k] = rng.integers(0, 256, (m, k))
+    wt = rng.integers(-128, 128, (n, k), dtype=np.int8)
+    corr = rng.integers(-3000, 3000, np_).astype(np.int32)
+    scale = (rng.random(np_) * 1e-3).astype(np.float32)
+    func = vnni.gemm_requant(m, kp + 8, kp, np_, 0.1, 3, "uint8", isa=isa, lanes=lanes)
+
+    def run(lib):
+        out = tvm.runtime.tensor(np.zeros((m, np_), np.uint8))
+        lib(tvm.runtime.tensor(a), tvm.runtime.tensor(vnni.pack_weights(wt, kp=kp, isa=isa, lanes=lanes)),
+            tvm.runtime.tensor(corr), tvm.runtime.tensor(scale), out)
+        acc = np.zeros((m, np_), np.int64)
+        acc[:, :n] = a[:, :k].astype(np.int64) @ wt.astype(np.int64).T
+        assert np.array_equal(out.numpy(), _requantized(acc, corr, scale, 3))
+
+    _run_or_inspect(func, isa, run)
+
+
 @pytest.mark.parametrize("m, k, n", [(1, 784, 128), (7, 25, 6), (12, 150, 16), (3, 5, 33)])
 def test_vnni_gemm_is_exact_for_any_shape(m, k, n):
     import tvm
@@ -104,14 +202,16 @@ def test_vnni_gemm_is_exact_for_any_shape(m, k, n):
     a = np.zeros((m, kp), np.uint8)
     a[:, :k] = rng.integers(0, 256, (m, k))
     w = rng.integers(-128, 128, (n, k)).astype(np.int8)
-    lib = tvm.compile(vnni.gemm(m, kp, np_), target=tvm.target.Target(get_target("host").tvm_target()))
-    out = tvm.runtime.tensor(np.zeros((m, np_), np.int32))
-    lib(tvm.runtime.tensor(a), tvm.runtime.tensor(vnni.pack_weights(w)), out)
-    ref = a[:, :k].astype(np.int64) @ w.astype(np.int64).T
-    assert np.array_equal(out.numpy()[:, :n], ref) and not out.numpy()[:, n:].any()
+
+    def run(lib):
+        out = tvm.runtime.tensor(np.zeros((m, np_), np.int32))
+        lib(tvm.runtime.tensor(a), tvm.runtime.tensor(vnni.pack_weights(w)), out)
+        ref = a[:, :k].astype(np.int64) @ w.astype(np.int64).T
+        assert np.array_equal(out.numpy()[:, :n], ref) and not out.numpy()[:, n:].any()
+
+    _run_or_inspect(vnni.gemm(m, kp, np_), "vnni", run)
 
 
-@pytest.mark.skipif(not _host_has_vnni(), reason="needs a CPU with AVX512-VNNI")
 def test_vnni_direct_conv_is_exact_with_strides_dilation_and_odd_channels():
     import tvm
 
@@ -125,13 +225,16 @@ def test_vnni_direct_conv_is_exact_with_strides_dilation_and_odd_channels():
     xp = np.zeros((h, w, cp), np.uint8)
     xp[:, :, :c] = x.transpose(1, 2, 0)
     oh, ow = vnni.out_hw(h, w, kh=kh, kw=kw, stride=stride, dilation=dil)
-    lib = tvm.compile(vnni.conv2d(h, w, cp, n, kh, kw, stride, dil), target=tvm.target.Target(get_target("host").tvm_target()))
-    out = tvm.runtime.tensor(np.zeros((oh, ow, 32), np.int32))
-    lib(tvm.runtime.tensor(xp), tvm.runtime.tensor(vnni.pack_conv_weights(wt, cp)), out)
-    ref = np.zeros((oh, ow, n), np.int64)
-    for i in range(kh):
-        for j in range(kw):
-            patch = x[:, i * dil[0]: i * dil[0] + stride[0] * (oh - 1) + 1: stride[0],
-                      j * dil[1]: j * dil[1] + stride[1] * (ow - 1) + 1: stride[1]].astype(np.int64)
-            ref += np.einsum("chw,nc->hwn", patch, wt[:, :, i, j].astype(np.int64))
-    assert np.array_equal(out.numpy()[:, :, :n], ref) and not out.numpy()[:, :, n:].any()
+
+    def run(lib):
+        out = tvm.runtime.tensor(np.zeros((oh, ow, 32), np.int32))
+        lib(tvm.runtime.tensor(xp), tvm.runtime.tensor(vnni.pack_conv_weights(wt, cp)), out)
+        ref = np.zeros((oh, ow, n), np.int64)
+        for i in range(kh):
+            for j in range(kw):
+                patch = x[:, i * dil[0]: i * dil[0] + stride[0] * (oh - 1) + 1: stride[0],
+                          j * dil[1]: j * dil[1] + stride[1] * (ow - 1) + 1: stride[1]].astype(np.int64)
+                ref += np.einsum("chw,nc->hwn", patch, wt[:, :, i, j].astype(np.int64))
+        assert np.array_equal(out.numpy()[:, :, :n], ref) and not out.numpy()[:, :, n:].any()
+
+    _run_or_inspect(vnni.conv2d(h, w, cp, n, kh, kw, stride, dil), "vnni", run)

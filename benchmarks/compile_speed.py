@@ -155,7 +155,10 @@ def _machine() -> str:
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
     flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags")), [])
     vnni = "avx512_vnni" in flags
-    return f"{cpu}, {os.cpu_count()} cores, {'AVX512-VNNI' if vnni else 'no AVX512-VNNI'}, Python {platform.python_version()}"
+    from compile.vnni import kernels_for
+
+    return (f"{cpu}, {os.cpu_count()} cores, {'AVX512-VNNI' if vnni else 'no AVX512-VNNI'}, "
+            f"int8 kernels `{kernels_for(get_target('host'))}`, Python {platform.python_version()}")
 
 
 def markdown(results: dict, args) -> str:
@@ -171,8 +174,8 @@ def markdown(results: dict, args) -> str:
         "Every engine is called from Python the fastest way it offers: onnxruntime with full graph",
         "optimization, 1 intra-op thread, input and output bound once (IOBinding); TVM's VM function looked",
         "up once, input preallocated. `tvm int8` runs fused integer layers (compile/int8.py: conv/matmul +",
-        "bias + requantize in one AVX512-VNNI kernel, activations uint8 channels-last between layers) where",
-        "the CPU has VNNI, int8 x int8 -> int32 ops otherwise. Tuned = MetaSchedule",
+        "bias + requantize in one kernel, activations uint8 channels-last between layers) on the CPU's",
+        "dot-product kernels (`vnni`: vpdpbusd, `avx2`: vpmaddwd; docs/targets.md). Tuned = MetaSchedule",
         f"with {args.trials} trials shared by each model's tasks; int8 and fp32 get the same budget.",
         "`resnet` has random weights and inputs (latency only). Ratios < 1 are faster than onnxruntime fp32.",
         "",

@@ -8,6 +8,7 @@ import asyncio
 import errno
 import os
 import shutil
+import shlex
 import sys
 import tempfile
 import threading
@@ -147,8 +148,13 @@ class LocalBoard:
     def start(self) -> "LocalBoard":
         (self.home / ".bin").mkdir(parents=True, exist_ok=True)
         python = self.home / ".bin" / "python3"
-        if not python.exists():
-            python.symlink_to(sys.executable)
+        # a wrapper, not a symlink: a venv's interpreter finds its pyvenv.cfg (and so its packages)
+        # next to the path it is started by, and a symlink elsewhere would start the bare base Python
+        wrapper = f"#!/bin/sh\nexec {shlex.quote(sys.executable)} \"$@\"\n"
+        if python.is_symlink() or not python.exists() or python.read_text() != wrapper:
+            python.unlink(missing_ok=True)
+            python.write_text(wrapper)
+            python.chmod(0o755)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="edgeopt-local-board", daemon=True)
         self._thread.start()

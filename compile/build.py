@@ -125,6 +125,34 @@ def _vm_runner(lib_path: Path):
     return run
 
 
+# "compiled": the VM's instruction stream becomes native code; the bytecode interpreter costs
+# ~0.1 us per call, a tenth of a small int8 model's time.
+EXEC_MODE = "compiled"
+
+
+def call_plan(mod) -> list[dict] | None:
+    """The kernels `main` calls, in order, with the shapes and dtypes of their arguments
+    (inputs, then outputs); None if any shape is not static."""
+    from tvm import relax
+
+    plan = []
+    for block in mod["main"].body.blocks:
+        for binding in block.bindings:
+            call = binding.value
+            if not isinstance(call, relax.Call) or getattr(call.op, "name", None) != "relax.call_tir":
+                continue
+            outs = call.ty_args[0]
+            outs = list(outs.fields) if hasattr(outs, "fields") else [outs]
+            args = []
+            for info in [a.ty for a in call.args[1].fields] + outs:
+                try:
+                    args.append({"shape": [int(d) for d in info.shape], "dtype": str(info.dtype)})
+                except (TypeError, AttributeError):
+                    return None
+            plan.append({"name": call.args[0].name_hint, "args": args})
+    return plan
+
+
 def check_parity(lib_path: Path, onnx_path: Path, inputs: np.ndarray, *, tolerance: float) -> Parity:
     """Run the built library and onnxruntime on the same inputs; beyond tolerance is an error."""
     from toolkit.onnx_run import predict
@@ -242,9 +270,8 @@ def compile_onnx(
                                trials=tune_trials, on_trials=on_trials, threads=tune_threads,
                                variant=f"int8-{int8.kernels or 'ops'}" if int8 else "")
         weight_bytes = constant_bytes(mod)
-        # "compiled": the VM's instruction stream becomes native code; the bytecode interpreter
-        # costs ~0.2 us per kernel call, which is a fifth of a small int8 model's time
-        ex = relax.build(mod, tvm_target, exec_mode="compiled")
+        kernels = call_plan(mod)
+        ex = relax.build(mod, tvm_target, exec_mode=EXEC_MODE)
     except EdgeoptError:
         raise
     except Exception as exc:
@@ -296,6 +323,8 @@ def compile_onnx(
                 "weight_bytes": weight_bytes,
             },
             "parity": {"tolerance": tolerance, **parity_note, **({} if parity is None else parity.to_json())},
+            # compiled VM code has no per-call hook: the board agent profiles kernel by kernel from this
+            "vm": {"exec_mode": EXEC_MODE, "kernels": kernels},
             **(extra_manifest or {}),
         }
         if onnx_copy:

@@ -97,6 +97,7 @@ class LoadedBundle:
         t0 = time.perf_counter()
         lib = runtime.load_module(os.path.join(bundle_dir, LIBRARY))
         self.dev = tvm.cpu()
+        self.lib = lib
         self.vm = tvm_vm.VirtualMachine(lib, self.dev)
         self.fn = self.vm["main"]
         self.load_ms = (time.perf_counter() - t0) * 1e3

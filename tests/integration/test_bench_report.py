@@ -59,7 +59,7 @@ def local_run(variants_dir, user, tmp_path_factory):
         code, doc = _bench_json(str(variants_dir), "--board", "local", *FAST, "--out", str(out))
     finally:
         mp.undo()
-    assert code == 0, doc
+    assert code == 0, json.dumps(doc)[-3000:]
     return out, doc
 
 
@@ -108,7 +108,8 @@ def test_variants_side_by_side_on_the_local_board(local_run, variants_dir):
         prof = r["profile"]
         assert prof["available"] and prof["runs"] == 3
         kernels = [o for o in prof["ops"] if o["kind"] == "kernel"]
-        assert kernels and kernels[0]["name"].startswith(("fused_", "vnni_gemm_"))  # a compiled kernel dominates
+        # a compiled kernel dominates: a fused TVM operator or one of the hand-scheduled int8 layers
+        assert kernels and kernels[0]["name"].startswith(("fused_", "vnni_", "avx2_", "generic_"))
         assert abs(sum(o["percent"] for o in prof["ops"]) - 100.0) < 1e-6
     s = doc["summary"]["boards"]["local"]["variants"]
     assert s["dense-fp32"]["speedup_vs_reference"] == 1.0 and s["pruned-int8"]["speedup_vs_ort"] > 0

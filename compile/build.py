@@ -130,6 +130,29 @@ def _vm_runner(lib_path: Path):
 EXEC_MODE = "compiled"
 
 
+def _whole_model_us(executables: list, shapes: dict) -> list[float]:
+    """Median microseconds per inference of each executable on this machine, measured in
+    interleaved rounds on the same random input."""
+    import statistics
+
+    import tvm
+    from tvm import relax
+
+    dev = tvm.cpu()
+    rng = np.random.default_rng(0)
+    args = [tvm.runtime.tensor(rng.random(shape, dtype=np.float32), dev) for shape in shapes.values()]
+    timers = []
+    for ex in executables:
+        vm = relax.VirtualMachine(ex, dev)
+        vm["main"](*args)
+        timers.append(vm.time_evaluator("main", dev, number=20, repeat=1, min_repeat_ms=20))
+    samples: list[list[float]] = [[] for _ in executables]
+    for _ in range(5):
+        for i, timer in enumerate(timers):
+            samples[i].append(timer(*args).mean * 1e6)
+    return [statistics.median(v) for v in samples]
+
+
 def call_plan(mod) -> list[dict] | None:
     """The kernels `main` calls, in order, with the shapes and dtypes of their arguments
     (inputs, then outputs); None if any shape is not static."""
@@ -263,15 +286,25 @@ def compile_onnx(
         with tvm_target:
             mod = relax.get_pipeline("zero")(mod)
         tuning = None
+        untuned = mod
         if tune_trials:
             from .tune import tune
 
             mod, tuning = tune(mod, tvm_target, target=target, onnx_bytes=onnx_path.read_bytes(),
                                trials=tune_trials, on_trials=on_trials, threads=tune_threads,
                                variant=f"int8-{int8.kernels or 'ops'}" if int8 else "")
+        ex = relax.build(mod, tvm_target, exec_mode=EXEC_MODE)
+        if tuning is not None:
+            # tuning only ever helps: MetaSchedule times each kernel alone, and a tuned set can
+            # still lose to the defaults as a whole (measured: int8 glue on the ResNet-style model)
+            plain = relax.build(untuned, tvm_target, exec_mode=EXEC_MODE)
+            t_tuned, t_plain = _whole_model_us([ex, plain], shapes)
+            kept = "tuned" if t_tuned <= t_plain else "untuned"
+            tuning = {**tuning, "kept": kept, "latency_us": {"tuned": round(t_tuned, 3), "untuned": round(t_plain, 3)}}
+            if kept == "untuned":
+                ex, mod = plain, untuned
         weight_bytes = constant_bytes(mod)
         kernels = call_plan(mod)
-        ex = relax.build(mod, tvm_target, exec_mode=EXEC_MODE)
     except EdgeoptError:
         raise
     except Exception as exc:

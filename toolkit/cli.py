@@ -317,7 +317,8 @@ def compile_cmd(
                     bar.stop()
             tuning = bundle.manifest.get("tuning")
             st["note"] = f"{bundle.bytes:,} bytes" + (
-                f", tuning database {'reused' if tuning['reused'] else 'built'} ({tuning['trials']} trials)" if tuning else "")
+                f", tuning database {'reused' if tuning['reused'] else 'built'} ({tuning['trials']} trials, "
+                f"{tuning.get('kept', 'tuned')} build kept)" if tuning else "")
     t = bundle.manifest["target"]
     doc = {
         "bundle": {"path": str(bundle.path), "bytes": bundle.bytes, "id": bundle.id},

@@ -435,6 +435,7 @@ def lower_qdq_to_int8(mod, *, kernels: str | None = None):
             bb = self.builder_
             args = [self.visit_expr(a) for a in core.args]
             x, sx, zx = self._act(args[0])
+            rows = False
             if _op_name(core) == "relax.matmul":
                 inner, transposed = self._matmul_rhs(core)
                 w, sw = self._weight(self.visit_expr(inner), 0 if transposed else 1, "matmul")
@@ -476,24 +477,43 @@ def lower_qdq_to_int8(mod, *, kernels: str | None = None):
                 h, wd = _shape(x)[2:] if twin is None else _shape(twin[1])[1:3]
                 hp, wp = h + top + bottom, wd + left + right
                 oh, ow = v.out_hw(hp, wp, kh=kh, kw=kw, stride=stride, dilation=(dh, 1))
-                kwc = -(-kw * c // 4) * 4
-                # the folded reduction reads up to kwc - kw*c bytes past a window: keep them in bounds
-                extra = max(0, -(-((ow - 1) * stride[1] * c + kwc - wp * c) // c))
-                src = bb.emit(relax.op.nn.pad(src, [0, 0, top, bottom, left, right + extra, 0, 0], pad_value=float(zx)))
-                row = (wp + extra) * c
-                if v.conv_input_dtype(kernels) != _dtype(src):  # widened in the same glue kernel
-                    src = bb.emit(relax.op.astype(src, v.conv_input_dtype(kernels)))
-                src = bb.emit(relax.op.reshape(src, (1, hp, row)))
-                lanes = v.lanes_for(kernels, n)
-                np_ = -(-n // lanes) * lanes
-                int_bias = self._int_bias(bias, n, np.float32(sx) * sw)
-                func = v.conv2d_requant(hp, row, c, np_, kh, kw, oh, ow, stride, dh, out_scale, out_zero, out_dtype,
-                                        float_bias=int_bias is None, lanes=lanes, isa=kernels)
-                packed = v.pack_folded_conv_weights(wv.astype(np.int8), lanes, kernels)
-                corr_n = zx * wv.reshape(n, -1).sum(axis=1)
-                shape = (1, oh, ow, np_)
-                stem = f"{kernels}_conv2d_requant_{hp}x{row}_{np_}x{kh}x{kw}_s{stride[0]}{stride[1]}_"
-                stats.conv2d += 1
+                rows = v.rows_ok(kernels, c, n, kh, kw, stride, (dh, int(a.dilation[1])))
+                if rows:  # one input channel: vectorized over output pixels (vnni.conv2d_rows_requant)
+                    shp = v.rows_shape(oh, ow, n, kh, kw)
+                    img = bb.emit(relax.op.reshape(src, (h, wd)))
+                    img = bb.emit(relax.op.nn.pad(img, [top, shp["rows"] + 1 - h - top, left, shp["cols"] - wd - left],
+                                                  pad_value=float(zx)))
+                    pair = [bb.emit(relax.op.expand_dims(relax.op.strided_slice(
+                        img, axes=[0], begin=[t], end=[t + shp["rows"]]), 2)) for t in (0, 1)]
+                    src = bb.emit(relax.op.astype(relax.op.concat(pair, axis=2), "int16"))
+                    np_ = shp["np"]
+                    int_bias = self._int_bias(bias, n, np.float32(sx) * sw)
+                    func = v.conv2d_rows_requant(oh, ow, n, kh, kw, out_scale, out_zero, out_dtype,
+                                                 float_bias=int_bias is None)
+                    packed = v.pack_rows_weights(wv.astype(np.int8))
+                    corr_n = zx * wv.reshape(n, -1).sum(axis=1)
+                    shape = (1, np_, oh, ow)
+                    stem = f"{kernels}_conv2d_rows_requant_{oh}x{ow}_{np_}x{kh}x{kw}_"
+                    stats.conv2d += 1
+                else:
+                    kwc = -(-kw * c // 4) * 4
+                    # the folded reduction reads up to kwc - kw*c bytes past a window: keep them in bounds
+                    extra = max(0, -(-((ow - 1) * stride[1] * c + kwc - wp * c) // c))
+                    src = bb.emit(relax.op.nn.pad(src, [0, 0, top, bottom, left, right + extra, 0, 0], pad_value=float(zx)))
+                    row = (wp + extra) * c
+                    if v.conv_input_dtype(kernels) != _dtype(src):  # widened in the same glue kernel
+                        src = bb.emit(relax.op.astype(src, v.conv_input_dtype(kernels)))
+                    src = bb.emit(relax.op.reshape(src, (1, hp, row)))
+                    lanes = v.lanes_for(kernels, n)
+                    np_ = -(-n // lanes) * lanes
+                    int_bias = self._int_bias(bias, n, np.float32(sx) * sw)
+                    func = v.conv2d_requant(hp, row, c, np_, kh, kw, oh, ow, stride, dh, out_scale, out_zero, out_dtype,
+                                            float_bias=int_bias is None, lanes=lanes, isa=kernels)
+                    packed = v.pack_folded_conv_weights(wv.astype(np.int8), lanes, kernels)
+                    corr_n = zx * wv.reshape(n, -1).sum(axis=1)
+                    shape = (1, oh, ow, np_)
+                    stem = f"{kernels}_conv2d_requant_{hp}x{row}_{np_}x{kh}x{kw}_s{stride[0]}{stride[1]}_"
+                    stats.conv2d += 1
             corr = np.zeros(np_, np.int32)
             corr[:n] = corr_n - (0 if int_bias is None else int_bias)
             scale = np.zeros(np_, np.float32)
@@ -507,7 +527,9 @@ def lower_qdq_to_int8(mod, *, kernels: str | None = None):
                 args.append(self._bias(bias, n, np_))
             out = bb.emit(relax.call_tir(gv, args, relax.TensorType(shape, out_dtype)))
             stats.fused += 1
-            stats.vnni += vnni
+            stats.vnni += vnni and not rows
+            if rows:  # NCHW already
+                return bb.emit(relax.op.strided_slice(out, axes=[1], begin=[0], end=[n])) if np_ != n else out
             if len(shape) == 4:
                 return self._nhwc_view(out, n, np_)
             view = bb.emit(relax.op.strided_slice(out, axes=[1], begin=[0], end=[n])) if np_ != n else out
@@ -572,6 +594,9 @@ def lower_qdq_to_int8(mod, *, kernels: str | None = None):
                 twin = self._twin(x)
                 kwargs = dict(pool_size=a.pool_size, strides=a.strides, padding=a.padding, dilation=a.dilation,
                               ceil_mode=a.ceil_mode)
+                if twin is None and len(_shape(x) or ()) == 4:  # pool straight into the channels-last layout
+                    out4 = bb.emit(relax.op.permute_dims(relax.op.nn.max_pool2d(x, layout="NCHW", **kwargs), [0, 2, 3, 1]))
+                    return self._nhwc_view(out4, _shape(x)[1], _shape(x)[1])
                 if twin is None or twin[0] != "NHWC":
                     return relax.op.nn.max_pool2d(x, layout="NCHW", **kwargs)
                 out4 = bb.emit(relax.op.nn.max_pool2d(twin[1], layout="NHWC", **kwargs))

@@ -394,6 +394,134 @@ def conv2d_requant(h: int, row: int, c: int, np_: int, kh: int, kw: int, oh: int
     return _opaque(sch)
 
 
+def rows_ok(isa: str, c: int, n: int, kh: int, kw: int, stride, dilation) -> bool:
+    """Whether conv2d_rows_requant takes this layer: one input channel, unit stride and
+    dilation, vpmaddwd (every AVX2 CPU, so also the VNNI ones), and fewer dot-product
+    instructions per 8 output pixels than conv2d_requant's channel vectors would need."""
+    if isa not in ("avx2", "vnni") or c != 1 or tuple(stride) != (1, 1) or tuple(dilation) != (1, 1):
+        return False
+    shp = rows_shape(1, 1, n, kh, kw)
+    lanes = lanes_for(isa, n)
+    steps = -(-kw // 4) * (2 if isa == "avx2" else 1)  # per kernel row: 4 taps per vpdpbusd, 2 per vpmaddwd
+    return shp["np"] * shp["pairs"] * kw <= 8 * -(-n // lanes) * kh * steps
+
+
+def rows_shape(oh: int, ow: int, n: int, kh: int, kw: int) -> dict:
+    """The padded sizes conv2d_rows_requant works on: ow rounded up to whole 8-pixel vectors,
+    channels to whole register blocks, kernel rows to pairs; the paired input it reads is
+    X2[oh + 2*(pairs-1), owp + kw - 1, 2]."""
+    ci = min(n, 3)  # 3 channels x 4 vectors of 8 pixels = 12 ymm accumulators
+    owp = -(-ow // 8) * 8
+    pairs = -(-kh // 2)
+    return {"ci": ci, "np": -(-n // ci) * ci, "owp": owp, "pairs": pairs,
+            "rows": oh + 2 * (pairs - 1), "cols": owp + kw - 1}
+
+
+@lru_cache(maxsize=None)
+def _register_rows() -> str:
+    """8 output pixels x one pair of kernel rows: one vpmaddwd of 8 (pixel, pixel one row below)
+    int16 pairs with the broadcast pair of weights."""
+    from tvm.s_tir import TensorIntrin
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def desc(
+        A: T.Buffer((8, 2), "int16", offset_factor=1),
+        B: T.Buffer((2,), "int16", offset_factor=1),
+        C: T.Buffer((8,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:8], A[0:8, 0:2], B[0:2])
+            T.writes(C[0:8])
+            for i in T.serial(0, 8):
+                for k in T.serial(0, 2):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[vi, vk], "int32") * T.cast(B[vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        A: T.Buffer((8, 2), "int16", offset_factor=1),
+        B: T.Buffer((2,), "int16", offset_factor=1),
+        C: T.Buffer((8,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:8], A[0:8, 0:2], B[0:2])
+            T.writes(C[0:8])
+            b = T.reinterpret(T.broadcast(T.reinterpret(B.vload([0], "int16x2"), dtype="int32"), 8), dtype="int16x16")
+            C[T.ramp(T.int32(0), 1, 8)] = C.vload([0], dtype="int32x8") + T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"), A.vload([0, 0], "int16x16"), b, dtype="int32x8")
+
+    name = "edgeopt_avx2_rows_8x2"
+    TensorIntrin.register(name, desc, impl, override=True)
+    return name
+
+
+def pack_rows_weights(w: np.ndarray) -> np.ndarray:
+    """[N, 1, kh, kw] int8 -> Wp[np, pairs, kw, 2] int16: kernel rows 2p and 2p+1 side by side,
+    zero rows and channels as padding."""
+    n, _, kh, kw = w.shape
+    shp = rows_shape(1, 1, n, kh, kw)
+    full = np.zeros((shp["np"], 2 * shp["pairs"], kw), np.int16)
+    full[:n, :kh] = w[:, 0]
+    return np.ascontiguousarray(full.reshape(shp["np"], shp["pairs"], 2, kw).transpose(0, 1, 3, 2))
+
+
+@lru_cache(maxsize=None)
+def conv2d_rows_requant(oh: int, ow: int, n: int, kh: int, kw: int, out_scale: float, out_zero: int,
+                        out_dtype: str, float_bias: bool = False):
+    """A one-input-channel, unit-stride convolution (a network's first layer on grey images)
+    with its requantize epilogue, vectorized over output pixels instead of channels: thin
+    output layers waste no lanes, and the kernel's rows pair up for vpmaddwd. Reads
+    X2[r, x, t] = x[r + t, x] (the padded image and itself one row down, int16), weights from
+    pack_rows_weights; writes Y[1, np, oh, owp] (NCHW; columns past ow and channels past n are
+    padding). corr/scale/bias as for conv2d_requant, per channel."""
+    import tvm.s_tir as s_tir
+    from tvm import te
+
+    shp = rows_shape(oh, ow, n, kh, kw)
+    ci, np_, owp, pairs = shp["ci"], shp["np"], shp["owp"], shp["pairs"]
+    X = te.placeholder((shp["rows"], shp["cols"], 2), "int16", name="X")
+    W = te.placeholder((np_, pairs, kw, 2), "int16", name="W")
+    corr = te.placeholder((np_,), "int32", name="corr")
+    scale = te.placeholder((np_,), "float32", name="scale")
+    bias = te.placeholder((np_,), "float32", name="bias") if float_bias else None
+    rp, rq, rt = te.reduce_axis((0, pairs), "rp"), te.reduce_axis((0, kw), "rq"), te.reduce_axis((0, 2), "rt")
+    C = te.compute(
+        (np_, oh, owp),
+        lambda j, y, x: te.sum(X[y + 2 * rp, x + rq, rt].astype("int32") * W[j, rp, rq, rt].astype("int32"),
+                               axis=[rp, rq, rt]),
+        name="C",
+    )
+    Y = te.compute((1, np_, oh, ow), lambda b, j, y, x: _requantize(
+        C[j, y, x], corr, scale, bias, j, out_scale=out_scale, out_zero=out_zero, out_dtype=out_dtype), name="Y")
+    sch = s_tir.Schedule(te.create_prim_func([X, W, corr, scale, *([bias] if float_bias else []), Y]))
+    blk = sch.get_sblock("C")
+    j, y, x, r_p, r_q, r_t = sch.get_loops(blk)
+    vecs = owp // 8
+    block = next(d for d in (4, 3, 2, 1) if vecs % d == 0)
+    jo, ji = sch.split(j, [None, ci])
+    xo, xb, xi = sch.split(x, [None, block, 8])
+    sch.reorder(y, jo, xo, r_p, r_q, ji, xb, xi, r_t)
+    out = sch.get_sblock("Y")
+    sch.reverse_compute_at(out, xo)
+    *_, oj, ox = sch.get_loops(out)
+    oxo, oxi = sch.split(ox, [None, next(d for d in (8, 4, 2, 1) if ow % d == 0)])
+    sch.vectorize(oxi)
+    sch.unroll(oxo)
+    sch.unroll(oj)
+    init = sch.decompose_reduction(blk, r_p)
+    *_, ij, ixb, ixi = sch.get_loops(init)
+    sch.vectorize(ixi)
+    sch.unroll(ixb)
+    sch.unroll(ij)
+    sch.unroll(ji)
+    sch.unroll(xb)
+    sch.tensorize(xi, _register_rows())
+    sch.set_scope(init, 0, "local")
+    return _opaque(sch)
+
+
 def _opaque(sch):
     """Scheduled by hand, and opaque to FuseOps: fusing a scheduled kernel into its neighbours
     breaks FuseTIR, and MetaSchedule leaves it alone."""

@@ -163,6 +163,50 @@ def test_fused_conv_requant_is_exact(isa, h, w, c, n, kh, kw, stride):
     _run_or_inspect(func, isa, run)
 
 
+@pytest.mark.parametrize("oh, ow, n, kh, kw", [(28, 28, 3, 5, 5), (13, 13, 5, 4, 4), (8, 100, 7, 3, 3)])
+def test_pixel_vectorized_first_layer_is_exact(oh, ow, n, kh, kw):
+    """conv2d_rows_requant (one input channel, 8 output pixels per vpmaddwd, kernel rows paired;
+    ragged widths, padded channel blocks, even and odd kernel heights) against numpy."""
+    import tvm
+
+    from compile import vnni
+
+    shp = vnni.rows_shape(oh, ow, n, kh, kw)
+    rng = np.random.default_rng(oh)
+    img = rng.integers(0, 256, (shp["rows"] + 1, shp["cols"])).astype(np.int64)
+    wt = rng.integers(-128, 128, (n, 1, kh, kw), dtype=np.int8)
+    corr = rng.integers(-3000, 3000, shp["np"]).astype(np.int32)
+    scale = (rng.random(shp["np"]) * 1e-3).astype(np.float32)
+    func = vnni.conv2d_rows_requant(oh, ow, n, kh, kw, 0.1, 3, "uint8")
+
+    def run(lib):
+        out = tvm.runtime.tensor(np.zeros((1, shp["np"], oh, ow), np.uint8))
+        paired = np.stack([img[:-1], img[1:]], axis=-1).astype(np.int16)  # row r beside row r + 1
+        lib(tvm.runtime.tensor(paired), tvm.runtime.tensor(vnni.pack_rows_weights(wt)),
+            tvm.runtime.tensor(corr), tvm.runtime.tensor(scale), out)
+        acc = np.zeros((n, oh, ow), np.int64)
+        for i in range(kh):
+            for j in range(kw):
+                acc += img[i: i + oh, j: j + ow][None] * wt[:, 0, i, j].astype(np.int64)[:, None, None]
+        want = _requantized(acc, corr[:n, None, None], scale[:n, None, None], 3)
+        assert np.array_equal(out.numpy()[0, :n], want)
+
+    _run_or_inspect(func, "avx2", run)
+
+
+def test_first_layer_kernel_is_chosen_by_instruction_count():
+    """Pixel vectors for a thin one-channel layer; channel vectors where those need fewer dot
+    products (VNNI's 4-tap steps on a wider layer) or the layer has more input channels."""
+    from compile import vnni
+
+    assert vnni.rows_ok("avx2", 1, 3, 5, 5, (1, 1), (1, 1))
+    assert vnni.rows_ok("vnni", 1, 3, 5, 5, (1, 1), (1, 1))
+    assert not vnni.rows_ok("vnni", 1, 6, 5, 5, (1, 1), (1, 1))
+    assert not vnni.rows_ok("avx2", 3, 3, 5, 5, (1, 1), (1, 1))
+    assert not vnni.rows_ok("avx2", 1, 3, 5, 5, (2, 2), (1, 1))
+    assert not vnni.rows_ok("generic", 1, 3, 5, 5, (1, 1), (1, 1))
+
+
 @pytest.mark.parametrize("isa", ["vnni", "avx2", "generic"])
 @pytest.mark.parametrize("m, k, n", [(1, 784, 128), (1, 200, 70), (4, 33, 10)])
 def test_fused_gemm_requant_is_exact(isa, m, k, n):

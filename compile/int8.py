@@ -31,6 +31,8 @@ class Int8Stats:
     vnni: int = 0  # of those, run on AVX512-VNNI dot products (compile/vnni.py)
     fused: int = 0  # of those, fused with their bias and requantize into one kernel
     kernels: str | None = None  # the fused layers' dot-product kernels: "vnni", "generic" or none
+    pixel_vectors: int = 0  # fused layers vectorized over output pixels (one-channel input, vnni.conv2d_rows_requant)
+    pools: int = 0  # max-pools done inside the layer before them, on the int32 sums
     skipped: list[str] = field(default_factory=list)
 
     @property
@@ -39,7 +41,8 @@ class Int8Stats:
 
     def to_json(self) -> dict:
         return {"conv2d": self.conv2d, "matmul": self.matmul, "vnni": self.vnni, "fused": self.fused,
-                "kernels": self.kernels, "skipped": list(self.skipped)}
+                "kernels": self.kernels, "pixel_vectors": self.pixel_vectors, "pools": self.pools,
+                "skipped": list(self.skipped)}
 
 
 def _np(expr):
@@ -101,6 +104,7 @@ def lower_qdq_to_int8(mod, *, kernels: str | None = None):
             self.uses: Counter = Counter()
             self.claimed: list = []  # conv2d/matmul calls that a fused chain will emit
             self.twins: dict = {}  # u8 NCHW/NC view var -> (layout, padded channels-last tensor, real channels)
+            self.rows_layers: dict = {}  # NCHW output var of a conv2d_rows_requant call -> how it was made
             self.kernels = 0
 
         def scan(self, func):
@@ -495,6 +499,7 @@ def lower_qdq_to_int8(mod, *, kernels: str | None = None):
                     shape = (1, np_, oh, ow)
                     stem = f"{kernels}_conv2d_rows_requant_{oh}x{ow}_{np_}x{kh}x{kw}_"
                     stats.conv2d += 1
+                    stats.pixel_vectors += 1
                 else:
                     kwc = -(-kw * c // 4) * 4
                     # the folded reduction reads up to kwc - kw*c bytes past a window: keep them in bounds
@@ -529,7 +534,11 @@ def lower_qdq_to_int8(mod, *, kernels: str | None = None):
             stats.fused += 1
             stats.vnni += vnni and not rows
             if rows:  # NCHW already
-                return bb.emit(relax.op.strided_slice(out, axes=[1], begin=[0], end=[n])) if np_ != n else out
+                view = bb.emit(relax.op.strided_slice(out, axes=[1], begin=[0], end=[n])) if np_ != n else out
+                # kept for a max-pool after it, which the kernel can do itself (_pooled_rows)
+                self.rows_layers[view] = dict(args=args, n=n, np=np_, oh=oh, ow=ow, out_dtype=out_dtype, key=(
+                    oh, ow, n, kh, kw, out_scale, out_zero, out_dtype, int_bias is None), owp=shp["owp"])
+                return view
             if len(shape) == 4:
                 return self._nhwc_view(out, n, np_)
             view = bb.emit(relax.op.strided_slice(out, axes=[1], begin=[0], end=[n])) if np_ != n else out
@@ -557,6 +566,31 @@ def lower_qdq_to_int8(mod, *, kernels: str | None = None):
             if _shape(t)[3] != n:
                 pooled = bb.emit(relax.op.strided_slice(pooled, axes=[3], begin=[0], end=[n]))
             return relax.op.permute_dims(pooled, [0, 3, 1, 2])
+
+        def _pooled_rows(self, x, attrs, conv_q):
+            """The first layer's kernel again, with the 2x2 max-pool after it done on its int32
+            sums, if `x` is that layer's output and the pool is its only reader."""
+            while x not in self.rows_layers and isinstance(self.lookup_binding(x), relax.Var):
+                x = self.lookup_binding(x)  # the var-to-var bindings a rewritten layer leaves
+            layer = self.rows_layers.get(x)
+            if (layer is None or self.uses[conv_q] != 1
+                    or [int(v) for v in attrs.pool_size] != [2, 2] or [int(v) for v in attrs.strides] != [2, 2]
+                    or any(int(v) for v in attrs.padding) or [int(v) for v in attrs.dilation] != [1, 1]):
+                return None
+            from . import vnni as v
+
+            bb = self.builder_
+            n, np_ = layer["n"], layer["np"]
+            ph, pw = layer["oh"] // 2, layer["ow"] // 2
+            func = v.conv2d_rows_requant(*layer["key"], pool=2)
+            name = self._name(f"{kernels}_conv2d_rows_maxpool_requant_{ph}x{pw}_{np_}_")
+            gv = bb.add_func(func.with_attr("global_symbol", name), name)
+            out = bb.emit(relax.call_tir(gv, layer["args"], relax.TensorType((1, np_, ph, layer["owp"] // 2),
+                                                                             layer["out_dtype"])))
+            stats.pools += 1
+            view = bb.emit(relax.op.strided_slice(out, axes=[1, 3], begin=[0, 0], end=[n, pw]))
+            out4 = bb.emit(relax.op.permute_dims(view, [0, 2, 3, 1]))
+            return self._nhwc_view(out4, n, n)
 
         def _passthrough(self, q):
             """quantize(op(dequantize(x))) with the same scale and zero point is op on x itself
@@ -594,6 +628,9 @@ def lower_qdq_to_int8(mod, *, kernels: str | None = None):
                 twin = self._twin(x)
                 kwargs = dict(pool_size=a.pool_size, strides=a.strides, padding=a.padding, dilation=a.dilation,
                               ceil_mode=a.ceil_mode)
+                pooled = self._pooled_rows(x, a, dq.args[0])
+                if pooled is not None:
+                    return pooled
                 if twin is None and len(_shape(x) or ()) == 4:  # pool straight into the channels-last layout
                     out4 = bb.emit(relax.op.permute_dims(relax.op.nn.max_pool2d(x, layout="NCHW", **kwargs), [0, 2, 3, 1]))
                     return self._nhwc_view(out4, _shape(x)[1], _shape(x)[1])

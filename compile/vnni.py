@@ -469,16 +469,22 @@ def pack_rows_weights(w: np.ndarray) -> np.ndarray:
 
 @lru_cache(maxsize=None)
 def conv2d_rows_requant(oh: int, ow: int, n: int, kh: int, kw: int, out_scale: float, out_zero: int,
-                        out_dtype: str, float_bias: bool = False):
+                        out_dtype: str, float_bias: bool = False, pool: int = 1):
     """A one-input-channel, unit-stride convolution (a network's first layer on grey images)
     with its requantize epilogue, vectorized over output pixels instead of channels: thin
     output layers waste no lanes, and the kernel's rows pair up for vpmaddwd. Reads
     X2[r, x, t] = x[r + t, x] (the padded image and itself one row down, int16), weights from
-    pack_rows_weights; writes Y[1, np, oh, owp] (NCHW; columns past ow and channels past n are
-    padding). corr/scale/bias as for conv2d_requant, per channel."""
+    pack_rows_weights; writes Y[1, np, oh, ow] (NCHW; channels past n are padding).
+    corr/scale/bias as for conv2d_requant, per channel.
+
+    `pool` 2: the 2x2 max-pool that follows is done on the int32 sums before requantizing
+    (requantize is monotonic: scales are positive), Y[1, np, oh // 2, owp // 2], its columns
+    past ow // 2 padding."""
     import tvm.s_tir as s_tir
     from tvm import te
 
+    if pool not in (1, 2):
+        raise ValueError(f"pool must be 1 or 2, got {pool}")
     shp = rows_shape(oh, ow, n, kh, kw)
     ci, np_, owp, pairs = shp["ci"], shp["np"], shp["owp"], shp["pairs"]
     X = te.placeholder((shp["rows"], shp["cols"], 2), "int16", name="X")
@@ -488,35 +494,44 @@ def conv2d_rows_requant(oh: int, ow: int, n: int, kh: int, kw: int, out_scale: f
     bias = te.placeholder((np_,), "float32", name="bias") if float_bias else None
     rp, rq, rt = te.reduce_axis((0, pairs), "rp"), te.reduce_axis((0, kw), "rq"), te.reduce_axis((0, 2), "rt")
     C = te.compute(
-        (np_, oh, owp),
+        (np_, oh // pool * pool, owp),
         lambda j, y, x: te.sum(X[y + 2 * rp, x + rq, rt].astype("int32") * W[j, rp, rq, rt].astype("int32"),
                                axis=[rp, rq, rt]),
         name="C",
     )
-    Y = te.compute((1, np_, oh, ow), lambda b, j, y, x: _requantize(
-        C[j, y, x], corr, scale, bias, j, out_scale=out_scale, out_zero=out_zero, out_dtype=out_dtype), name="Y")
+
+    def requant(acc, j):
+        return _requantize(acc, corr, scale, bias, j, out_scale=out_scale, out_zero=out_zero, out_dtype=out_dtype)
+
+    if pool == 1:
+        Y = te.compute((1, np_, oh, ow), lambda b, j, y, x: requant(C[j, y, x], j), name="Y")
+    else:
+        Y = te.compute((1, np_, oh // 2, owp // 2), lambda b, j, y, x: requant(te.max(
+            te.max(C[j, 2 * y, 2 * x], C[j, 2 * y, 2 * x + 1]),
+            te.max(C[j, 2 * y + 1, 2 * x], C[j, 2 * y + 1, 2 * x + 1])), j), name="Y")
     sch = s_tir.Schedule(te.create_prim_func([X, W, corr, scale, *([bias] if float_bias else []), Y]))
     blk = sch.get_sblock("C")
     j, y, x, r_p, r_q, r_t = sch.get_loops(blk)
     vecs = owp // 8
-    block = next(d for d in (4, 3, 2, 1) if vecs % d == 0)
+    # accumulators: ci channels x pool rows x block vectors of 8 pixels, within 12 ymm registers
+    block = next(d for d in (4, 3, 2, 1) if vecs % d == 0 and ci * pool * d <= 12)
     jo, ji = sch.split(j, [None, ci])
+    yo, yi = sch.split(y, [None, pool])
     xo, xb, xi = sch.split(x, [None, block, 8])
-    sch.reorder(y, jo, xo, r_p, r_q, ji, xb, xi, r_t)
+    sch.reorder(yo, jo, xo, r_p, r_q, ji, yi, xb, xi, r_t)
     out = sch.get_sblock("Y")
     sch.reverse_compute_at(out, xo)
-    *_, oj, ox = sch.get_loops(out)
-    oxo, oxi = sch.split(ox, [None, next(d for d in (8, 4, 2, 1) if ow % d == 0)])
+    *_, oj, oy, ox = sch.get_loops(out)
+    width = ow if pool == 1 else block * 4
+    oxo, oxi = sch.split(ox, [None, next(d for d in (8, 4, 2, 1) if width % d == 0)])
     sch.vectorize(oxi)
     sch.unroll(oxo)
     sch.unroll(oj)
     init = sch.decompose_reduction(blk, r_p)
-    *_, ij, ixb, ixi = sch.get_loops(init)
+    *_, ij, iy, ixb, ixi = sch.get_loops(init)
     sch.vectorize(ixi)
-    sch.unroll(ixb)
-    sch.unroll(ij)
-    sch.unroll(ji)
-    sch.unroll(xb)
+    for loop in (ixb, iy, ij, ji, yi, xb):
+        sch.unroll(loop)
     sch.tensorize(xi, _register_rows())
     sch.set_scope(init, 0, "local")
     return _opaque(sch)

@@ -51,6 +51,10 @@ def test_builtin_int8_bundles_run_integer_ops_store_int8_weights_and_match_onnxr
     assert ops["kernels"] == vnni.kernels_for(get_target("host"))
     assert ops["fused"] == ops["conv2d"] + ops["matmul"]
     assert (ops["vnni"] > 0) == _host_has_vnni()
+    # the one-channel first conv: pixel vectors where they need fewer dot products, and then the
+    # max-pool after it inside the same kernel
+    first = vnni.rows_ok(ops["kernels"], 1, 6, 5, 5, (1, 1), (1, 1)) if name == "cnn" else False
+    assert ops["pixel_vectors"] == ops["pools"] == int(first)
     assert parity.top1_agreement >= 0.99 and parity.max_abs_diff <= default_tolerance(load_onnx(int8))
 
     dense, _ = compile_onnx(fp32, target=get_target("host"), out_dir=tmp_path / "fp32")
@@ -163,10 +167,12 @@ def test_fused_conv_requant_is_exact(isa, h, w, c, n, kh, kw, stride):
     _run_or_inspect(func, isa, run)
 
 
+@pytest.mark.parametrize("pool", [1, 2])
 @pytest.mark.parametrize("oh, ow, n, kh, kw", [(28, 28, 3, 5, 5), (13, 13, 5, 4, 4), (8, 100, 7, 3, 3)])
-def test_pixel_vectorized_first_layer_is_exact(oh, ow, n, kh, kw):
+def test_pixel_vectorized_first_layer_is_exact(oh, ow, n, kh, kw, pool):
     """conv2d_rows_requant (one input channel, 8 output pixels per vpmaddwd, kernel rows paired;
-    ragged widths, padded channel blocks, even and odd kernel heights) against numpy."""
+    ragged widths, padded channel blocks, even and odd kernel heights; with and without the 2x2
+    max-pool done on its int32 sums) against numpy."""
     import tvm
 
     from compile import vnni
@@ -177,10 +183,11 @@ def test_pixel_vectorized_first_layer_is_exact(oh, ow, n, kh, kw):
     wt = rng.integers(-128, 128, (n, 1, kh, kw), dtype=np.int8)
     corr = rng.integers(-3000, 3000, shp["np"]).astype(np.int32)
     scale = (rng.random(shp["np"]) * 1e-3).astype(np.float32)
-    func = vnni.conv2d_rows_requant(oh, ow, n, kh, kw, 0.1, 3, "uint8")
+    func = vnni.conv2d_rows_requant(oh, ow, n, kh, kw, 0.1, 3, "uint8", pool=pool)
+    ph, pw = oh // pool, ow // pool
 
     def run(lib):
-        out = tvm.runtime.tensor(np.zeros((1, shp["np"], oh, ow), np.uint8))
+        out = tvm.runtime.tensor(np.zeros((1, shp["np"], ph, shp["owp"] // 2 if pool == 2 else ow), np.uint8))
         paired = np.stack([img[:-1], img[1:]], axis=-1).astype(np.int16)  # row r beside row r + 1
         lib(tvm.runtime.tensor(paired), tvm.runtime.tensor(vnni.pack_rows_weights(wt)),
             tvm.runtime.tensor(corr), tvm.runtime.tensor(scale), out)
@@ -189,7 +196,8 @@ def test_pixel_vectorized_first_layer_is_exact(oh, ow, n, kh, kw):
             for j in range(kw):
                 acc += img[i: i + oh, j: j + ow][None] * wt[:, 0, i, j].astype(np.int64)[:, None, None]
         want = _requantized(acc, corr[:n, None, None], scale[:n, None, None], 3)
-        assert np.array_equal(out.numpy()[0, :n], want)
+        want = want[:, : ph * pool, : pw * pool].reshape(n, ph, pool, pw, pool).max(axis=(2, 4))
+        assert np.array_equal(out.numpy()[0, :n, :, :pw], want)
 
     _run_or_inspect(func, "avx2", run)
 

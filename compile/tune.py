@@ -58,6 +58,38 @@ def _scheduled(mod) -> bool:
     return any(bool(f.attrs and f.attrs.get("tir.is_scheduled", False)) for _, f in mod.functions_items())
 
 
+HEAVY = 0.05  # a task with this share of the model's floating-point work or more is "heavy"
+
+
+def budget(tasks, trials: int) -> list[tuple[list, int]]:
+    """Split `trials` into (tasks, trials each) tiers: three quarters evenly to the heavy tasks
+    (convolutions, matmuls: where the time goes), the rest evenly to the others while it gives
+    each at least one; with too small a budget for that, only the heavy ones are tuned (the
+    others keep their default schedules). Never more than `trials` in all."""
+    from tvm.s_tir.analysis import estimate_tir_flops
+
+    if not tasks:
+        return []
+    work = []
+    for t in tasks:
+        try:
+            work.append(float(estimate_tir_flops(t.dispatched[0])) * t.weight)
+        except Exception:  # an op it cannot count: not a heavy one
+            work.append(0.0)
+    total = sum(work) or 1.0
+    heavy = [t for t, w in zip(tasks, work) if w >= HEAVY * total]
+    light = [t for t, w in zip(tasks, work) if w < HEAVY * total]
+    if not heavy:
+        return [(light, max(1, trials // len(light)))]
+    rest = trials // 4 if light else 0
+    if light and rest < len(light):
+        rest = 0
+    tiers = [(heavy, max(1, (trials - rest) // len(heavy)))]
+    if rest:
+        tiers.append((light, rest // len(light)))
+    return tiers
+
+
 def tune(mod, tvm_target, *, target: Target, onnx_bytes: bytes, trials: int, variant: str = "", threads: int = 1,
          on_trials: Callable[[int], None] | None = None) -> tuple[object, dict]:
     """Return `mod` with the best schedules found applied, and what was done for the manifest.
@@ -79,7 +111,7 @@ def tune(mod, tvm_target, *, target: Target, onnx_bytes: bytes, trials: int, var
     from tvm.s_tir.meta_schedule.relax_integration import extract_tasks, extracted_tasks_to_tune_contexts
     from tvm.s_tir.meta_schedule.tune import tune_tasks
 
-    key = cache_key(onnx_bytes, {**target.tvm_target(), "num-cores": threads}, variant)
+    key = cache_key(onnx_bytes, {**target.tvm_target(), "num-cores": threads, "budget": "tiered"}, variant)
     work = cache_root() / key
     meta_path = work / "edgeopt.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
@@ -92,20 +124,21 @@ def tune(mod, tvm_target, *, target: Target, onnx_bytes: bytes, trials: int, var
         # functions scheduled by hand (compile/vnni.py) are not MetaSchedule's to tune
         selected = [t for t in extract_tasks(mod, tvm_target) if not _scheduled(t.mod)]
         tasks = len(selected)
-        per_task = max(1, trials // max(1, tasks))
-        if selected:
+        tiers = budget(selected, trials)
+        for group, per_task in tiers:
             contexts, weights = extracted_tasks_to_tune_contexts(
-                extracted_tasks=selected, work_dir=str(work), space="post-order-apply", strategy="evolutionary", seed=0)
+                extracted_tasks=group, work_dir=str(work), space="post-order-apply", strategy="evolutionary", seed=0)
             tune_tasks(
-                tasks=contexts, task_weights=weights, work_dir=str(work), max_trials_global=per_task * tasks,
+                tasks=contexts, task_weights=weights, work_dir=str(work), max_trials_global=per_task * len(group),
                 max_trials_per_task=per_task, num_trials_per_iter=min(16, per_task), task_scheduler="round-robin",
                 builder=ms.builder.LocalBuilder(f_build=_fast_build, timeout_sec=120, max_workers=1),
                 runner="local", database="json", cost_model="xgb", measure_callbacks=callbacks,
             )
-        meta = {"trials": trials, "tasks": tasks, "trials_per_task": per_task, "threads": threads,
-                "target": target.tvm_target()}
+        meta = {"trials": trials, "tasks": tasks, "trials_per_task": [p for _, p in tiers],
+                "tuned_tasks": sum(len(g) for g, _ in tiers), "threads": threads, "target": target.tvm_target()}
         meta_path.write_text(json.dumps(meta))
     with tvm_target, tvm.transform.PassContext(opt_level=3):
         tuned = relax.transform.MetaScheduleApplyDatabase(str(work))(mod)
-    return tuned, {"trials": meta["trials"], "tasks": meta.get("tasks"), "trials_per_task": meta.get("trials_per_task"),
+    return tuned, {"trials": meta["trials"], "tasks": meta.get("tasks"), "tuned_tasks": meta.get("tuned_tasks"),
+                   "trials_per_task": meta.get("trials_per_task"),
                    "threads": threads, "database": key, "reused": reused}

@@ -3,6 +3,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from compile import TARGETS, Bundle, compile_onnx, get_target
@@ -105,10 +106,10 @@ def test_tuning_is_correct_cached_and_reused(quantized, tmp_path, monkeypatch):
                                   on_trials=seen.append)
     t = bundle.manifest["tuning"]
     assert t["reused"] is False and t["trials"] == 8 and t["tasks"] >= 2
-    # the budget is shared by every task, so none is left without a schedule; progress was reported
-    assert t["trials_per_task"] == max(1, 8 // t["tasks"]) and seen and seen[-1] >= t["tasks"]
+    # the budget goes to the heavy tasks first (compile/tune.budget), never over it; progress was reported
+    assert 1 <= t["tuned_tasks"] <= t["tasks"] and seen and t["tuned_tasks"] <= seen[-1] <= 8
     records = (tmp_path / "cache" / "tuning" / t["database"] / "database_tuning_record.json").read_text().splitlines()
-    assert len({json.loads(line)[0] for line in records}) == t["tasks"]  # every task got a measured schedule
+    assert len({json.loads(line)[0] for line in records}) == t["tuned_tasks"]  # each got a measured schedule
     assert parity.max_abs_diff <= parity.tolerance  # tuned code still agrees with onnxruntime
     assert list((tmp_path / "cache" / "tuning").iterdir())  # the database is cached
     # the faster of the tuned and the untuned build is kept, measured on this machine
@@ -125,3 +126,34 @@ def test_tuning_for_a_cross_target_is_refused(quantized, tmp_path):
 
     with pytest.raises(UsageError, match="needs the board"):
         compile_onnx(quantized.path, target=get_target("cortex-a72"), out_dir=tmp_path / "b", tune_trials=8)
+
+
+def test_tuning_budget_goes_to_the_heavy_tasks_first():
+    """A matmul and three element-wise ops: the matmul (nearly all the arithmetic) gets three
+    quarters of the budget; the others share the rest only while each can have a trial."""
+    import tvm
+    from tvm import relax
+    from tvm.s_tir.meta_schedule.relax_integration import extract_tasks
+
+    from compile.tune import budget
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((64, 256), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.matmul(x, relax.const(np.ones((256, 256), np.float32))))
+            # on their own input, so that they stay tasks of their own
+            others = [bb.emit(op(x)) for op in (relax.op.exp, relax.op.sqrt, relax.op.permute_dims)]
+            out = bb.emit_output(relax.Tuple([y, *others]))
+        bb.emit_func_output(out)
+    target = tvm.target.Target({"kind": "llvm"})
+    with target:
+        mod = relax.get_pipeline("zero")(bb.get())
+    tasks = list(extract_tasks(mod, target))
+    assert len(tasks) >= 2
+    tiers = budget(tasks, 40)
+    (heavy, per_heavy), *rest = tiers
+    assert [t.task_name for t in heavy] == ["matmul"] and per_heavy == 30 and len(tasks) == 4
+    assert rest and sum(len(g) for g, _ in rest) == len(tasks) - 1
+    assert per_heavy * len(heavy) + sum(p * len(g) for g, p in rest) <= 40
+    assert budget(tasks, 8) == [(heavy, 8)]  # too small to give the light ones a trial each

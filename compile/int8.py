@@ -573,7 +573,7 @@ def lower_qdq_to_int8(mod, *, kernels: str | None = None):
             while x not in self.rows_layers and isinstance(self.lookup_binding(x), relax.Var):
                 x = self.lookup_binding(x)  # the var-to-var bindings a rewritten layer leaves
             layer = self.rows_layers.get(x)
-            if (layer is None or self.uses[conv_q] != 1
+            if (layer is None or self.uses[conv_q] != 1 or attrs.ceil_mode
                     or [int(v) for v in attrs.pool_size] != [2, 2] or [int(v) for v in attrs.strides] != [2, 2]
                     or any(int(v) for v in attrs.padding) or [int(v) for v in attrs.dilation] != [1, 1]):
                 return None

@@ -202,6 +202,29 @@ def test_pixel_vectorized_first_layer_is_exact(oh, ow, n, kh, kw, pool):
     _run_or_inspect(func, "avx2", run)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("ceil_mode", [False, True])
+def test_max_pool_joins_the_first_layer_only_when_it_drops_the_ragged_edge(ceil_mode, tmp_path):
+    """An odd-sized image: a floor-mode 2x2 pool runs inside the first layer's kernel; a
+    ceil-mode one (which keeps the half windows at the edge) stays a pooling step. Both agree
+    with the QDQ model exactly."""
+    from compile import vnni
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 5, padding=2), torch.nn.ReLU(),
+                                 torch.nn.MaxPool2d(2, ceil_mode=ceil_mode), torch.nn.Flatten(),
+                                 torch.nn.Linear(3 * (5 if ceil_mode else 4) ** 2, 4))
+    shape = (1, 1, 9, 9)
+    rng = np.random.default_rng(0)
+    _, int8 = _qdq(module, shape, tmp_path, rng.random((16, *shape[1:]), dtype=np.float32))
+    bundle, parity = compile_onnx(int8, target=get_target("host"), out_dir=tmp_path / "b",
+                                  parity_inputs=rng.random((16, *shape[1:]), dtype=np.float32))
+    ops = bundle.manifest["arithmetic"]["int8_ops"]
+    first = vnni.rows_ok(ops["kernels"], 1, 3, 5, 5, (1, 1), (1, 1))  # every AVX2 CPU
+    assert ops["pixel_vectors"] == int(first) and ops["pools"] == int(first and not ceil_mode)
+    assert parity.max_abs_diff == 0
+
+
 def test_first_layer_kernel_is_chosen_by_instruction_count():
     """Pixel vectors for a thin one-channel layer; channel vectors where those need fewer dot
     products (VNNI's 4-tap steps on a wider layer) or the layer has more input channels."""

@@ -482,6 +482,9 @@ def lower_qdq_to_int8(mod, *, kernels: str | None = None):
                 hp, wp = h + top + bottom, wd + left + right
                 oh, ow = v.out_hw(hp, wp, kh=kh, kw=kw, stride=stride, dilation=(dh, 1))
                 rows = v.rows_ok(kernels, c, n, kh, kw, stride, (dh, int(a.dilation[1])))
+                int_bias = self._int_bias(bias, n, np.float32(sx) * sw)
+                corr_n = zx * wv.reshape(n, -1).sum(axis=1)
+                stats.conv2d += 1
                 if rows:  # one input channel: vectorized over output pixels (vnni.conv2d_rows_requant)
                     shp = v.rows_shape(oh, ow, n, kh, kw)
                     img = bb.emit(relax.op.reshape(src, (h, wd)))
@@ -491,14 +494,11 @@ def lower_qdq_to_int8(mod, *, kernels: str | None = None):
                         img, axes=[0], begin=[t], end=[t + shp["rows"]]), 2)) for t in (0, 1)]
                     src = bb.emit(relax.op.astype(relax.op.concat(pair, axis=2), "int16"))
                     np_ = shp["np"]
-                    int_bias = self._int_bias(bias, n, np.float32(sx) * sw)
                     func = v.conv2d_rows_requant(oh, ow, n, kh, kw, out_scale, out_zero, out_dtype,
                                                  float_bias=int_bias is None)
                     packed = v.pack_rows_weights(wv.astype(np.int8))
-                    corr_n = zx * wv.reshape(n, -1).sum(axis=1)
                     shape = (1, np_, oh, ow)
                     stem = f"{kernels}_conv2d_rows_requant_{oh}x{ow}_{np_}x{kh}x{kw}_"
-                    stats.conv2d += 1
                     stats.pixel_vectors += 1
                 else:
                     kwc = -(-kw * c // 4) * 4
@@ -511,14 +511,11 @@ def lower_qdq_to_int8(mod, *, kernels: str | None = None):
                     src = bb.emit(relax.op.reshape(src, (1, hp, row)))
                     lanes = v.lanes_for(kernels, n)
                     np_ = -(-n // lanes) * lanes
-                    int_bias = self._int_bias(bias, n, np.float32(sx) * sw)
                     func = v.conv2d_requant(hp, row, c, np_, kh, kw, oh, ow, stride, dh, out_scale, out_zero, out_dtype,
                                             float_bias=int_bias is None, lanes=lanes, isa=kernels)
                     packed = v.pack_folded_conv_weights(wv.astype(np.int8), lanes, kernels)
-                    corr_n = zx * wv.reshape(n, -1).sum(axis=1)
                     shape = (1, oh, ow, np_)
                     stem = f"{kernels}_conv2d_requant_{hp}x{row}_{np_}x{kh}x{kw}_s{stride[0]}{stride[1]}_"
-                    stats.conv2d += 1
             corr = np.zeros(np_, np.int32)
             corr[:n] = corr_n - (0 if int_bias is None else int_bias)
             scale = np.zeros(np_, np.float32)
@@ -537,7 +534,7 @@ def lower_qdq_to_int8(mod, *, kernels: str | None = None):
                 view = bb.emit(relax.op.strided_slice(out, axes=[1], begin=[0], end=[n])) if np_ != n else out
                 # kept for a max-pool after it, which the kernel can do itself (_pooled_rows)
                 self.rows_layers[view] = dict(args=args, n=n, np=np_, oh=oh, ow=ow, out_dtype=out_dtype, key=(
-                    oh, ow, n, kh, kw, out_scale, out_zero, out_dtype, int_bias is None), owp=shp["owp"])
+                    oh, ow, n, kh, kw, out_scale, out_zero, out_dtype, int_bias is None))
                 return view
             if len(shape) == 4:
                 return self._nhwc_view(out, n, np_)
@@ -585,8 +582,8 @@ def lower_qdq_to_int8(mod, *, kernels: str | None = None):
             func = v.conv2d_rows_requant(*layer["key"], pool=2)
             name = self._name(f"{kernels}_conv2d_rows_maxpool_requant_{ph}x{pw}_{np_}_")
             gv = bb.add_func(func.with_attr("global_symbol", name), name)
-            out = bb.emit(relax.call_tir(gv, layer["args"], relax.TensorType((1, np_, ph, layer["owp"] // 2),
-                                                                             layer["out_dtype"])))
+            owp = v.rows_shape(*layer["key"][:5])["owp"]
+            out = bb.emit(relax.call_tir(gv, layer["args"], relax.TensorType((1, np_, ph, owp // 2), layer["out_dtype"])))
             stats.pools += 1
             view = bb.emit(relax.op.strided_slice(out, axes=[1, 3], begin=[0, 0], end=[n, pw]))
             out4 = bb.emit(relax.op.permute_dims(view, [0, 2, 3, 1]))

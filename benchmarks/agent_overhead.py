@@ -22,16 +22,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from compile import Bundle, compile_onnx, get_target  # noqa: E402
-from toolkit.boardops import bench  # noqa: E402
-from toolkit.boards import open_board  # noqa: E402
-from toolkit.deploy import Connection  # noqa: E402
+from edgeopt.compile import Bundle, compile_onnx, get_target  # noqa: E402
+from edgeopt.toolkit.boardops import bench  # noqa: E402
+from edgeopt.toolkit.boards import open_board  # noqa: E402
+from edgeopt.toolkit.deploy import Connection  # noqa: E402
 
 
 def build_mlp(tmp: Path) -> Bundle:
-    from toolkit.data import load_digits
-    from toolkit.export import export_onnx
-    from toolkit.inputs import train_builtin
+    from edgeopt.toolkit.data import load_digits
+    from edgeopt.toolkit.export import export_onnx
+    from edgeopt.toolkit.inputs import train_builtin
 
     data = load_digits()
     model = train_builtin("mlp", data, epochs=5, seed=0)

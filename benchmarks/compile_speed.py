@@ -23,14 +23,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from compile import compile_onnx, get_target  # noqa: E402
-from compile.timing import HostTimer  # noqa: E402
-from toolkit.data import load_digits  # noqa: E402
-from toolkit.export import export_onnx  # noqa: E402
-from toolkit.inputs import train_builtin  # noqa: E402
-from toolkit.models import InputSpec, Model, build_model  # noqa: E402
-from toolkit.quantize import ort_ptq  # noqa: E402
-from toolkit.quantize.config import Calibrator  # noqa: E402
+from edgeopt.compile import compile_onnx, get_target  # noqa: E402
+from edgeopt.compile.timing import HostTimer  # noqa: E402
+from edgeopt.toolkit.data import load_digits  # noqa: E402
+from edgeopt.toolkit.export import export_onnx  # noqa: E402
+from edgeopt.toolkit.inputs import train_builtin  # noqa: E402
+from edgeopt.toolkit.models import InputSpec, Model, build_model  # noqa: E402
+from edgeopt.toolkit.quantize import ort_ptq  # noqa: E402
+from edgeopt.toolkit.quantize.config import Calibrator  # noqa: E402
 
 
 def _time(fn, min_ms: float = 200.0) -> float:
@@ -123,7 +123,7 @@ def main() -> None:
         fns = runners(model, calib, work, args.trials)
         if name == "cnn" and not args.no_pruned:
             # the product's recipe: structured 70%, gradual + distillation, then int8 + tuned
-            from toolkit.prune import Method, PruneConfig, Schedule, prune
+            from edgeopt.toolkit.prune import Method, PruneConfig, Schedule, prune
 
             pruned = prune(model, data, config=PruneConfig(target=0.70, method=Method.structured,
                                                            schedule=Schedule.gradual, distill=True))
@@ -155,7 +155,7 @@ def _machine() -> str:
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
     flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags")), [])
     vnni = "avx512_vnni" in flags
-    from compile.vnni import kernels_for
+    from edgeopt.compile.vnni import kernels_for
 
     return (f"{cpu}, {os.cpu_count()} cores, {'AVX512-VNNI' if vnni else 'no AVX512-VNNI'}, "
             f"int8 kernels `{kernels_for(get_target('host'))}`, Python {platform.python_version()}")

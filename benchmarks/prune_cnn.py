@@ -17,12 +17,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from compile import compile_onnx, get_target  # noqa: E402
-from compile.timing import HostTimer  # noqa: E402
-from toolkit.data import load_digits  # noqa: E402
-from toolkit.export import export_onnx  # noqa: E402
-from toolkit.inputs import train_builtin  # noqa: E402
-from toolkit.prune import Allocation, Method, PruneConfig, Scope, Schedule, prune  # noqa: E402
+from edgeopt.compile import compile_onnx, get_target  # noqa: E402
+from edgeopt.compile.timing import HostTimer  # noqa: E402
+from edgeopt.toolkit.data import load_digits  # noqa: E402
+from edgeopt.toolkit.export import export_onnx  # noqa: E402
+from edgeopt.toolkit.inputs import train_builtin  # noqa: E402
+from edgeopt.toolkit.prune import Allocation, Method, PruneConfig, Scope, Schedule, prune  # noqa: E402
 
 
 def latency(models: dict, data, rounds: int) -> dict:

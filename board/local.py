@@ -16,7 +16,7 @@ from pathlib import Path
 
 import asyncssh
 
-from toolkit.errors import BoardError
+from edgeopt.errors import BoardError
 
 HOST = "127.0.0.1"
 USER = "edgeopt"

@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from toolkit.errors import CompileError, EdgeoptError, InputError, UnsupportedModelError, UsageError
+from edgeopt.errors import CompileError, EdgeoptError, InputError, UnsupportedModelError, UsageError
 
 from .bundle import LIBRARY, Bundle
 from .int8 import constant_bytes, lower_qdq_to_int8
@@ -178,7 +178,7 @@ def call_plan(mod) -> list[dict] | None:
 
 def check_parity(lib_path: Path, onnx_path: Path, inputs: np.ndarray, *, tolerance: float) -> Parity:
     """Run the built library and onnxruntime on the same inputs; beyond tolerance is an error."""
-    from toolkit.onnx_run import predict
+    from edgeopt.toolkit.onnx_run import predict
 
     run = _vm_runner(lib_path)
     ours = np.concatenate([run(inputs[i : i + 1]) for i in range(len(inputs))])

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from toolkit.errors import BundleError
+from edgeopt.errors import BundleError
 
 SCHEMA = "edgeopt.bundle/1"
 MANIFEST = "manifest.json"

@@ -10,7 +10,7 @@ import platform
 from dataclasses import dataclass, field
 from typing import Callable
 
-from toolkit.errors import UsageError
+from edgeopt.errors import UsageError
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from toolkit.errors import UsageError
+from edgeopt.errors import UsageError
 
 from .targets import Target
 

@@ -28,7 +28,7 @@ fi
 # The emulated aarch64 board's image (tests/e2e, and the contract tests' qemu board): built once
 # (~10-15 min), then cached in the user cache dir by recipe hash, so a rerun takes a second.
 SECONDS=0
-"$VENV/bin/python" -m toolkit board qemu build
+"$VENV/bin/python" -m edgeopt board qemu build
 echo "qemu image ready in ${SECONDS} s" >&2
 
 # Under this script a test skipped for a missing capability is a failure (tests/conftest.py).

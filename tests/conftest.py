@@ -24,7 +24,7 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture(scope="session")
 def digits():
-    from toolkit.data import load_digits
+    from edgeopt.toolkit.data import load_digits
 
     return load_digits()
 
@@ -32,22 +32,22 @@ def digits():
 @pytest.fixture(scope="session")
 def trained(digits):
     """The built-in MLP, trained briefly (enough to be far above chance)."""
-    from toolkit.config import RunConfig
-    from toolkit.pipeline import train_model
+    from edgeopt.toolkit.config import RunConfig
+    from edgeopt.toolkit.pipeline import train_model
 
     return train_model(RunConfig(epochs=5), digits)
 
 
 @pytest.fixture(scope="session")
 def pruned(trained, digits):
-    from toolkit.prune import PruneConfig, prune
+    from edgeopt.toolkit.prune import PruneConfig, prune
 
     return prune(trained, digits, config=PruneConfig(steps=2, epochs_per_step=1, final_epochs=1))
 
 
 @pytest.fixture(scope="session")
 def quantized(pruned, digits, tmp_path_factory):
-    from toolkit.quantize import QuantConfig, quantize
+    from edgeopt.toolkit.quantize import QuantConfig, quantize
 
     d = tmp_path_factory.mktemp("quantized")
     return quantize(pruned.model, digits, config=QuantConfig(calibration_samples=64, budget=0.05), out_dir=d)
@@ -55,7 +55,7 @@ def quantized(pruned, digits, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def host_bundle(quantized, digits, tmp_path_factory):
-    from compile import compile_onnx, get_target
+    from edgeopt.compile import compile_onnx, get_target
 
     out = tmp_path_factory.mktemp("bundles") / "bundle"
     bundle, parity = compile_onnx(quantized.path, target=get_target("host"), out_dir=out,

@@ -23,7 +23,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InputError
+from edgeopt.errors import InputError
 
 BOARD_KEYS = {"host", "user", "port", "target", "identity_file", "python", "remote_root", "known_hosts"}
 

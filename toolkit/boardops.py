@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from compile import Bundle
+from edgeopt.compile import Bundle
 
 from .deploy import Connection, Deployment, agent_digest, run_agent
-from .errors import BoardError, UsageError
+from edgeopt.errors import BoardError, UsageError
 
 REFERENCE_SAMPLES = 32
 ONNX_IN_BUNDLE = "model.onnx"
@@ -56,7 +56,7 @@ def reference(bundle: Bundle, *, onnx: Path | None = None, data: Path | None = N
     reason, when there is no ONNX to compute them from)."""
     shape = bundle.manifest["inputs"][0]["shape"]
     if data is not None:
-        from .errors import InputError
+        from edgeopt.errors import InputError
 
         try:
             x = np.load(data, allow_pickle=False)["x"].astype(np.float32)
@@ -148,7 +148,7 @@ def info(conn: Connection) -> dict:
 
     agent_dir = conn.root() / "agent" / agent_digest()
     remote = conn.remote_sha256([agent_dir / f.relative_to(AGENT_SOURCE.parent).as_posix() for f in agent_files()])
-    from compile.bundle import sha256_file
+    from edgeopt.compile.bundle import sha256_file
 
     for f in agent_files():
         r = agent_dir / f.relative_to(AGENT_SOURCE.parent).as_posix()
@@ -216,7 +216,7 @@ def host_checks() -> list[dict]:
             add(dist, True, version(dist))
         except PackageNotFoundError:
             add(dist, False, "not installed", f"pip install {dist}")
-    from compile.targets import CROSS_CC
+    from edgeopt.compile.targets import CROSS_CC
 
     cc = shutil.which(CROSS_CC)
     add("cross compiler", cc is not None, cc or f"{CROSS_CC} not found",

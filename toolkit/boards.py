@@ -11,14 +11,14 @@ from typing import Iterator
 
 from .boardconf import load_boards
 from .deploy import BoardSpec, apply_ssh_config
-from .errors import BoardError, UsageError
+from edgeopt.errors import BoardError, UsageError
 
 _SSH = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>[A-Za-z0-9_.\-]+|\[[0-9a-fA-F:]+\])(?::(?P<port>\d+))?$")
 
 
 @contextlib.contextmanager
 def _local(*, local_port: int = 0, **_: object) -> Iterator[BoardSpec]:
-    from board.local import LocalBoard
+    from edgeopt.board.local import LocalBoard
 
     with LocalBoard(port=local_port) as board:
         yield BoardSpec(

@@ -15,7 +15,7 @@ from typing import Iterator, Optional
 
 import typer
 
-from .errors import EdgeoptError
+from edgeopt.errors import EdgeoptError
 
 app = typer.Typer(
     name="edgeopt",
@@ -90,7 +90,7 @@ def run(
     }
     cfg = resolve(flags, config)
     if cfg.variants and cfg.out is None:
-        from .errors import UsageError
+        from edgeopt.errors import UsageError
 
         raise UsageError("--variants needs --out DIR: the bundles are left there", hint="edgeopt run --variants --out DIR")
     progress = Progress(quiet=quiet)
@@ -214,7 +214,7 @@ def quantize_cmd(
 ) -> None:
     """Quantize: PTQ first; other calibrators, per-layer float fallback, then QAT only if the budget is blown.
     Exit code 4 if nothing met the budget (the best attempt is still written)."""
-    from .errors import AccuracyBudgetError
+    from edgeopt.errors import AccuracyBudgetError
     from .inputs import check_model_spec, resolve_model
     from .progress import Progress
     from .quantize import Calibrator, QuantConfig, Scheme, quantize
@@ -275,9 +275,9 @@ def compile_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Compile an ONNX model with TVM into a bundle (model.so + manifest.json) for a target."""
-    from compile import compile_onnx, get_target
+    from edgeopt.compile import compile_onnx, get_target
 
-    from .errors import InputError, UsageError
+    from edgeopt.errors import InputError, UsageError
     from .progress import Progress
 
     tgt = get_target(target)
@@ -340,7 +340,7 @@ def compile_cmd(
 @app.command("targets")
 def targets_cmd() -> None:
     """List the compile targets."""
-    from compile import TARGETS
+    from edgeopt.compile import TARGETS
 
     for t in TARGETS.values():
         print(f"{t.name:<12} {t.arch:<8} {t.description}")
@@ -350,7 +350,7 @@ def _choice(enum, value: str, flag: str):
     try:
         return enum(value)
     except ValueError:
-        from .errors import UsageError
+        from edgeopt.errors import UsageError
 
         raise UsageError(f"{flag} must be one of {', '.join(e.value for e in enum)}, got {value!r}") from None
 

@@ -42,7 +42,7 @@ def _emit(doc: dict, as_json: bool, text: str) -> None:
 
 
 def _load_bundle(path: Path):
-    from compile import Bundle
+    from edgeopt.compile import Bundle
 
     return Bundle.load(path)
 
@@ -102,7 +102,7 @@ def bench_cmd(
     against onnxruntime on the same board, boards in parallel, one report (report.json, report.md,
     plots) in --out, appended to the history. Exit code 9: some boards failed (the report has the others)."""
     from .boardops import bench, parse_threads
-    from .errors import InputError, UsageError
+    from edgeopt.errors import InputError, UsageError
 
     thread_list = parse_threads(threads)
     boards = list(board or ["local"])
@@ -193,7 +193,7 @@ def setup_cmd(
 ) -> None:
     """Install the agent's runtime (TVM runtime, numpy) into ~/.edgeopt/venv on the board; the
     host downloads the wheels, so the board needs no internet."""
-    from .errors import InputError
+    from edgeopt.errors import InputError
     from .provision import setup
 
     if wheels is not None and not wheels.is_dir():
@@ -238,7 +238,7 @@ def clean_cmd(
     """Prune the board's bundle store to the N most recently deployed bundles (and remove stale
     agents and leftover temporary files)."""
     from .boardops import clean
-    from .errors import UsageError
+    from edgeopt.errors import UsageError
 
     if keep < 0:
         raise UsageError("--keep must be >= 0")
@@ -257,7 +257,7 @@ def doctor_cmd(
     """Check the host toolchain (TVM and tvm-ffi versions, cross compiler, QEMU) and, with
     --board, the board's SSH access and runtime; say what to fix. Exit 1 if anything fails."""
     from .boardops import board_checks, host_checks
-    from .errors import EdgeoptError
+    from edgeopt.errors import EdgeoptError
 
     with _stdout_to_stderr() if as_json else contextlib.nullcontext():
         checks = [dict(c, scope="host") for c in host_checks()]

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import InputError, UsageError
+from edgeopt.errors import InputError, UsageError
 from .prune import Method, Schedule
 from .quantize import Calibrator
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from edgeopt.errors import InputError
 
 BUILTIN_DATASETS = ("digits",)
 IMAGE_SIZE = 28

@@ -19,10 +19,10 @@ from pathlib import Path, PurePosixPath
 
 import paramiko
 
-from compile.bundle import Bundle, sha256_file
+from edgeopt.compile.bundle import Bundle, sha256_file
 
 from .boardconf import toolkit_known_hosts, user_known_hosts, user_ssh_config
-from .errors import AgentError, BoardError, BoardUnreachableError, BundleError, HostKeyError
+from edgeopt.errors import AgentError, BoardError, BoardUnreachableError, BundleError, HostKeyError
 
 log = logging.getLogger("edgeopt.deploy")
 # paramiko logs failures (with tracebacks) that we turn into one clear error of our own
@@ -32,7 +32,7 @@ AGENT_SCHEMA = "edgeopt.agent/1"
 REMOTE_ROOT = PurePosixPath(".edgeopt")  # relative to the login directory, as SFTP and exec both see it
 AGENT_SOURCE = Path(__file__).resolve().parent.parent / "board"
 # what the agent must never import on a board (it reports every top-level module it imported)
-HOST_ONLY_MODULES = frozenset({"torch", "onnx", "paramiko", "toolkit", "compile"})
+HOST_ONLY_MODULES = frozenset({"torch", "onnx", "paramiko", "edgeopt", "toolkit", "compile"})
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .data import Dataset
-from .errors import InputError
+from edgeopt.errors import InputError
 from .models import BUILTIN_MODELS, InputSpec, Model, build_model, load_module
 from .train import evaluate, seed_everything, train
 

@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .errors import InputError
+from edgeopt.errors import InputError
 
 SPEC_SCHEMA = "edgeopt.model/1"
 

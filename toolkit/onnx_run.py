@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from edgeopt.errors import InputError
 
 
 def session(path: Path):

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
-from compile import Bundle, compile_onnx, get_target
+from edgeopt.compile import Bundle, compile_onnx, get_target
 
 from .boards import check_board, open_board
 from .config import RunConfig
 from .data import Dataset, load_dataset
 from .deploy import Connection, Deployment
-from .errors import AccuracyBudgetError, InputError
+from edgeopt.errors import AccuracyBudgetError, InputError
 from .inputs import train_builtin
 from .models import Model, check_model_name
 from .onnx_run import predict

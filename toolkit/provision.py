@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .boardconf import cache_dir
 from .deploy import Connection
-from .errors import BoardError, UsageError
+from edgeopt.errors import BoardError, UsageError
 
 RUNTIME = ["apache-tvm==0.27.0.post1", "apache-tvm-ffi==0.1.14.post1", "numpy", "ml_dtypes", "typing_extensions"]
 ORT = ["onnxruntime"]
@@ -72,7 +72,7 @@ def setup(conn: Connection, *, with_ort: bool = False, wheels: Path | None = Non
     root = conn.root()
     remote_wheels = root / "wheels"
     remote = conn.remote_sha256([remote_wheels / f.name for f in files])
-    from compile.bundle import sha256_file
+    from edgeopt.compile.bundle import sha256_file
 
     sent = []
     for f in files:

@@ -7,7 +7,7 @@ import copy
 from torch import nn
 
 from .data import Dataset
-from .errors import UsageError
+from edgeopt.errors import UsageError
 from .models import Model
 from .sparsity import prunable_layers
 from .train import evaluate, train

@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from compile import Bundle, compile_onnx
+from edgeopt.compile import Bundle, compile_onnx
 
 VARIANTS = ("dense-fp32", "pruned-fp32", "pruned-int8")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toolkit.cli import main
+from edgeopt.toolkit.cli import main
 
 from .. import qemuboard
 
@@ -30,7 +30,7 @@ def cfg(tmp_path_factory):
 
 
 def left_behind(before: dict, after: dict) -> list[str]:
-    from toolkit.boardconf import cache_dir
+    from edgeopt.toolkit.boardconf import cache_dir
 
     ours = str(cache_dir() / "qemu")
     out = [f"mount {m}" for m in sorted(after["mounts"] - before["mounts"])]
@@ -42,8 +42,8 @@ def left_behind(before: dict, after: dict) -> list[str]:
 
 
 def test_user_mode_up_down_leaves_nothing(cfg):
-    from toolkit.deploy import Connection
-    from toolkit.qemu import host, state
+    from edgeopt.toolkit.deploy import Connection
+    from edgeopt.toolkit.qemu import host, state
 
     before = qemuboard.host_snapshot()
     with qemuboard.running("user") as doc:
@@ -78,10 +78,10 @@ def test_every_arm_target_runs_on_its_core(target, cfg, quantized_onnx, digits, 
     """Each named aarch64 target's bundle, on the user-mode board emulating that core (QEMU 7.2
     has no Cortex-A55: the A76, the closest core it has with the A55's dot product), against
     onnxruntime on the host."""
-    from compile import compile_onnx, get_target
-    from toolkit.boardops import bench
-    from toolkit.deploy import Connection
-    from toolkit.qemu.user import TARGET_CPU
+    from edgeopt.compile import compile_onnx, get_target
+    from edgeopt.toolkit.boardops import bench
+    from edgeopt.toolkit.deploy import Connection
+    from edgeopt.toolkit.qemu.user import TARGET_CPU
 
     bundle, _ = compile_onnx(quantized_onnx, target=get_target(target), out_dir=tmp_path / "bundle", onnx_copy=True)
     data = tmp_path / "x.npz"
@@ -137,7 +137,7 @@ def test_e2e_user_mode(cfg, capsys):
 def test_e2e_system_mode(cfg, capsys):
     """The same on a booted aarch64 kernel (Cortex-A57, systemd, the image's sshd), through a
     forwarded loopback port; `down` then leaves no process behind."""
-    from toolkit.qemu import state
+    from edgeopt.toolkit.qemu import state
 
     before = qemuboard.host_snapshot()
     with qemuboard.running("system") as doc:
@@ -156,7 +156,7 @@ def test_e2e_system_mode(cfg, capsys):
 
 def test_run_starts_and_stops_the_board_when_it_is_not_up(cfg, capsys):
     """`--board qemu` with nothing up: started for the command, stopped after."""
-    from toolkit.qemu import state
+    from edgeopt.toolkit.qemu import state
 
     qemuboard.image()
     assert state.load("user") is None
@@ -183,7 +183,7 @@ def test_missing_image_is_one_clear_line(tmp_path, monkeypatch, capsys):
 def test_a_core_without_the_bundles_features_refuses_it(cfg, quantized_onnx, tmp_path, capsys):
     """The cpuinfo user mode shows is the emulated core's own: a Cortex-A55 bundle (dot product)
     on a Cortex-A53 is refused by the agent before it runs, not killed by SIGILL."""
-    from compile import compile_onnx, get_target
+    from edgeopt.compile import compile_onnx, get_target
 
     bundle, _ = compile_onnx(quantized_onnx, target=get_target("cortex-a55"), out_dir=tmp_path / "b", onnx_copy=False)
     with qemuboard.running("user", cpu="cortex-a53"):

@@ -1,7 +1,7 @@
 import pytest
 
-from board.local import LocalBoard
-from toolkit.deploy import BoardSpec
+from edgeopt.board.local import LocalBoard
+from edgeopt.toolkit.deploy import BoardSpec
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from toolkit.cli import main
+from edgeopt.toolkit.cli import main
 
 from . import sshd
 
@@ -22,8 +22,8 @@ FAST = ["--runs", "16", "--rounds", "4", "--warmup", "2", "--profile-runs", "3"]
 def variants_dir(trained, pruned, quantized, digits, tmp_path_factory):
     """What `edgeopt run --variants --tune-trials 0 --out DIR` leaves (built here from the
     session's trained/pruned/quantized models, so no second training run)."""
-    from compile import get_target
-    from toolkit import variants
+    from edgeopt.compile import get_target
+    from edgeopt.toolkit import variants
 
     d = tmp_path_factory.mktemp("variants")
     variants.build(d, target=get_target("host"), dense=trained, pruned=pruned, quant=quantized,
@@ -135,7 +135,7 @@ def test_report_files_render(local_run):
 
 def test_each_plot_has_one_series_per_variant(local_run):
     """Inspect the matplotlib figures themselves (and the plots.json sidecar), not pixels."""
-    from toolkit.bench import plots
+    from edgeopt.toolkit.bench import plots
 
     out, _ = local_run
     doc = json.loads((out / "report.json").read_text())
@@ -287,7 +287,7 @@ def test_run_variants_leaves_the_bundles_bench_takes(tmp_path, env, capsys):
     out = tmp_path / "run"
     assert main(["run", "--config", str(cfg), "--variants", "--tune-trials", "0", "--out", str(out), "--quiet", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    from toolkit.bench.variants import expand
+    from edgeopt.toolkit.bench.variants import expand
 
     found = expand([out])
     assert [v.name for v in found] == VARIANTS  # model/, pruned/, quantized/ are no bundles

@@ -18,14 +18,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from board.local import LocalBoard
-from toolkit.cli import main
-from toolkit.deploy import BoardSpec, Connection, Deployment, agent_digest
+from edgeopt.board.local import LocalBoard
+from edgeopt.toolkit.cli import main
+from edgeopt.toolkit.deploy import BoardSpec, Connection, Deployment, agent_digest
 
 from .. import qemuboard
 from . import sshd
 
-BANNED = {"torch", "onnx", "paramiko", "toolkit", "compile"}
+BANNED = {"torch", "onnx", "paramiko", "edgeopt", "toolkit", "compile"}
 
 
 @dataclasses.dataclass
@@ -125,7 +125,7 @@ _BUNDLES: dict = {}
 
 
 def _compiled(quantized, tmp_path_factory, target: str, onnx_copy: bool):
-    from compile import compile_onnx, get_target
+    from edgeopt.compile import compile_onnx, get_target
 
     if (target, onnx_copy) not in _BUNDLES:
         out = tmp_path_factory.mktemp(f"bundle-{target}") / "bundle"
@@ -163,7 +163,7 @@ def x86_bundle(quantized, tmp_path_factory):
 def arm_bundle(quantized, tmp_path_factory):
     import shutil
 
-    from compile import compile_onnx, get_target
+    from edgeopt.compile import compile_onnx, get_target
 
     if shutil.which("aarch64-linux-gnu-gcc") is None:
         pytest.skip("aarch64-linux-gnu-gcc not installed (apt-get install gcc-aarch64-linux-gnu)")
@@ -283,7 +283,7 @@ def test_damaged_remote_file_is_uploaded_again(board, root, trusted, onnx_bundle
 
 
 def test_agent_changed_on_the_board_is_caught_and_replaced(board, root, trusted, host_bundle):
-    from toolkit.errors import AgentError
+    from edgeopt.errors import AgentError
 
     spec = board.spec(known_hosts=trusted, remote_root=root)
     with Connection(spec) as c:
@@ -338,7 +338,7 @@ def test_unknown_key_refused_then_trusted_then_changed_key_refused(board, user_e
 
 
 def test_no_retry_on_auth_or_host_key_failure(board, root, trusted, tmp_path):
-    from toolkit.errors import BoardUnreachableError, HostKeyError
+    from edgeopt.errors import BoardUnreachableError, HostKeyError
     key = tmp_path / "stranger"
     sshd.write_key(key)
     c = Connection(dataclasses.replace(board.spec(known_hosts=trusted, remote_root=root), identity_file=key))
@@ -354,7 +354,7 @@ def test_no_retry_on_auth_or_host_key_failure(board, root, trusted, tmp_path):
 
 
 def test_ssh_config_alias(board, root, trusted, tmp_path, monkeypatch):
-    from toolkit.boards import board_spec
+    from edgeopt.toolkit.boards import board_spec
 
     home = tmp_path / "home"
     (home / ".ssh").mkdir(parents=True)
@@ -419,7 +419,7 @@ def test_board_setup_installs_the_runtime_into_a_venv(board, root, user_env, onn
 def test_failed_upload_leaves_no_temporary_file(board, root, trusted, tmp_path):
     from pathlib import PurePosixPath
 
-    from toolkit.errors import BoardError
+    from edgeopt.errors import BoardError
 
     src = tmp_path / "f.bin"
     src.write_bytes(b"x" * 50_000)

@@ -5,9 +5,9 @@ from pathlib import PurePosixPath
 
 import pytest
 
-from board.local import LocalBoard
-from toolkit.deploy import Connection, Deployment
-from toolkit.errors import AgentError, BoardError, BoardUnreachableError, HostKeyError
+from edgeopt.board.local import LocalBoard
+from edgeopt.toolkit.deploy import Connection, Deployment
+from edgeopt.errors import AgentError, BoardError, BoardUnreachableError, HostKeyError
 
 
 def test_exec_exit_codes_and_streams(spec):
@@ -63,7 +63,7 @@ def test_unreachable_board():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens here once closed
-    from toolkit.deploy import BoardSpec
+    from edgeopt.toolkit.deploy import BoardSpec
 
     spec = BoardSpec(kind="ssh", host="127.0.0.1", port=port, use_ssh_agent=False, connect_timeout_s=2)
     with pytest.raises(BoardUnreachableError, match="cannot reach"):
@@ -88,7 +88,7 @@ def test_deploy_and_agent_over_ssh(spec, host_bundle, local_board):
                         "--min-repeat-ms", "5")
         assert doc["bundle"]["library_sha256"] == host_bundle.library_sha256
         assert doc["latency_ms"]["runs"] >= 2
-        for banned in ("torch", "onnx", "paramiko", "toolkit", "compile"):
+        for banned in ("torch", "onnx", "paramiko", "edgeopt", "toolkit", "compile"):
             assert banned not in doc["imports"]
         # the agent and the bundle are on the board, content-addressed
         assert (local_board.home / dep.bundle_dir / "model.so").is_file()

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from toolkit.cli import main
+from edgeopt.toolkit.cli import main
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +56,7 @@ def test_board_numbers_come_from_the_agent(run_result):
     # the agent hashed the library it loaded, and it is the one we built
     assert r["board"]["loaded_library_sha256"] == manifest["files"]["model.so"]["sha256"]
     assert manifest["config_hash"] == r["config_hash"]
-    for banned in ("torch", "onnx", "paramiko", "toolkit", "compile"):
+    for banned in ("torch", "onnx", "paramiko", "edgeopt", "toolkit", "compile"):
         assert banned not in r["board"]["imports"]
     assert "tvm" in r["board"]["imports"] and "numpy" in r["board"]["imports"]
     # board outputs agree with onnxruntime's on the host
@@ -87,10 +87,10 @@ def test_every_stage_artifact_is_kept(run_result):
 
 
 def test_stages_reload_from_disk(run_result):
-    from compile import Bundle
-    from toolkit.models import Model
-    from toolkit.prune import PrunedModel
-    from toolkit.quantize import QuantizedModel
+    from edgeopt.compile import Bundle
+    from edgeopt.toolkit.models import Model
+    from edgeopt.toolkit.prune import PrunedModel
+    from edgeopt.toolkit.quantize import QuantizedModel
 
     d = run_result[2]
     r = json.loads(run_result[1])

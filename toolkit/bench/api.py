@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import InputError
+from edgeopt.errors import InputError
 from . import fleet, history, plots, report
 from .runner import BenchOptions, host_inputs
 from .variants import default_eval_data, expand

@@ -13,7 +13,7 @@ from typing import Callable
 
 from ..boardconf import load_groups
 from ..boards import check_board
-from ..errors import EdgeoptError
+from edgeopt.errors import EdgeoptError
 from .runner import BenchOptions, HostInputs, bench_board
 from .variants import Variant
 

@@ -9,7 +9,7 @@ import os
 import re
 from pathlib import Path
 
-from ..errors import InputError
+from edgeopt.errors import InputError
 from .report import SCHEMA, strip_samples
 
 FILE = "history.jsonl"

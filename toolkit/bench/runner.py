@@ -14,7 +14,7 @@ import numpy as np
 
 from ..boards import open_board
 from ..deploy import Connection, Deployment
-from ..errors import InputError, UsageError
+from edgeopt.errors import InputError, UsageError
 from .variants import Variant
 
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from compile import Bundle
+from edgeopt.compile import Bundle
 
-from ..errors import BundleError, UsageError
+from edgeopt.errors import BundleError, UsageError
 
 MANIFEST = "manifest.json"
 ONNX_IN_BUNDLE = "model.onnx"

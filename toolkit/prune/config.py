@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from ..errors import UsageError
+from edgeopt.errors import UsageError
 
 MIN_TARGET = 0.70
 

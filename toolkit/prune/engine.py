@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..data import Dataset
-from ..errors import UsageError
+from edgeopt.errors import UsageError
 from ..models import Model
 from ..sparsity import compare, prunable_layers
 from ..train import evaluate, train

@@ -30,8 +30,8 @@ def _input_shapes(module: nn.Module, input_shape: tuple[int, ...]) -> dict[str, 
 
 def layer_latencies(module: nn.Module, input_shape: tuple[int, ...], names: list[str]) -> dict[str, float]:
     """Median milliseconds of each named layer, compiled on its own for the host."""
-    from compile import compile_onnx, get_target
-    from compile.timing import HostTimer
+    from edgeopt.compile import compile_onnx, get_target
+    from edgeopt.compile.timing import HostTimer
 
     shapes = _input_shapes(module, input_shape)
     layers = dict(prunable_layers(module))

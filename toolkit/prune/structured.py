@@ -6,7 +6,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from ..errors import UnsupportedModelError
+from edgeopt.errors import UnsupportedModelError
 from ..sparsity import prunable_layers
 
 MAX_LAYER_RATIO = 0.95  # never remove a layer's last channels

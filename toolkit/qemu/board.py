@@ -13,7 +13,7 @@ import time
 from typing import Iterator
 
 from ..deploy import BoardSpec
-from ..errors import BoardError, UsageError
+from edgeopt.errors import BoardError, UsageError
 from . import BOARD_NAMES, MODES, host, register, state, system, user
 from .build import Image, images_dir, require_image
 

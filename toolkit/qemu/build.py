@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..boardconf import cache_dir
-from ..errors import BoardError
+from edgeopt.errors import BoardError
 from . import host, recipe as rcp
 
 

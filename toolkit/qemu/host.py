@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from ..errors import BoardError
+from edgeopt.errors import BoardError
 
 # Debian package -> a file it installs that we use
 HOST_PACKAGES = {

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from ..boardconf import config_dir, toolkit_known_hosts, user_known_hosts
-from ..errors import BoardError, HostKeyError
+from edgeopt.errors import BoardError, HostKeyError
 
 MARK = "edgeopt-qemu"
 

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import time
 
-from ..errors import BoardError
+from edgeopt.errors import BoardError
 from . import host, state
 from .build import Image
 

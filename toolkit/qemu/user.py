@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from ..errors import BoardError
+from edgeopt.errors import BoardError
 from . import host, state
 from .build import Image
 

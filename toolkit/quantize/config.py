@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from enum import Enum
 
-from ..errors import UsageError
+from edgeopt.errors import UsageError
 
 
 class Calibrator(str, Enum):

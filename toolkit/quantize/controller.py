@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..data import Dataset
-from ..errors import InputError
+from edgeopt.errors import InputError
 from ..export import export_onnx
 from ..models import Model
 from ..onnx_run import predict

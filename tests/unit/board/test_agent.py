@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[3]
-HOST_ONLY = {"torch", "onnx", "onnxruntime", "paramiko", "toolkit", "compile", "asyncssh", "sklearn"}
+HOST_ONLY = {"torch", "onnx", "onnxruntime", "paramiko", "edgeopt", "toolkit", "compile", "asyncssh", "sklearn"}
 
 
 def agent(*args, cwd=None):
@@ -46,7 +46,7 @@ def test_bench_protocol(host_bundle):
 
 
 def test_eval_accuracy_and_parity(host_bundle, quantized, digits, tmp_path):
-    from toolkit.onnx_run import predict
+    from edgeopt.toolkit.onnx_run import predict
 
     x, y = digits.x_test[:50], digits.y_test[:50]
     ref = predict(quantized.path, x)

@@ -17,7 +17,7 @@ def agent(*args):
 
 
 def test_version_is_cheap_and_matches_the_host_digest():
-    from toolkit.deploy import agent_digest
+    from edgeopt.toolkit.deploy import agent_digest
 
     code, doc = agent("version")
     assert code == 0 and doc["agent_digest"] == agent_digest()
@@ -25,7 +25,7 @@ def test_version_is_cheap_and_matches_the_host_digest():
 
 
 def test_bench_reports_parity_against_given_references(host_bundle, quantized, digits, tmp_path):
-    from toolkit.onnx_run import predict
+    from edgeopt.toolkit.onnx_run import predict
 
     x = digits.x_test[:20]
     ref = predict(quantized.path, x)

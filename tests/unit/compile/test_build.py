@@ -5,9 +5,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from compile import Bundle, compile_onnx, get_target
-from compile.build import unsupported_ops
-from toolkit.errors import BundleError, InputError, UnsupportedModelError, UsageError
+from edgeopt.compile import Bundle, compile_onnx, get_target
+from edgeopt.compile.build import unsupported_ops
+from edgeopt.errors import BundleError, InputError, UnsupportedModelError, UsageError
 
 
 def test_bundle_has_library_manifest_and_hashes(host_bundle):
@@ -29,16 +29,16 @@ def test_bundle_has_library_manifest_and_hashes(host_bundle):
 
 
 def _cpuinfo_flags():
-    from board.agent.bundle import cpu_flags
+    from edgeopt.board.agent.bundle import cpu_flags
 
     return cpu_flags()
 
 
 def test_host_parity_against_onnxruntime(host_bundle, quantized, digits):
-    from compile.build import check_parity
+    from edgeopt.compile.build import check_parity
 
-    from compile.build import default_tolerance, output_quant_step
-    from compile.build import load_onnx
+    from edgeopt.compile.build import default_tolerance, output_quant_step
+    from edgeopt.compile.build import load_onnx
 
     model = load_onnx(quantized.path)
     step = output_quant_step(model)
@@ -122,7 +122,7 @@ def test_unknown_target():
 def test_parity_failure_is_an_error_and_keeps_previous_bundle(host_bundle, quantized, tmp_path):
     import shutil
 
-    from toolkit.errors import CompileError
+    from edgeopt.errors import CompileError
 
     out = tmp_path / "bundle"
     shutil.copytree(host_bundle.path, out)
@@ -137,10 +137,10 @@ def test_parity_failure_is_an_error_and_keeps_previous_bundle(host_bundle, quant
 @pytest.mark.slow
 def test_int8_cnn_compiles_and_agrees_with_onnxruntime_on_the_test_split(digits, tmp_path):
     """Every built-in model's QDQ ONNX imports into TVM (the mlp's is checked above)."""
-    from compile.build import check_parity, default_tolerance, load_onnx
-    from toolkit.inputs import train_builtin
-    from toolkit.prune import Method, PruneConfig, prune
-    from toolkit.quantize import QuantConfig, quantize
+    from edgeopt.compile.build import check_parity, default_tolerance, load_onnx
+    from edgeopt.toolkit.inputs import train_builtin
+    from edgeopt.toolkit.prune import Method, PruneConfig, prune
+    from edgeopt.toolkit.quantize import QuantConfig, quantize
 
     dense = train_builtin("cnn", digits, epochs=3)
     pruned = prune(dense, digits, config=PruneConfig(method=Method.structured, steps=2, epochs_per_step=1, final_epochs=1))

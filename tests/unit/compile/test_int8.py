@@ -3,12 +3,12 @@ import numpy as np
 import pytest
 import torch
 
-from compile import compile_onnx, get_target
-from compile.build import check_parity, default_tolerance, load_onnx
-from toolkit.export import export_onnx
-from toolkit.models import InputSpec, Model, build_model
-from toolkit.quantize import ort_ptq
-from toolkit.quantize.config import Calibrator
+from edgeopt.compile import compile_onnx, get_target
+from edgeopt.compile.build import check_parity, default_tolerance, load_onnx
+from edgeopt.toolkit.export import export_onnx
+from edgeopt.toolkit.models import InputSpec, Model, build_model
+from edgeopt.toolkit.quantize import ort_ptq
+from edgeopt.toolkit.quantize.config import Calibrator
 
 
 def _qdq(module, shape, tmp_path, calib, *, per_channel=True):
@@ -21,7 +21,7 @@ def _qdq(module, shape, tmp_path, calib, *, per_channel=True):
 
 
 def _host_has_vnni():
-    from compile import vnni
+    from edgeopt.compile import vnni
 
     return vnni.available(get_target("host").describe()["cpu_features"])
 
@@ -46,7 +46,7 @@ def test_builtin_int8_bundles_run_integer_ops_store_int8_weights_and_match_onnxr
     assert ops["conv2d"] == _count(int8, "Conv") and ops["matmul"] == _count(int8, "Gemm") + _count(int8, "MatMul")
     assert ops["conv2d"] + ops["matmul"] > 0 and ops["skipped"] == []
     # the host's fused kernels run every layer: vpdpbusd on AVX512-VNNI, vpmaddwd on AVX2
-    from compile import vnni
+    from edgeopt.compile import vnni
 
     assert ops["kernels"] == vnni.kernels_for(get_target("host"))
     assert ops["fused"] == ops["conv2d"] + ops["matmul"]
@@ -106,7 +106,7 @@ _ISA_CPU = {"vnni": ("icelake-server", "vpdpbusd"), "avx2": ("haswell", "vpmaddw
 
 
 def _host_runs(isa: str) -> bool:
-    from compile import vnni
+    from edgeopt.compile import vnni
 
     info = get_target("host").describe()
     features = set(info["cpu_features"])
@@ -138,7 +138,7 @@ def test_fused_conv_requant_is_exact(isa, h, w, c, n, kh, kw, stride):
     numpy, for every dot-product kernel."""
     import tvm
 
-    from compile import vnni
+    from edgeopt.compile import vnni
 
     lanes = vnni.lanes_for(isa, n)
     kwc, np_ = -(-kw * c // 4) * 4, -(-n // lanes) * lanes
@@ -175,7 +175,7 @@ def test_pixel_vectorized_first_layer_is_exact(oh, ow, n, kh, kw, pool):
     max-pool done on its int32 sums) against numpy."""
     import tvm
 
-    from compile import vnni
+    from edgeopt.compile import vnni
 
     shp = vnni.rows_shape(oh, ow, n, kh, kw)
     rng = np.random.default_rng(oh)
@@ -208,7 +208,7 @@ def test_max_pool_joins_the_first_layer_only_when_it_drops_the_ragged_edge(ceil_
     """An odd-sized image: a floor-mode 2x2 pool runs inside the first layer's kernel; a
     ceil-mode one (which keeps the half windows at the edge) stays a pooling step. Both agree
     with the QDQ model exactly."""
-    from compile import vnni
+    from edgeopt.compile import vnni
 
     torch.manual_seed(0)
     module = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 5, padding=2), torch.nn.ReLU(),
@@ -228,7 +228,7 @@ def test_max_pool_joins_the_first_layer_only_when_it_drops_the_ragged_edge(ceil_
 def test_first_layer_kernel_is_chosen_by_instruction_count():
     """Pixel vectors for a thin one-channel layer; channel vectors where those need fewer dot
     products (VNNI's 4-tap steps on a wider layer) or the layer has more input channels."""
-    from compile import vnni
+    from edgeopt.compile import vnni
 
     assert vnni.rows_ok("avx2", 1, 3, 5, 5, (1, 1), (1, 1))
     assert vnni.rows_ok("vnni", 1, 3, 5, 5, (1, 1), (1, 1))
@@ -243,7 +243,7 @@ def test_first_layer_kernel_is_chosen_by_instruction_count():
 def test_fused_gemm_requant_is_exact(isa, m, k, n):
     import tvm
 
-    from compile import vnni
+    from edgeopt.compile import vnni
 
     lanes = vnni.lanes_for(isa, n)
     kp, np_ = -(-k // 4) * 4, -(-n // lanes) * lanes
@@ -270,7 +270,7 @@ def test_fused_gemm_requant_is_exact(isa, m, k, n):
 def test_vnni_gemm_is_exact_for_any_shape(m, k, n):
     import tvm
 
-    from compile import vnni
+    from edgeopt.compile import vnni
 
     kp, np_ = vnni.padded(k, n)
     rng = np.random.default_rng(0)
@@ -290,7 +290,7 @@ def test_vnni_gemm_is_exact_for_any_shape(m, k, n):
 def test_vnni_direct_conv_is_exact_with_strides_dilation_and_odd_channels():
     import tvm
 
-    from compile import vnni
+    from edgeopt.compile import vnni
 
     h, w, c, n, kh, kw, stride, dil = 11, 9, 5, 20, 3, 2, (2, 1), (1, 2)
     cp = 8

@@ -6,8 +6,8 @@ import sys
 import numpy as np
 import pytest
 
-from compile import TARGETS, Bundle, compile_onnx, get_target
-from toolkit.errors import CompileError
+from edgeopt.compile import TARGETS, Bundle, compile_onnx, get_target
+from edgeopt.errors import CompileError
 
 ELF_MACHINE_AARCH64 = 0xB7
 
@@ -61,18 +61,18 @@ def test_missing_cross_compiler_is_one_clear_error(quantized, tmp_path, monkeypa
 
 
 def test_compile_cli_json(quantized, tmp_path):
-    r = subprocess.run([sys.executable, "-m", "toolkit", "compile", str(quantized.path), "--target", "host",
+    r = subprocess.run([sys.executable, "-m", "edgeopt", "compile", str(quantized.path), "--target", "host",
                         "--out", str(tmp_path / "b"), "--json"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["bundle"]["bytes"] > 0 and doc["target"]["name"] == "host"
     assert doc["parity"]["max_abs_diff"] is not None and doc["target"]["triple"]
     assert doc["arithmetic"]["int8_ops"]["matmul"] == 2  # the int8 MLP runs integer kernels
-    from compile import Bundle
+    from edgeopt.compile import Bundle
 
     m = Bundle.load(tmp_path / "b").manifest  # the ONNX travels in the bundle, hashed like the library
     assert "model.onnx" in m["files"] and m["preprocessing"]["declared"] is False
-    r = subprocess.run([sys.executable, "-m", "toolkit", "compile", str(quantized.path), "--out", str(tmp_path / "c"),
+    r = subprocess.run([sys.executable, "-m", "edgeopt", "compile", str(quantized.path), "--out", str(tmp_path / "c"),
                         "--no-onnx", "--float-arith", "--scale", "0.5", "--mean", "0.1", "--std", "0.3", "--json"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -89,7 +89,7 @@ def test_compile_cli_input_shape_for_symbolic_dims(tmp_path):
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
     g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], ir_version=10), str(tmp_path / "m.onnx"))
-    base = [sys.executable, "-m", "toolkit", "compile", str(tmp_path / "m.onnx"), "--out", str(tmp_path / "b")]
+    base = [sys.executable, "-m", "edgeopt", "compile", str(tmp_path / "m.onnx"), "--out", str(tmp_path / "b")]
     r = subprocess.run(base, capture_output=True, text=True)
     assert r.returncode == 3 and "--input-shape x=" in r.stderr and "Traceback" not in r.stderr
     r = subprocess.run(base + ["--input-shape", "x=1,4", "--json"], capture_output=True, text=True)
@@ -122,7 +122,7 @@ def test_tuning_is_correct_cached_and_reused(quantized, tmp_path, monkeypatch):
 
 
 def test_tuning_for_a_cross_target_is_refused(quantized, tmp_path):
-    from toolkit.errors import UsageError
+    from edgeopt.errors import UsageError
 
     with pytest.raises(UsageError, match="needs the board"):
         compile_onnx(quantized.path, target=get_target("cortex-a72"), out_dir=tmp_path / "b", tune_trials=8)
@@ -135,7 +135,7 @@ def test_tuning_budget_goes_to_the_heavy_tasks_first():
     from tvm import relax
     from tvm.s_tir.meta_schedule.relax_integration import extract_tasks
 
-    from compile.tune import budget
+    from edgeopt.compile.tune import budget
 
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType((64, 256), "float32"))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from toolkit import errors
+from edgeopt import errors
 
 ROOT = Path(__file__).resolve().parents[3]
 DOC = ROOT / "docs" / "troubleshooting.md"

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from toolkit.bench import fleet, history
-from toolkit.errors import InputError, UsageError
+from edgeopt.toolkit.bench import fleet, history
+from edgeopt.errors import InputError, UsageError
 
 
 def test_exit_code():

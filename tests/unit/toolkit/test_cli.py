@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from toolkit.cli import main
+from edgeopt.toolkit.cli import main
 
 
 def one_line(err: str) -> str:

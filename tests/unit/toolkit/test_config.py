@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.config import resolve
-from toolkit.errors import InputError, UsageError
+from edgeopt.toolkit.config import resolve
+from edgeopt.errors import InputError, UsageError
 
 
 def test_defaults():

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from toolkit.data import load_dataset, load_npz
-from toolkit.errors import InputError
+from edgeopt.toolkit.data import load_dataset, load_npz
+from edgeopt.errors import InputError
 
 
 def test_digits_split_shape_and_range(digits):

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from toolkit.errors import InputError
-from toolkit.models import build_model, load_module
-from toolkit.transfer import finetune
+from edgeopt.errors import InputError
+from edgeopt.toolkit.models import build_model, load_module
+from edgeopt.toolkit.transfer import finetune
 
 
 def test_builtin_shapes():
@@ -39,7 +39,7 @@ def test_load_saved_module_and_state_dict(tmp_path):
     with pytest.raises(InputError, match="cannot import factory"):
         load_module(str(tmp_path / "sd.pt"), factory="nowhere.at.all:f")
     with pytest.raises(InputError, match="does not fit"):
-        load_module(str(tmp_path / "sd.pt"), factory="toolkit.models:mlp")
+        load_module(str(tmp_path / "sd.pt"), factory="edgeopt.toolkit.models:mlp")
     (tmp_path / "junk.pt").write_bytes(b"junk")
     with pytest.raises(InputError, match="cannot load"):
         load_module(str(tmp_path / "junk.pt"))
@@ -49,7 +49,7 @@ def test_load_saved_module_and_state_dict(tmp_path):
 
 def test_finetune_freezes_early_layers_and_replaces_a_mismatched_head(trained, digits):
     import copy
-    from toolkit.models import Model
+    from edgeopt.toolkit.models import Model
     from torch import nn
 
     donor = copy.deepcopy(trained.module)

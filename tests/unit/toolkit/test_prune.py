@@ -2,13 +2,13 @@ import numpy as np
 import pytest
 import torch
 
-from toolkit.errors import UsageError
-from toolkit.models import InputSpec, Model, build_model
-from toolkit.prune import (Allocation, Method, PruneConfig, PrunedModel, Schedule, Scope, cubic_schedule,
+from edgeopt.errors import UsageError
+from edgeopt.toolkit.models import InputSpec, Model, build_model
+from edgeopt.toolkit.prune import (Allocation, Method, PruneConfig, PrunedModel, Schedule, Scope, cubic_schedule,
                            prune)
-from toolkit.prune.sensitivity import Point, allocate
-from toolkit.sparsity import prunable_layers
-from toolkit.train import evaluate, seed_everything, train
+from edgeopt.toolkit.prune.sensitivity import Point, allocate
+from edgeopt.toolkit.sparsity import prunable_layers
+from edgeopt.toolkit.train import evaluate, seed_everything, train
 
 FAST = dict(steps=2, epochs_per_step=1, final_epochs=1)
 
@@ -75,9 +75,9 @@ def test_structured_cnn_shrinks_filters_and_fc(digits):
 
 
 def test_residual_depthwise_model_prunes_runs_exports_and_compiles(digits, tmp_path):
-    from compile import compile_onnx, get_target
+    from edgeopt.compile import compile_onnx, get_target
     from tests.unit.toolkit.nets import ResDepthwiseNet
-    from toolkit.export import export_onnx
+    from edgeopt.toolkit.export import export_onnx
 
     seed_everything(0)
     m = ResDepthwiseNet()
@@ -131,7 +131,7 @@ def test_below_70_is_refused_unless_allowed(trained, digits):
 
 def test_distillation_learns_from_the_teacher_not_the_labels(trained, digits):
     """With shuffled labels only the teacher carries signal: the distilled student follows it."""
-    from toolkit.models import mlp
+    from edgeopt.toolkit.models import mlp
 
     rng = np.random.default_rng(0)
     wrong = rng.permutation(digits.y_train)
@@ -172,8 +172,8 @@ def test_latency_weighted_needs_sensitivity(trained, digits):
 
 
 def test_layer_latencies_are_measured_with_tvm():
-    from toolkit.models import cnn
-    from toolkit.prune.latency import layer_latencies
+    from edgeopt.toolkit.models import cnn
+    from edgeopt.toolkit.prune.latency import layer_latencies
 
     ms = layer_latencies(cnn().eval(), (1, 1, 28, 28), ["3", "9"])
     assert set(ms) == {"3", "9"} and all(v > 0 for v in ms.values())

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from toolkit.boardconf import load_boards
-from toolkit.errors import BoardError, HostKeyError
-from toolkit.qemu import host, recipe, register
-from toolkit.qemu.user import cpuinfo
+from edgeopt.toolkit.boardconf import load_boards
+from edgeopt.errors import BoardError, HostKeyError
+from edgeopt.toolkit.qemu import host, recipe, register
+from edgeopt.toolkit.qemu.user import cpuinfo
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKqX0eR1Jm3b1rM0b0b0b0b0b0b0b0b0b0b0b0b0b0b0"
 
@@ -60,7 +60,7 @@ def test_a_users_own_qemu_table_is_not_overwritten(cfg):
 
 
 def test_fake_cpuinfo_names_the_core_and_its_features():
-    from board.agent.bundle import cpu_flags  # noqa: F401  (the agent parses the same format)
+    from edgeopt.board.agent.bundle import cpu_flags  # noqa: F401  (the agent parses the same format)
 
     text = cpuinfo("cortex-a76", ["fp", "asimd", "asimddp"], 2)
     assert text.count("processor\t: ") == 2 and "CPU part\t: 0xd0b" in text

@@ -5,11 +5,11 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from toolkit.errors import UsageError
-from toolkit.onnx_run import predict
-from toolkit.quantize import Calibrator, QuantConfig, QuantizedModel, Scheme, quantize
-from toolkit.sparsity import global_sparsity_of_onnx
-from toolkit.train import accuracy
+from edgeopt.errors import UsageError
+from edgeopt.toolkit.onnx_run import predict
+from edgeopt.toolkit.quantize import Calibrator, QuantConfig, QuantizedModel, Scheme, quantize
+from edgeopt.toolkit.sparsity import global_sparsity_of_onnx
+from edgeopt.toolkit.train import accuracy
 
 
 def test_ptq_writes_qdq_with_int8_weights(quantized):
@@ -87,8 +87,8 @@ def test_config_validation(kwargs, message):
 def test_blown_budget_goes_to_fallback_then_qat_and_qat_beats_ptq_and_its_control(digits, tmp_path):
     """A case that needs it for real: LeNet-5 pruned structurally to 90%, 4-bit per-tensor weights,
     a half-point budget. (4-bit per-channel weights lose nothing on this model: see the note.)"""
-    from toolkit.inputs import train_builtin
-    from toolkit.prune import Method, PruneConfig, prune
+    from edgeopt.toolkit.inputs import train_builtin
+    from edgeopt.toolkit.prune import Method, PruneConfig, prune
 
     dense = train_builtin("cnn", digits)
     pruned = prune(dense, digits, config=PruneConfig(target=0.9, method=Method.structured))

@@ -1,7 +1,7 @@
 import torch
 from torch import nn
 
-from toolkit.sparsity import compare, global_sparsity_of_onnx, measure, onnx_weight_counts, totals
+from edgeopt.toolkit.sparsity import compare, global_sparsity_of_onnx, measure, onnx_weight_counts, totals
 
 
 def _net():

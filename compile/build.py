@@ -278,9 +278,10 @@ def compile_onnx(
         mod = from_onnx(model, shape_dict=shapes, keep_params_in_input=False)
         int8 = None
         if integer and any(n.op_type == "DequantizeLinear" for n in model.graph.node):
-            from . import vnni
+            from .kernels import for_target
 
-            mod, int8 = lower_qdq_to_int8(mod, kernels=vnni.kernels_for(target))
+            isa = for_target(target)
+            mod, int8 = lower_qdq_to_int8(mod, kernels=None if isa is None else isa.name)
         if target.partition is not None:
             mod = target.partition(mod)
         with tvm_target:

@@ -23,15 +23,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .sizes import round_up
+
 
 @dataclass
 class Int8Stats:
     conv2d: int = 0
     matmul: int = 0
-    vnni: int = 0  # of those, run on AVX512-VNNI dot products (compile/vnni.py)
+    vnni: int = 0  # of those, run on AVX512-VNNI dot products (compile/kernels/isa_vnni.py)
     fused: int = 0  # of those, fused with their bias and requantize into one kernel
     kernels: str | None = None  # the fused layers' dot-product kernels: "vnni", "generic" or none
-    pixel_vectors: int = 0  # fused layers vectorized over output pixels (one-channel input, vnni.conv2d_rows_requant)
+    pixel_vectors: int = 0  # fused layers vectorized over output pixels (one-channel input, kernels.layers.conv2d_rows_requant)
     pools: int = 0  # max-pools done inside the layer before them, on the int32 sums
     skipped: list[str] = field(default_factory=list)
 
@@ -81,18 +83,17 @@ VNNI_MIN_CHANNELS = 8
 def lower_qdq_to_int8(mod, *, kernels: str | None = None):
     """Return (module, stats). Run it on the imported module, before the "zero" pipeline.
     `kernels`: "vnni" (the target has AVX512-VNNI) or "generic" (any CPU): uint8 x int8 layers
-    become fused kernels (compile/vnni.py) with their bias and requantize, activations kept
+    become fused kernels (compile/kernels/) with their bias and requantize, activations kept
     uint8 channels-last between them; None: int8 x int8 -> int32 Relax ops, fp32 between layers."""
     import tvm
     from tvm import relax
     from tvm.ir.expr import Constant
     from tvm.relax import PyExprMutator, expr_functor
 
-    if kernels is not None:
-        from .vnni import ISAS
+    from . import kernels as isas
+    from .kernels import layers as v
 
-        if kernels not in ISAS:
-            raise ValueError(f"unknown int8 kernels {kernels!r}; known: {', '.join(ISAS)}")
+    int32 = None if kernels is None else isas.get(kernels).int32_layers
     vnni = kernels == "vnni"
     stats = Int8Stats(kernels=kernels)
 
@@ -204,7 +205,7 @@ def lower_qdq_to_int8(mod, *, kernels: str | None = None):
                 x = bb.emit(relax.op.nn.pad(x, [0, 0, 0, 0, pad[0], pad[2], pad[1], pad[3]], pad_value=float(zx)))
             acc = None
             xshape = _shape(x)
-            if (vnni and int(a.groups) == 1 and _dtype(x) == "uint8" and xshape and xshape[0] == 1
+            if (int32 is not None and int(a.groups) == 1 and _dtype(x) == "uint8" and xshape and xshape[0] == 1
                     and out_ch >= VNNI_MIN_CHANNELS):
                 acc = self._vnni_conv(x, xshape, wv, a)
             if acc is None:
@@ -221,16 +222,14 @@ def lower_qdq_to_int8(mod, *, kernels: str | None = None):
 
         def _vnni_gemm(self, a, m: int, w_nk: np.ndarray):
             """int32 [m, N] = a [m, K'] (uint8, K' >= K padded by the caller or here) x w_nk.T"""
-            from . import vnni as v
-
             bb = self.builder_
             n, k = w_nk.shape
-            kp, np_ = v.padded(k, n)
+            kp, np_ = round_up(k, 4), round_up(n, int32.lanes)
             if _shape(a)[1] != kp:
                 a = bb.emit(relax.op.nn.pad(a, [0, 0, 0, kp - k], pad_value=0.0))  # zero weights there
-            name = f"vnni_gemm_{m}x{kp}x{np_}"
-            gv = bb.add_func(v.gemm(m, kp, np_).with_attr("global_symbol", name), name)
-            acc = bb.emit(relax.call_tir(gv, [a, relax.const(v.pack_weights(w_nk.astype(np.int8)))],
+            name = f"{kernels}_gemm_{m}x{kp}x{np_}"
+            gv = bb.add_func(int32.gemm(m, kp, np_).with_attr("global_symbol", name), name)
+            acc = bb.emit(relax.call_tir(gv, [a, relax.const(int32.pack_gemm(w_nk.astype(np.int8)))],
                                          relax.TensorType((m, np_), "int32")))
             if np_ != n:
                 acc = bb.emit(relax.op.strided_slice(acc, axes=[1], begin=[0], end=[n]))
@@ -239,23 +238,21 @@ def lower_qdq_to_int8(mod, *, kernels: str | None = None):
 
         def _vnni_conv(self, x, xshape, wv: np.ndarray, a):
             """x: [1, C, H, W] uint8, already padded with its zero point -> int32 [1, N, OH, OW]"""
-            from . import vnni as v
-
             bb = self.builder_
             n, c, kh, kw = wv.shape
             _, _, h, w = xshape
-            cp = -(-c // 4) * 4
-            np_ = -(-n // 16) * 16
+            cp = round_up(c, 4)
+            np_ = round_up(n, int32.lanes)
             stride = tuple(int(s) for s in a.strides)
             dilation = tuple(int(d) for d in a.dilation)
             oh, ow = v.out_hw(h, w, kh=kh, kw=kw, stride=stride, dilation=dilation)
             hwc = bb.emit(relax.op.permute_dims(relax.op.reshape(x, (c, h, w)), [1, 2, 0]))
             if cp != c:  # extra channels meet zero weights
                 hwc = bb.emit(relax.op.nn.pad(hwc, [0, 0, 0, 0, 0, cp - c], pad_value=0.0))
-            func = v.conv2d(h, w, cp, n, kh, kw, stride, dilation)
-            name = f"vnni_conv2d_{h}x{w}x{cp}_{np_}x{kh}x{kw}_s{stride[0]}{stride[1]}"
+            func = int32.conv2d(h, w, cp, n, kh, kw, stride, dilation)
+            name = f"{kernels}_conv2d_{h}x{w}x{cp}_{np_}x{kh}x{kw}_s{stride[0]}{stride[1]}"
             gv = bb.add_func(func.with_attr("global_symbol", name), name)
-            acc = bb.emit(relax.call_tir(gv, [hwc, relax.const(v.pack_conv_weights(wv.astype(np.int8), cp))],
+            acc = bb.emit(relax.call_tir(gv, [hwc, relax.const(int32.pack_conv(wv.astype(np.int8), cp))],
                                          relax.TensorType((oh, ow, np_), "int32")))
             if np_ != n:
                 acc = bb.emit(relax.op.strided_slice(acc, axes=[2], begin=[0], end=[n]))
@@ -287,7 +284,7 @@ def lower_qdq_to_int8(mod, *, kernels: str | None = None):
             bb = self.builder_
             w_nk = wv if transposed else wv.T
             xshape = _shape(x)
-            if vnni and _dtype(x) == "uint8" and xshape and len(xshape) == 2 and w_nk.shape[0] >= VNNI_MIN_CHANNELS:
+            if int32 is not None and _dtype(x) == "uint8" and xshape and len(xshape) == 2 and w_nk.shape[0] >= VNNI_MIN_CHANNELS:
                 acc = self._vnni_gemm(x, xshape[0], w_nk)
             else:
                 w_kn = bb.emit(relax.op.permute_dims(w, [1, 0])) if transposed else w
@@ -434,8 +431,6 @@ def lower_qdq_to_int8(mod, *, kernels: str | None = None):
             return view
 
         def _fused(self, core, bias, out_scale: float, out_zero: int, out_dtype: str):
-            from . import vnni as v
-
             bb = self.builder_
             args = [self.visit_expr(a) for a in core.args]
             x, sx, zx = self._act(args[0])
@@ -447,7 +442,7 @@ def lower_qdq_to_int8(mod, *, kernels: str | None = None):
                 w_nk = wv if transposed else wv.T
                 n, k = w_nk.shape
                 twin = self._twin(x)
-                kp = -(-k // 4) * 4
+                kp = round_up(k, 4)
                 if twin is not None and twin[0] == "NC":
                     src, (m, cols) = twin[1], _shape(twin[1])
                 else:
@@ -455,7 +450,7 @@ def lower_qdq_to_int8(mod, *, kernels: str | None = None):
                     src = bb.emit(relax.op.nn.pad(x, [0, 0, 0, kp - k], pad_value=0.0)) if kp != k else x
                     cols = kp
                 lanes = v.lanes_for(kernels, n)
-                np_ = -(-n // lanes) * lanes
+                np_ = round_up(n, lanes)
                 int_bias = self._int_bias(bias, n, np.float32(sx) * sw)
                 func = v.gemm_requant(m, cols, kp, np_, out_scale, out_zero, out_dtype, float_bias=int_bias is None,
                                       isa=kernels, lanes=lanes)
@@ -495,13 +490,13 @@ def lower_qdq_to_int8(mod, *, kernels: str | None = None):
                     src = bb.emit(relax.op.astype(relax.op.concat(pair, axis=2), "int16"))
                     np_ = shp["np"]
                     func = v.conv2d_rows_requant(oh, ow, n, kh, kw, out_scale, out_zero, out_dtype,
-                                                 float_bias=int_bias is None)
+                                                 float_bias=int_bias is None, isa=kernels)
                     packed = v.pack_rows_weights(wv.astype(np.int8))
                     shape = (1, np_, oh, ow)
                     stem = f"{kernels}_conv2d_rows_requant_{oh}x{ow}_{np_}x{kh}x{kw}_"
                     stats.pixel_vectors += 1
                 else:
-                    kwc = -(-kw * c // 4) * 4
+                    kwc = round_up(kw * c, 4)
                     # the folded reduction reads up to kwc - kw*c bytes past a window: keep them in bounds
                     extra = max(0, -(-((ow - 1) * stride[1] * c + kwc - wp * c) // c))
                     src = bb.emit(relax.op.nn.pad(src, [0, 0, top, bottom, left, right + extra, 0, 0], pad_value=float(zx)))
@@ -510,7 +505,7 @@ def lower_qdq_to_int8(mod, *, kernels: str | None = None):
                         src = bb.emit(relax.op.astype(src, v.conv_input_dtype(kernels)))
                     src = bb.emit(relax.op.reshape(src, (1, hp, row)))
                     lanes = v.lanes_for(kernels, n)
-                    np_ = -(-n // lanes) * lanes
+                    np_ = round_up(n, lanes)
                     func = v.conv2d_requant(hp, row, c, np_, kh, kw, oh, ow, stride, dh, out_scale, out_zero, out_dtype,
                                             float_bias=int_bias is None, lanes=lanes, isa=kernels)
                     packed = v.pack_folded_conv_weights(wv.astype(np.int8), lanes, kernels)
@@ -574,12 +569,10 @@ def lower_qdq_to_int8(mod, *, kernels: str | None = None):
                     or [int(v) for v in attrs.pool_size] != [2, 2] or [int(v) for v in attrs.strides] != [2, 2]
                     or any(int(v) for v in attrs.padding) or [int(v) for v in attrs.dilation] != [1, 1]):
                 return None
-            from . import vnni as v
-
             bb = self.builder_
             n, np_ = layer["n"], layer["np"]
             ph, pw = layer["oh"] // 2, layer["ow"] // 2
-            func = v.conv2d_rows_requant(*layer["key"], pool=2)
+            func = v.conv2d_rows_requant(*layer["key"], pool=2, isa=kernels)
             name = self._name(f"{kernels}_conv2d_rows_maxpool_requant_{ph}x{pw}_{np_}_")
             gv = bb.add_func(func.with_attr("global_symbol", name), name)
             owp = v.rows_shape(*layer["key"][:5])["owp"]
@@ -644,8 +637,6 @@ def lower_qdq_to_int8(mod, *, kernels: str | None = None):
                 if (pa is None or pb is None or ta is None or tb is None or ta[0] != "NHWC" or tb[0] != "NHWC"
                         or _shape(ta[1]) != _shape(tb[1]) or ta[2] != tb[2]):
                     return None
-                from . import vnni as v
-
                 shape, out_dtype = tuple(_shape(ta[1])), str(q.attrs.out_dtype)
                 func = v.add_requant(shape, pa, pb, out, _dtype(ta[1]), out_dtype)
                 name = self._name("add_requant_")

@@ -121,7 +121,7 @@ def tune(mod, tvm_target, *, target: Target, onnx_bytes: bytes, trials: int, var
         callbacks = ms.measure_callback.MeasureCallback.create("default")
         if on_trials is not None:
             callbacks = [*callbacks, _progress_callback(on_trials)]
-        # functions scheduled by hand (compile/vnni.py) are not MetaSchedule's to tune
+        # functions scheduled by hand (compile/kernels/) are not MetaSchedule's to tune
         selected = [t for t in extract_tasks(mod, tvm_target) if not _scheduled(t.mod)]
         tasks = len(selected)
         tiers = budget(selected, trials)

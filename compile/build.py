@@ -15,7 +15,8 @@ import numpy as np
 from edgeopt.errors import CompileError, EdgeoptError, InputError, UnsupportedModelError, UsageError
 
 from .bundle import LIBRARY, Bundle
-from .int8 import constant_bytes, lower_qdq_to_int8
+from .analysis import call_plan, constant_bytes
+from .int8 import lower_qdq_to_int8
 from .targets import Target
 
 # Domains whose operators TVM's ONNX importer knows (it has no contrib ops, no QLinear* ops).
@@ -151,29 +152,6 @@ def _whole_model_us(executables: list, shapes: dict) -> list[float]:
         for i, timer in enumerate(timers):
             samples[i].append(timer(*args).mean * 1e6)
     return [statistics.median(v) for v in samples]
-
-
-def call_plan(mod) -> list[dict] | None:
-    """The kernels `main` calls, in order, with the shapes and dtypes of their arguments
-    (inputs, then outputs); None if any shape is not static."""
-    from tvm import relax
-
-    plan = []
-    for block in mod["main"].body.blocks:
-        for binding in block.bindings:
-            call = binding.value
-            if not isinstance(call, relax.Call) or getattr(call.op, "name", None) != "relax.call_tir":
-                continue
-            outs = call.ty_args[0]
-            outs = list(outs.fields) if hasattr(outs, "fields") else [outs]
-            args = []
-            for info in [a.ty for a in call.args[1].fields] + outs:
-                try:
-                    args.append({"shape": [int(d) for d in info.shape], "dtype": str(info.dtype)})
-                except (TypeError, AttributeError):
-                    return None
-            plan.append({"name": call.args[0].name_hint, "args": args})
-    return plan
 
 
 def check_parity(lib_path: Path, onnx_path: Path, inputs: np.ndarray, *, tolerance: float) -> Parity:

@@ -7,19 +7,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Callable
 
+from edgeopt import paths
 from edgeopt.errors import UsageError
 
 from .targets import Target
 
 
 def cache_root() -> Path:
-    base = os.environ.get("EDGEOPT_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "edgeopt")
-    return Path(base) / "tuning"
+    return paths.cache_dir() / "tuning"
 
 
 def cache_key(onnx_bytes: bytes, target_spec: dict, variant: str = "") -> str:

@@ -111,9 +111,9 @@ class Fused:
         src = bb.emit(relax.op.astype(relax.op.concat(pair, axis=2), "int16"))
         key = (oh, ow, n, kh, kw, *out, common["int_bias"] is None)
         self.stats.pixel_vectors += 1
+        stem = f"{isa}_conv2d_rows_requant_{oh}x{ow}_{shp['np']}x{kh}x{kw}_"
         return _Plan(src=src, func=v.conv2d_rows_requant(*key, isa=isa), packed=v.pack_rows_weights(wv.astype(np.int8)),
-                     np_=shp["np"], shape=(1, shp["np"], oh, ow), stem=f"{isa}_conv2d_rows_requant_{oh}x{ow}_{shp['np']}x{kh}x{kw}_",
-                     rows_key=key, **common)
+                     np_=shp["np"], shape=(1, shp["np"], oh, ow), stem=stem, rows_key=key, **common)
 
     def _plan_folded(self, src, wv, hwp, pad, zx, ohw, stride, dh, out, **common) -> _Plan:
         """Channel vectors, kw x channels folded into the reduction (kernels.layers.conv2d_requant)."""
@@ -131,9 +131,9 @@ class Fused:
         np_ = round_up(n, lanes)
         func = v.conv2d_requant(hp, row, c, np_, kh, kw, oh, ow, stride, dh, *out,
                                 float_bias=common["int_bias"] is None, lanes=lanes, isa=isa)
+        stem = f"{isa}_conv2d_requant_{hp}x{row}_{np_}x{kh}x{kw}_s{stride[0]}{stride[1]}_"
         return _Plan(src=src, func=func, packed=v.pack_folded_conv_weights(wv.astype(np.int8), lanes, isa),
-                     np_=np_, shape=(1, oh, ow, np_), stem=f"{isa}_conv2d_requant_{hp}x{row}_{np_}x{kh}x{kw}_s{stride[0]}{stride[1]}_",
-                     **common)
+                     np_=np_, shape=(1, oh, ow, np_), stem=stem, **common)
 
     def _emit_fused(self, p: _Plan, bias, out_scale: float, out_dtype: str):
         bb = self.builder_

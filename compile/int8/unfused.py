@@ -9,7 +9,7 @@ from tvm import relax
 
 from ..kernels import layers
 from ..sizes import round_up
-from .exprs import const_array, dtype_of, op_name, shape_of
+from .exprs import const_array, dtype_of, shape_of
 
 # Below this many output channels the 16-lane int32 kernels waste most of each instruction
 # (LeNet's first conv has 6); such layers use TVM's own int32 ops.

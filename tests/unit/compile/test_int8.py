@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 import torch
-
 from edgeopt.compile import compile_onnx, get_target
-from edgeopt.compile.build import check_parity, default_tolerance, load_onnx
+from edgeopt.compile.onnx_model import default_tolerance, load_onnx
+from edgeopt.compile.parity import check_parity
 from edgeopt.toolkit.export import export_onnx
 from edgeopt.toolkit.models import InputSpec, Model, build_model
 from edgeopt.toolkit.quantize import ort_ptq

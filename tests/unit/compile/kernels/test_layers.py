@@ -7,10 +7,10 @@ weaker check that does pass anywhere.
 """
 import numpy as np
 import pytest
-
 from edgeopt.compile import get_target
 from edgeopt.compile.kernels import get, layers, names
 from edgeopt.compile.sizes import round_up
+
 from tests.outcomes import not_run
 
 # An LLVM CPU that has each ISA's instructions, and one instruction its kernels must contain.

@@ -119,9 +119,7 @@ class Fused:
         """Channel vectors, kw x channels folded into the reduction (kernels.layers.conv2d_requant)."""
         bb, isa = self.builder_, self.isa.name
         (hp, wp), (oh, ow), (n, c, kh, kw) = hwp, ohw, wv.shape
-        kwc = round_up(kw * c, 4)
-        # the folded reduction reads up to kwc - kw*c bytes past a window: keep them in bounds
-        extra = max(0, -(-((ow - 1) * stride[1] * c + kwc - wp * c) // c))
+        extra = v.folded_overhang(ow=ow, stride=stride[1], c=c, kw=kw, width=wp)
         src = bb.emit(relax.op.nn.pad(src, [0, 0, pad[0], pad[2], pad[1], pad[3] + extra, 0, 0], pad_value=float(zx)))
         row = (wp + extra) * c
         if v.conv_input_dtype(isa) != dtype_of(src):  # widened in the same glue kernel

@@ -15,10 +15,6 @@ class Int8Stats:
     pools: int = 0  # max-pools done inside the layer before them, on the int32 sums
     skipped: list[str] = field(default_factory=list)
 
-    @property
-    def rewritten(self) -> int:
-        return self.conv2d + self.matmul
-
     def to_json(self) -> dict:
         return {"conv2d": self.conv2d, "matmul": self.matmul, "vnni": self.vnni, "fused": self.fused,
                 "kernels": self.kernels, "pixel_vectors": self.pixel_vectors, "pools": self.pools,

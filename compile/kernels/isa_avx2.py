@@ -44,9 +44,10 @@ def intrinsic(lanes: int, a_dtype: str = "uint8") -> str:
             T.reads(C[0:8], A[0:4], B[0:2, 0:8, 0:2])
             T.writes(C[0:8])
             for p in T.unroll(0, 2):
-                pair = (A.vload([p * 2], "int16x2") if a_dtype == "int16"
-                        else T.Cast("int16x2", A.vload([p * 2], "uint8x2")))
-                a = T.reinterpret(T.broadcast(T.reinterpret(pair, dtype="int32"), 8), dtype="int16x16")
+                a = T.reinterpret(T.broadcast(T.reinterpret(
+                    A.vload([p * 2], "int16x2") if a_dtype == "int16"
+                    else T.Cast("int16x2", A.vload([p * 2], "uint8x2")),
+                    dtype="int32"), 8), dtype="int16x16")
                 b = T.Cast("int16x16", B.vload([p, 0, 0], "int8x16"))
                 C[T.ramp(T.int32(0), 1, 8)] = C.vload([0], dtype="int32x8") + T.call_llvm_pure_intrin(
                     T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"), a, b, dtype="int32x8")

@@ -209,6 +209,12 @@ def gemm_requant(m: int, cols: int, kp: int, np_: int, out_scale: float, out_zer
     return _opaque(sch)
 
 
+def folded_overhang(*, ow: int, stride: int, c: int, kw: int, width: int) -> int:
+    """Extra zero columns conv2d_requant's input needs on the right: the folded reduction (kw*c
+    rounded up to 4) reads up to 3 bytes past the last window of a row of `width` pixels."""
+    return max(0, ceil_div((ow - 1) * stride * c + round_up(kw * c, 4) - width * c, c))
+
+
 def rows_ok(isa: str, c: int, n: int, kh: int, kw: int, stride, dilation) -> bool:
     """Whether conv2d_rows_requant takes this layer: one input channel, unit stride and
     dilation, an ISA with a rows intrinsic, and fewer dot-product instructions per 8 output

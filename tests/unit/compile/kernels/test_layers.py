@@ -37,9 +37,9 @@ def _requantized(acc, corr, scale, zero):
 
 def _conv_case(isa, h, w, c, n, kh, kw, stride):
     lanes = layers.lanes_for(isa, n)
-    kwc, np_ = round_up(kw * c, 4), round_up(n, lanes)
+    np_ = round_up(n, lanes)
     oh, ow = layers.out_hw(h, w, kh=kh, kw=kw, stride=(stride, stride), dilation=(1, 1))
-    extra = max(0, -(-((ow - 1) * stride * c + kwc - w * c) // c))  # as compile/int8 pads
+    extra = layers.folded_overhang(ow=ow, stride=stride, c=c, kw=kw, width=w)
     func = layers.conv2d_requant(h, (w + extra) * c, c, np_, kh, kw, oh, ow, (stride, stride), 1, 0.1, 3, "uint8",
                                  lanes=lanes, isa=isa)
     return func, lanes, np_, oh, ow, extra

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from edgeopt import paths
 from edgeopt.errors import InputError
+
 from .report import SCHEMA, strip_samples
 
 FILE = "history.jsonl"

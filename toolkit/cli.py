@@ -366,6 +366,8 @@ def main(argv: list[str] | None = None) -> int:
         code = app(args=argv, prog_name="edgeopt", standalone_mode=False)
         return code if isinstance(code, int) else 0
     except typer.Exit as exc:
+        if exc.exit_code == 130:  # typer's own turn of a Ctrl-C: say so, like ours below
+            _error("interrupted (Ctrl-C); on a board, the command stops with its session")
         return exc.exit_code
     except typer.TyperException as exc:  # typer's (vendored) click: usage errors and the like
         if type(exc).__name__ == "NoArgsIsHelpError":
@@ -379,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         _error(str(exc))
         return exc.exit_code
     except (KeyboardInterrupt, typer.Abort):
-        _error("interrupted")
+        _error("interrupted (Ctrl-C); on a board, the command stops with its session")
         return 130
     except Exception as exc:  # a bug: one line by default, the traceback on request
         if os.environ.get("EDGEOPT_DEBUG"):
@@ -389,7 +391,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry_point() -> None:
-    sys.exit(main())
+    try:
+        code = main()
+    except KeyboardInterrupt:  # a second Ctrl-C while the first one's clean-up ran
+        _error("interrupted (Ctrl-C); on a board, the command stops with its session")
+        code = 130
+    sys.exit(code)
 
 
 from . import cli_board  # noqa: E402,F401  (registers the board commands on `app`)

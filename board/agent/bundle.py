@@ -21,6 +21,13 @@ class AgentFailure(Exception):
         self.message = message
 
 
+def plain_name(name) -> bool:
+    """A file name inside the bundle folder: no separator, no .., no control character (the
+    host checks the same before uploading: toolkit/bundlecheck.py)."""
+    return (isinstance(name, str) and 0 < len(name) <= 128 and name not in (".", "..") and "/" not in name
+            and "\\" not in name and not name.startswith(".") and all(32 <= ord(c) != 127 for c in name))
+
+
 def sha256_file(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -38,6 +45,8 @@ def read_manifest(bundle_dir: str) -> dict:
         raise AgentFailure("bundle_missing", f"no {MANIFEST} in {bundle_dir}") from None
     except ValueError as exc:
         raise AgentFailure("bundle_damaged", f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise AgentFailure("bundle_damaged", f"{path} is not a JSON object")
     if manifest.get("schema") != BUNDLE_SCHEMA:
         raise AgentFailure("bundle_schema", f"bundle schema {manifest.get('schema')!r}, agent reads {BUNDLE_SCHEMA!r}")
     return manifest
@@ -46,8 +55,20 @@ def read_manifest(bundle_dir: str) -> dict:
 def verify(bundle_dir: str, manifest: dict) -> dict:
     """sha256 of every file as it is on this board; mismatch or wrong CPU is a failure."""
     actual = {}
-    for name, meta in sorted(manifest.get("files", {}).items()):
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise AgentFailure("bundle_damaged", f"{MANIFEST} in {bundle_dir} has no files table")
+    for name, meta in sorted(files.items()):
+        if not plain_name(name):
+            raise AgentFailure("bundle_unsafe_name", f"{MANIFEST} names {name!r}, not a plain file name; refused")
+        if not isinstance(meta, dict) or not isinstance(meta.get("sha256"), str):
+            raise AgentFailure("bundle_damaged", f"{MANIFEST} entry {name!r} has no sha256")
+    if LIBRARY not in files:
+        raise AgentFailure("bundle_missing", f"{MANIFEST} in {bundle_dir} lists no {LIBRARY}: nothing to run")
+    for name, meta in sorted(files.items()):
         path = os.path.join(bundle_dir, name)
+        if os.path.islink(path):
+            raise AgentFailure("bundle_damaged", f"bundle file {name} is a symlink on the board; refused")
         if not os.path.isfile(path):
             raise AgentFailure("bundle_missing", f"bundle file {name} is missing on the board")
         actual[name] = sha256_file(path)

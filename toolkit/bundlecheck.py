@@ -11,7 +11,7 @@ from edgeopt.errors import BundleError
 LIBRARY = "model.so"
 MANIFEST = "manifest.json"
 # a plain name: no separator, no control character, not . or .., not hidden
-_PLAIN = re.compile(r"^[A-Za-z0-9_+\-][A-Za-z0-9_.+\-]{0,127}$")
+_PLAIN = re.compile(r"[A-Za-z0-9_+\-][A-Za-z0-9_.+\-]{0,127}")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -23,7 +23,7 @@ def bad_name_reason(name: object) -> str | None:
         return "a path, not a plain name"
     if any(ord(c) < 32 or ord(c) == 127 for c in name):
         return "has a control character"
-    if not _PLAIN.match(name):
+    if not _PLAIN.fullmatch(name):
         return "not a plain name (letters, digits, . _ + -; at most 128)"
     if name == MANIFEST:
         return "the manifest cannot list itself"

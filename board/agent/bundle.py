@@ -5,11 +5,13 @@ import hashlib
 import json
 import os
 import platform
+import re
 import time
 
 MANIFEST = "manifest.json"
 LIBRARY = "model.so"
 BUNDLE_SCHEMA = "edgeopt.bundle/1"
+PLAIN_NAME = re.compile(r"[A-Za-z0-9_+\-][A-Za-z0-9_.+\-]{0,127}")
 
 
 class AgentFailure(Exception):
@@ -22,10 +24,10 @@ class AgentFailure(Exception):
 
 
 def plain_name(name) -> bool:
-    """A file name inside the bundle folder: no separator, no .., no control character (the
-    host checks the same before uploading: toolkit/bundlecheck.py)."""
-    return (isinstance(name, str) and 0 < len(name) <= 128 and name not in (".", "..") and "/" not in name
-            and "\\" not in name and not name.startswith(".") and all(32 <= ord(c) != 127 for c in name))
+    """A file name inside the bundle folder: letters, digits, . _ + - (not leading a dot), at
+    most 128; so no separator, no .., no control character. The host checks the same pattern
+    before uploading (toolkit/bundlecheck.py)."""
+    return isinstance(name, str) and PLAIN_NAME.fullmatch(name) is not None
 
 
 def sha256_file(path: str) -> str:

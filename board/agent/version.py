@@ -19,8 +19,10 @@ def agent_digest() -> str:
     listed = {os.path.abspath(f) for f in files}
     for m in list(sys.modules.values()):
         f = getattr(m, "__file__", None)
-        if f and os.path.abspath(f).startswith(parent + os.sep) and os.path.abspath(f) not in listed:
-            files.append(os.path.abspath(f))
+        f = os.path.abspath(f) if f else None
+        # the agent folder's top level, and the board package itself
+        if f and (os.path.dirname(f) == parent or f.startswith(_BOARD + os.sep)) and f not in listed:
+            files.append(f)
     h = hashlib.sha256()
     for f in files:
         rel = os.path.relpath(f, parent).replace(os.sep, "/")

@@ -371,12 +371,15 @@ class Connection:
         return exc
 
     def close(self) -> None:
-        if self._sftp is not None:
-            self._sftp.close()
-            self._sftp = None
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        """Never raises: it runs on the way out of an error (a dropped connection) too."""
+        for closable in (self._sftp, self._client):
+            if closable is not None:
+                try:
+                    closable.close()
+                except Exception as exc:
+                    log.debug("closing the connection to %s: %s", self.spec.address, exc or type(exc).__name__)
+        self._sftp = None
+        self._client = None
 
     @property
     def sftp(self) -> paramiko.SFTPClient:

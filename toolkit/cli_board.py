@@ -79,7 +79,9 @@ def deploy_cmd(
             doc.pop("deployment")
     _emit(doc, as_json, f"deployed {doc['bundle']['id'][:12]} to {doc['board']['address']} ({doc['board']['arch']}): "
                         f"{len(doc['uploaded'])} file(s) uploaded ({doc['uploaded_bytes']:,} bytes), "
-                        f"{len(doc['skipped'])} already there; agent {doc['agent']['version']} runs with {doc['agent']['python']}")
+                        f"{len(doc['skipped'])} already there; agent {doc['agent']['version']} runs with {doc['agent']['python']}"
+                        + (f"; removed {len(doc['removed_stale'])} half-written file(s) an interrupted deploy left"
+                           if doc["removed_stale"] else ""))
 
 
 @app.command("bench")

@@ -95,6 +95,7 @@ class LocalBoard:
             return
         proc = await asyncio.create_subprocess_exec(
             "/bin/sh", "-c", process.command, cwd=self.home, env=self._env(),
+            start_new_session=True,  # like sshd: a session of its own, which the watchdog may stop whole
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )
         await process.redirect(stdin=proc.stdin)

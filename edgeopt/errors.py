@@ -72,3 +72,15 @@ class HostKeyError(BoardError):
 
 class AgentError(BoardError):
     """The board agent ran but reported a failure or printed something that is not its JSON."""
+
+
+class BoardTimeoutError(BoardError):
+    """A command on the board did not finish within its timeout (it was stopped there)."""
+
+
+class BoardOutputError(AgentError):
+    """A command on the board printed more than the host reads (it was stopped there)."""
+
+
+class BoardConnectionLostError(BoardUnreachableError):
+    """The SSH connection dropped while a command or an upload was running."""

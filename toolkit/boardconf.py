@@ -7,6 +7,8 @@
     target = "cortex-a55"
     identity_file = "~/.ssh/id_ed25519"
     # optional: python = "/usr/bin/python3", remote_root = "/data/edgeopt"
+    # timeout = 900            (seconds for each agent command; default: per verb, x10 emulated)
+    # identities_only = false  (also offer the ssh-agent's and ~/.ssh's keys, not only identity_file)
 
 A fleet is a group of boards, benchmarked in parallel by `edgeopt bench --board lab`:
 
@@ -25,7 +27,8 @@ from pathlib import Path
 from edgeopt import paths
 from edgeopt.errors import InputError
 
-BOARD_KEYS = {"host", "user", "port", "target", "identity_file", "python", "remote_root", "known_hosts"}
+BOARD_KEYS = {"host", "user", "port", "target", "identity_file", "python", "remote_root", "known_hosts", "timeout",
+              "identities_only"}
 
 
 def config_dir() -> Path:
@@ -61,6 +64,8 @@ class BoardEntry:
     python: str | None = None
     remote_root: str | None = None
     known_hosts: Path | None = None
+    timeout_s: float | None = None
+    identities_only: bool = True
 
 
 def boards_files() -> list[Path]:
@@ -94,6 +99,12 @@ def _read(path: Path) -> dict[str, BoardEntry]:
         for key in ("user", "target", "identity_file", "python", "remote_root", "known_hosts"):
             if key in table and not isinstance(table[key], str):
                 raise InputError(f"{path}: boards.{name}.{key} must be a string")
+        timeout = table.get("timeout")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                    or not 0 < timeout <= 86400):
+            raise InputError(f"{path}: boards.{name}.timeout must be a number of seconds, 0 < timeout <= 86400, got {timeout!r}")
+        if not isinstance(table.get("identities_only", True), bool):
+            raise InputError(f"{path}: boards.{name}.identities_only must be true or false")
         if "password" in table:
             raise InputError(f"{path}: passwords are not read from files; use a key")
         out[name] = BoardEntry(
@@ -102,6 +113,8 @@ def _read(path: Path) -> dict[str, BoardEntry]:
             identity_file=Path(table["identity_file"]).expanduser() if table.get("identity_file") else None,
             python=table.get("python"), remote_root=table.get("remote_root"),
             known_hosts=Path(table["known_hosts"]).expanduser() if table.get("known_hosts") else None,
+            timeout_s=float(timeout) if timeout is not None else None,
+            identities_only=table.get("identities_only", True),
         )
     return out
 

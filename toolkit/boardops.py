@@ -24,7 +24,7 @@ def deploy(conn: Connection, bundle: Bundle) -> dict:
     """Upload what the board lacks (target checked first), then check that the agent there runs
     with the board's Python and is the one uploaded."""
     dep = Deployment(conn, bundle).upload()
-    version = dep.agent("version", timeout_s=120)
+    version = dep.agent("version")
     return {
         "deployment": dep,
         "bundle": {"path": str(bundle.path), "id": bundle.id, "remote": str(dep.bundle_dir),
@@ -33,6 +33,7 @@ def deploy(conn: Connection, bundle: Bundle) -> dict:
                   "python": conn.python(), "python_version": version["board"]["python"]},
         "uploaded": dep.uploaded,
         "skipped": dep.skipped,
+        "removed_stale": dep.removed_stale,
         "uploaded_bytes": dep.uploaded_bytes,
         "board": {"name": conn.spec.name, "address": conn.spec.address, "arch": conn.arch(),
                   "host_key_recorded": conn.recorded_host_key},
@@ -154,8 +155,10 @@ def info(conn: Connection) -> dict:
         r = agent_dir / f.relative_to(AGENT_SOURCE.parent).as_posix()
         if remote.get(str(r)) != sha256_file(f):
             conn.upload(f, r)
-    doc = run_agent(conn, agent_dir, "info", timeout_s=300)
-    bundles = [e.filename for e in conn.listdir_attr(conn.root() / "bundles") if stat.S_ISDIR(e.st_mode or 0)]
+    doc = run_agent(conn, agent_dir, "info")
+    # a folder counts as a bundle once its manifest is there (it is uploaded last)
+    bundles = [e.filename for e in conn.listdir_attr(conn.root() / "bundles") if stat.S_ISDIR(e.st_mode or 0)
+               and any(f.filename == "manifest.json" for f in conn.listdir_attr(conn.root() / "bundles" / e.filename))]
     return {
         "board": {**doc["board"], "name": conn.spec.name, "address": conn.spec.address},
         "python": conn.python(),

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .boardconf import load_boards
-from .deploy import BoardSpec, apply_ssh_config
+from .deploy import TIMEOUT_ENV, BoardSpec, apply_ssh_config
 from edgeopt.errors import BoardError, UsageError
 
 _SSH = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>[A-Za-z0-9_.\-]+|\[[0-9a-fA-F:]+\])(?::(?P<port>\d+))?$")
@@ -74,6 +74,7 @@ def board_spec(name: str, *, trust_new_host: bool = False, known_hosts: Path | N
         spec = BoardSpec(kind="ssh", name=name, host=e.host, port=e.port or 22, user=e.user,
                          identity_file=e.identity_file, known_hosts=known_hosts or e.known_hosts,
                          python=e.python, target=e.target, trust_new_host=trust_new_host,
+                         command_timeout_s=e.timeout_s, identities_only=e.identities_only,
                          **({"remote_root": e.remote_root} if e.remote_root else {}))
         if e.identity_file is not None and not e.identity_file.is_file():
             raise UsageError(f"identity_file {e.identity_file} of board {name!r} ({e.source}) does not exist")
@@ -93,9 +94,31 @@ def open_board(name: str, *, local_port: int = 0, trust_new_host: bool = False,
     `user@host[:port]` (a real board over SSH)."""
     if name in BOARD_KINDS:
         with BOARD_KINDS[name](local_port=local_port) as spec:
-            yield spec
+            yield with_env_timeout(spec)
         return
-    yield board_spec(name, trust_new_host=trust_new_host, known_hosts=known_hosts)
+    yield with_env_timeout(board_spec(name, trust_new_host=trust_new_host, known_hosts=known_hosts))
+
+
+def env_timeout() -> float | None:
+    """$EDGEOPT_BOARD_TIMEOUT in seconds, or None when unset."""
+    import os
+
+    text = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 86400:
+        raise UsageError(f"{TIMEOUT_ENV}={text!r} is not a number of seconds between 0 and 86400")
+    return value
+
+
+def with_env_timeout(spec: BoardSpec) -> BoardSpec:
+    """The environment variable wins over boards.toml (a --timeout flag wins over both)."""
+    value = env_timeout()
+    return dataclasses.replace(spec, command_timeout_s=value) if value is not None else spec
 
 
 def with_options(spec: BoardSpec, **changes) -> BoardSpec:

@@ -359,13 +359,42 @@ def _error(message: str) -> None:
     print(f"edgeopt: error: {message}", file=sys.stderr)
 
 
+INTERRUPTED = "interrupted (Ctrl-C); on a board, the command stops with its session"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # typer turns a KeyboardInterrupt into a silent exit code 130; a flag set by our own SIGINT
+    # handler tells that apart, so Ctrl-C always gets its line
+    interrupted: list[bool] = []
+
+    def on_sigint(signum, frame):
+        interrupted.append(True)
+        raise KeyboardInterrupt
+
+    import signal
+    import threading
+
+    previous = signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None
+    try:
+        return _main(argv, interrupted)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _main(argv: list[str], interrupted: list[bool]) -> int:
     try:
         # without standalone mode, click returns a command's typer.Exit code instead of raising it
         code = app(args=argv, prog_name="edgeopt", standalone_mode=False)
+        if interrupted:
+            _error(INTERRUPTED)
+            return 130
         return code if isinstance(code, int) else 0
     except typer.Exit as exc:
+        if interrupted:
+            _error(INTERRUPTED)
+            return 130
         return exc.exit_code
     except typer.TyperException as exc:  # typer's (vendored) click: usage errors and the like
         if type(exc).__name__ == "NoArgsIsHelpError":
@@ -379,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         _error(str(exc))
         return exc.exit_code
     except (KeyboardInterrupt, typer.Abort):
-        _error("interrupted")
+        _error(INTERRUPTED)
         return 130
     except Exception as exc:  # a bug: one line by default, the traceback on request
         if os.environ.get("EDGEOPT_DEBUG"):
@@ -389,7 +418,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry_point() -> None:
-    sys.exit(main())
+    try:
+        code = main()
+    except KeyboardInterrupt:  # a second Ctrl-C while the first one's clean-up ran
+        _error(INTERRUPTED)
+        code = 130
+    sys.exit(code)
 
 
 from . import cli_board  # noqa: E402,F401  (registers the board commands on `app`)

@@ -20,14 +20,26 @@ app.add_typer(board_app, name="board")
 BOARD_HELP = "'local' (the embedded SSH board, started for this command), a name from boards.toml, or user@host[:port]"
 
 
+TIMEOUT_HELP = ("seconds each command on the board may take (also `timeout` in boards.toml, $EDGEOPT_BOARD_TIMEOUT) "
+                "[default: 120 version, 300 info, 600 bench; x10 on an emulated board]")
+
+
+def _check_timeout(timeout: float | None) -> None:
+    from edgeopt.errors import UsageError
+
+    if timeout is not None and not 0 < timeout <= 86400:
+        raise UsageError(f"--timeout must be between 0 and 86400 seconds, got {timeout}")
+
+
 @contextlib.contextmanager
-def _connected(board: str, *, trust_new_host: bool, local_port: int | None) -> Iterator:
-    from .boards import check_board, open_board
+def _connected(board: str, *, trust_new_host: bool, local_port: int | None, timeout: float | None = None) -> Iterator:
+    from .boards import check_board, open_board, with_options
     from .deploy import Connection
 
+    _check_timeout(timeout)
     check_board(board, local_port=local_port or 0)
     with open_board(board, local_port=local_port or 0, trust_new_host=trust_new_host) as spec:
-        with Connection(spec) as conn:
+        with Connection(with_options(spec, command_timeout_s=timeout)) as conn:
             if conn.recorded_host_key:
                 print(f"recorded new host key {conn.recorded_host_key}", file=sys.stderr)
             yield conn
@@ -42,9 +54,9 @@ def _emit(doc: dict, as_json: bool, text: str) -> None:
 
 
 def _load_bundle(path: Path):
-    from edgeopt.compile import Bundle
+    from .bundlecheck import load_checked
 
-    return Bundle.load(path)
+    return load_checked(path)
 
 
 @app.command("deploy")
@@ -53,6 +65,7 @@ def deploy_cmd(
     board: str = typer.Option("local", help=BOARD_HELP),
     trust_new_host: bool = typer.Option(False, "--trust-new-host", help="record an unknown board's host key"),
     local_port: Optional[int] = typer.Option(None, help="port for the local board [default: a free one]"),
+    timeout: Optional[float] = typer.Option(None, help=TIMEOUT_HELP),
     as_json: bool = typer.Option(False, "--json", help="print one JSON document on stdout, nothing else"),
 ) -> None:
     """Upload the agent and a bundle to a board's content-addressed store (only what is missing
@@ -61,12 +74,14 @@ def deploy_cmd(
 
     b = _load_bundle(bundle)
     with _stdout_to_stderr() if as_json else contextlib.nullcontext():
-        with _connected(board, trust_new_host=trust_new_host, local_port=local_port) as conn:
+        with _connected(board, trust_new_host=trust_new_host, local_port=local_port, timeout=timeout) as conn:
             doc = deploy(conn, b)
             doc.pop("deployment")
     _emit(doc, as_json, f"deployed {doc['bundle']['id'][:12]} to {doc['board']['address']} ({doc['board']['arch']}): "
                         f"{len(doc['uploaded'])} file(s) uploaded ({doc['uploaded_bytes']:,} bytes), "
-                        f"{len(doc['skipped'])} already there; agent {doc['agent']['version']} runs with {doc['agent']['python']}")
+                        f"{len(doc['skipped'])} already there; agent {doc['agent']['version']} runs with {doc['agent']['python']}"
+                        + (f"; removed {len(doc['removed_stale'])} half-written file(s) an interrupted deploy left"
+                           if doc["removed_stale"] else ""))
 
 
 @app.command("bench")
@@ -93,6 +108,7 @@ def bench_cmd(
     no_history: bool = typer.Option(False, "--no-history", help="report: do not record the run in the history"),
     trust_new_host: bool = typer.Option(False, "--trust-new-host", help="record an unknown board's host key"),
     local_port: Optional[int] = typer.Option(None, help="port for the local board [default: a free one]"),
+    timeout: Optional[float] = typer.Option(None, help=TIMEOUT_HELP),
     as_json: bool = typer.Option(False, "--json", help="print one JSON document on stdout, nothing else"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress on stderr"),
 ) -> None:
@@ -105,6 +121,7 @@ def bench_cmd(
     from edgeopt.errors import InputError, UsageError
 
     thread_list = parse_threads(threads)
+    _check_timeout(timeout)
     boards = list(board or ["local"])
     from .boardconf import load_groups
 
@@ -124,7 +141,7 @@ def bench_cmd(
                                  hint="a report always keeps every sample in report.json")
         opts = BenchOptions(runs=runs, warmup=warmup, rounds=rounds, threads=thread_list[0],
                             baseline=None if baseline == "none" else (baseline or "ort"), profile_runs=profile_runs,
-                            local_port=local_port or 0, trust_new_host=trust_new_host)
+                            local_port=local_port or 0, trust_new_host=trust_new_host, timeout_s=timeout)
         with _stdout_to_stderr() if as_json else contextlib.nullcontext():
             doc, code = run_report(bundle, boards=boards, options=opts, out=out or Path("bench-report"), data=data,
                                    history_file=history, record_history=not no_history, progress=Progress(quiet=quiet))
@@ -153,7 +170,7 @@ def bench_cmd(
     if data is not None and not data.is_file():
         raise InputError(f"data file not found: {data}")
     with _stdout_to_stderr() if as_json else contextlib.nullcontext():
-        with _connected(boards[0], trust_new_host=trust_new_host, local_port=local_port) as conn:
+        with _connected(boards[0], trust_new_host=trust_new_host, local_port=local_port, timeout=timeout) as conn:
             doc = bench(conn, b, runs=runs, warmup=warmup, threads=thread_list,
                         baseline=None if baseline == "none" else baseline,
                         min_repeat_ms=min_repeat_ms, onnx=onnx, data=data, keep_samples=keep_samples)
@@ -210,13 +227,14 @@ def setup_cmd(
 def info_cmd(
     board: str = typer.Argument(..., help=BOARD_HELP),
     trust_new_host: bool = typer.Option(False, "--trust-new-host", help="record an unknown board's host key"),
+    timeout: Optional[float] = typer.Option(None, help=TIMEOUT_HELP),
     as_json: bool = typer.Option(False, "--json", help="print one JSON document on stdout, nothing else"),
 ) -> None:
     """Board facts (arch, CPU, cores, memory, kernel, Python, TVM runtime) and its bundle store."""
     from .boardops import info
 
     with _stdout_to_stderr() if as_json else contextlib.nullcontext():
-        with _connected(board, trust_new_host=trust_new_host, local_port=None) as conn:
+        with _connected(board, trust_new_host=trust_new_host, local_port=None, timeout=timeout) as conn:
             doc = info(conn)
     b = doc["board"]
     _emit(doc, as_json, "\n".join([

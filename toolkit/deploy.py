@@ -5,11 +5,11 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
-import json
 import logging
 import os
 import select
 import shlex
+import signal
 import socket
 import stat
 import time
@@ -22,7 +22,8 @@ import paramiko
 from edgeopt.compile.bundle import Bundle, sha256_file
 
 from .boardconf import toolkit_known_hosts, user_known_hosts, user_ssh_config
-from edgeopt.errors import AgentError, BoardError, BoardUnreachableError, BundleError, HostKeyError
+from edgeopt.errors import (AgentError, BoardConnectionLostError, BoardError, BoardOutputError, BoardTimeoutError,
+                            BoardUnreachableError, BundleError, HostKeyError)
 
 log = logging.getLogger("edgeopt.deploy")
 # paramiko logs failures (with tracebacks) that we turn into one clear error of our own
@@ -33,6 +34,33 @@ REMOTE_ROOT = PurePosixPath(".edgeopt")  # relative to the login directory, as S
 AGENT_SOURCE = Path(__file__).resolve().parent.parent / "board"
 # what the agent must never import on a board (it reports every top-level module it imported)
 HOST_ONLY_MODULES = frozenset({"torch", "onnx", "paramiko", "edgeopt", "toolkit", "compile"})
+
+# What the host reads of a board command's output at most (docs/reliability.md); past either cap
+# the command is stopped. The agent's JSON is a few KB, 200 kept samples a few more.
+STDOUT_CAP_BYTES = 16 << 20
+STDERR_CAP_BYTES = 1 << 20
+STDERR_KEEP_BYTES = 64 << 10  # the tail kept for the error message
+# Timeouts (seconds) of the agent's verbs when none is set; an emulated board's are multiplied.
+DEFAULT_TIMEOUT_S = 600.0
+VERB_TIMEOUT_S = {"version": 120.0, "info": 300.0}
+EMULATED_TIMEOUT_SCALE = 10.0  # QEMU arithmetic is 500-900x slower; its verbs are small on purpose
+TIMEOUT_ENV = "EDGEOPT_BOARD_TIMEOUT"
+TIMEOUT_HINT = f"set a longer one with --timeout S, `timeout = S` in boards.toml or {TIMEOUT_ENV}=S; or check the board's load"
+STOP_GRACE_S = 2  # SIGTERM, then SIGKILL this much later
+# Every command runs under this POSIX sh wrapper. sshd starts a command without a terminal in a
+# session (and process group) of its own; when the channel closes (done, timed out, Ctrl-C, the
+# connection dropped) the watchdog reads EOF on stdin and stops the whole group, so no process of
+# ours outlives its session. The command's exit code passes through (128+N: killed by signal N).
+WATCHDOG = ("exec 3<&0 </dev/null; \"$@\" 3<&- & p=$!; "
+            "( trap '' TERM; while read -r _ <&3; do :; done; kill -s TERM 0; sleep %d; kill -s KILL 0 ) "
+            ">/dev/null 2>&1 & w=$!; exec 3<&-; wait $p; rc=$?; kill -s KILL $w 2>/dev/null; exit $rc") % STOP_GRACE_S
+# The agent runs isolated (-I: no PYTHON* variables, no user site, neither the working nor the
+# agent's folder on sys.path; -B: no .pyc written): only the package `board` is loaded from the
+# agent's folder, so a stray numpy.py dropped next to it is never imported.
+AGENT_BOOT = ("import sys, runpy, importlib.util as u; d = sys.argv.pop(1) + '/board'; "
+              "s = u.spec_from_file_location('board', d + '/__init__.py', submodule_search_locations=[d]); "
+              "m = u.module_from_spec(s); sys.modules['board'] = m; s.loader.exec_module(m); "
+              "sys.argv[0] = 'board.agent'; runpy.run_module('board.agent', run_name='__main__', alter_sys=True)")
 
 
 @dataclass(frozen=True)
@@ -51,7 +79,10 @@ class BoardSpec:
     trust_new_host: bool = False
     use_ssh_agent: bool = True
     connect_timeout_s: float = 10.0
-    command_timeout_s: float = 600.0
+    # None: each agent verb's default (VERB_TIMEOUT_S, DEFAULT_TIMEOUT_S; scaled when emulated)
+    command_timeout_s: float | None = None
+    # a named identity_file is the only key offered (OpenSSH's IdentitiesOnly); False: agent keys too
+    identities_only: bool = True
     env: dict[str, str] = field(default_factory=dict)
     name: str | None = None  # the name the user gave (boards.toml entry, user@host, local)
     target: str | None = None  # the compile target boards.toml names for it
@@ -66,6 +97,36 @@ class BoardSpec:
     @property
     def host_key_name(self) -> str:
         return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+
+    @property
+    def emulated(self) -> bool:
+        return self.kind.startswith("qemu")
+
+    def timeout_for(self, verb: str | None = None) -> float:
+        """The set timeout, else the verb's default (an emulated board's multiplied)."""
+        if self.command_timeout_s is not None:
+            return self.command_timeout_s
+        base = VERB_TIMEOUT_S.get(verb or "", DEFAULT_TIMEOUT_S)
+        return base * (EMULATED_TIMEOUT_SCALE if self.emulated else 1.0)
+
+
+def signal_name(code: int) -> str | None:
+    """'SIGSEGV' for a shell's 139 (128 + signal number), else None."""
+    if 128 < code < 128 + 65:
+        try:
+            return signal.Signals(code - 128).name
+        except ValueError:
+            return None
+    return None
+
+
+def describe_exit(code: int) -> str:
+    sig = signal_name(code)
+    if sig:
+        return f"was killed by {sig} (exit {code})"
+    if code == -1:
+        return "ended without an exit status"
+    return f"exited {code}"
 
 
 def apply_ssh_config(spec: BoardSpec, *, explicit_port: bool, explicit_user: bool,
@@ -143,6 +204,19 @@ class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
         log.info("recorded the host key of %s (%s %s) in %s", hostname, key.get_name(), fingerprint(key), self.record_to)
 
 
+def _close_quietly(chan) -> None:
+    """Close a channel (the watchdog on the board sees EOF and stops the command); a dead
+    connection must not hide the error that is already on its way."""
+    try:
+        chan.shutdown_write()
+    except Exception:
+        pass
+    try:
+        chan.close()
+    except Exception:
+        pass
+
+
 def _is_transient(exc: BaseException) -> bool:
     """Worth another try: nothing listening yet, a reset, a timeout, a dropped banner. Never an
     authentication or host key failure, nor a name that does not resolve."""
@@ -152,11 +226,17 @@ def _is_transient(exc: BaseException) -> bool:
     if isinstance(exc, (ConnectionRefusedError, ConnectionResetError, ConnectionAbortedError,
                         TimeoutError, socket.timeout, EOFError)):
         return True
+    if isinstance(exc, _SilentPeer):
+        return True
     if isinstance(exc, paramiko.SSHException) and not isinstance(
             exc, (paramiko.AuthenticationException, paramiko.BadHostKeyException)):
         text = str(exc)
         return "banner" in text or "reset" in text.lower() or "EOF" in text
     return False
+
+
+class _SilentPeer(Exception):
+    """TCP connected, but no SSH banner came in time (paramiko then reports 'No existing session')."""
 
 
 class Connection:
@@ -218,22 +298,29 @@ class Connection:
                     raise BoardError(f"cannot read known_hosts file {f}: {exc}") from None
         policy = _HostKeyPolicy(spec.trust_new_host, self.record_to)
         client.set_missing_host_key_policy(policy)
+        # a named key is the only one offered (IdentitiesOnly), unless asked otherwise
+        others = spec.use_ssh_agent and (spec.identity_file is None or not spec.identities_only)
         try:
             client.connect(
                 spec.host,
                 port=spec.port,
                 username=spec.user,
                 key_filename=str(spec.identity_file) if spec.identity_file else None,
-                allow_agent=spec.use_ssh_agent,
-                look_for_keys=spec.use_ssh_agent,
+                allow_agent=others,
+                look_for_keys=others,
                 timeout=spec.connect_timeout_s,
                 banner_timeout=spec.connect_timeout_s,
                 auth_timeout=spec.connect_timeout_s,
                 channel_timeout=spec.connect_timeout_s,
                 password=None,
             )
-        except BaseException:
+        except BaseException as exc:
+            transport = client.get_transport()
+            banner = transport is not None and getattr(transport, "remote_version", "") == ""
             client.close()
+            if isinstance(exc, (paramiko.SSHException, EOFError, socket.timeout, TimeoutError)) and banner \
+                    and not isinstance(exc, (paramiko.AuthenticationException, paramiko.BadHostKeyException)):
+                raise _SilentPeer(str(exc)) from None
             raise
         self.recorded_host_key = policy.recorded
         return client
@@ -253,6 +340,12 @@ class Connection:
                 f"(now {exc.key.get_name()} {fingerprint(exc.key)}); refused",
                 hint="if the board was re-installed, remove its old key with "
                      f"`ssh-keygen -R '{spec.host_key_name}'` (and from {toolkit_known_hosts()}), then connect again",
+            )
+        if isinstance(exc, _SilentPeer):
+            return BoardUnreachableError(
+                f"SSH to {spec.address}: timed out waiting for the SSH banner after {spec.connect_timeout_s:.0f} s "
+                f"(after {self.attempts} attempt(s))",
+                hint="something answers on that port but does not speak SSH: check the port, or the board's sshd",
             )
         if isinstance(exc, paramiko.AuthenticationException):
             return BoardUnreachableError(
@@ -277,66 +370,95 @@ class Connection:
         return exc
 
     def close(self) -> None:
-        if self._sftp is not None:
-            self._sftp.close()
-            self._sftp = None
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        """Never raises: it runs on the way out of an error (a dropped connection) too."""
+        for closable in (self._sftp, self._client):
+            if closable is not None:
+                try:
+                    closable.close()
+                except Exception as exc:
+                    log.debug("closing the connection to %s: %s", self.spec.address, exc or type(exc).__name__)
+        self._sftp = None
+        self._client = None
 
     @property
     def sftp(self) -> paramiko.SFTPClient:
         if self._sftp is None:
             assert self._client is not None, "not connected"
             self._sftp = self._client.open_sftp()
-            self._sftp.get_channel().settimeout(self.spec.command_timeout_s)
+            self._sftp.get_channel().settimeout(self.spec.timeout_for("sftp"))
         return self._sftp
 
     # -- commands ---------------------------------------------------------------------------
-    def run(self, argv: list[str], *, env: dict[str, str] | None = None, timeout_s: float | None = None) -> tuple[int, str, str]:
-        """Run a command (every word shell-quoted) and return (exit code, stdout, stderr)."""
+    def run(self, argv: list[str], *, env: dict[str, str] | None = None, timeout_s: float | None = None,
+            what: str | None = None) -> tuple[int, str, str]:
+        """Run a command (every word shell-quoted, under the watchdog) and return (exit code,
+        stdout, stderr). Output past STDOUT_CAP_BYTES / STDERR_CAP_BYTES, the timeout, Ctrl-C or a
+        dropped connection: the channel is closed, which stops the command on the board."""
         assert self._client is not None, "not connected"
+        what = what or f"`{argv[0]}`"
         words = [f"{k}={v}" for k, v in (env or {}).items()]
-        command = " ".join(shlex.quote(w) for w in (["env", *words] if words else []) + list(argv))
-        timeout_s = timeout_s or self.spec.command_timeout_s
+        inner = (["env", *words] if words else []) + list(argv)
+        command = " ".join(shlex.quote(w) for w in ["sh", "-c", WATCHDOG, "sh", *inner])
+        timeout_s = timeout_s or self.spec.timeout_for()
         try:
             chan = self._client.get_transport().open_session(timeout=self.spec.connect_timeout_s)
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise BoardUnreachableError(f"lost the SSH connection to {self.spec.address}: {exc or type(exc).__name__}") from None
+        except (paramiko.SSHException, OSError, EOFError, AttributeError) as exc:
+            raise BoardConnectionLostError(f"lost the SSH connection to {self.spec.address} before {what} could start: "
+                                           f"{exc or type(exc).__name__}",
+                                           hint="check the board and the network, then run the command again") from None
         out: list[bytes] = []
-        err: list[bytes] = []
+        err = bytearray()
+        n_out = n_err = 0
         deadline = time.monotonic() + timeout_s
         try:
             chan.exec_command(command)
             while True:
                 if chan.recv_ready():
-                    out.append(chan.recv(1 << 16))
+                    data = chan.recv(1 << 16)
+                    n_out += len(data)
+                    out.append(data)
                 elif chan.recv_stderr_ready():
-                    err.append(chan.recv_stderr(1 << 16))
+                    data = chan.recv_stderr(1 << 16)
+                    n_err += len(data)
+                    err += data
+                    del err[:-STDERR_KEEP_BYTES]
                 elif chan.exit_status_ready():
                     break
                 else:
                     left = deadline - time.monotonic()
                     if left <= 0:
-                        raise BoardError(
-                            f"command on {self.spec.address} did not finish in {timeout_s:.0f} s: {argv[0]} ...",
-                            hint="raise the timeout, or check the board's load",
-                        )
+                        raise BoardTimeoutError(
+                            f"{what} on {self.spec.address} did not finish in {timeout_s:.0f} s; it was stopped on the board",
+                            hint=TIMEOUT_HINT)
                     select.select([chan], [], [], min(left, 1.0))
-            # drain what arrived with the exit status
-            while chan.recv_ready():
-                out.append(chan.recv(1 << 16))
-            while chan.recv_stderr_ready():
-                err.append(chan.recv_stderr(1 << 16))
+                for stream, n, cap in (("stdout", n_out, STDOUT_CAP_BYTES), ("stderr", n_err, STDERR_CAP_BYTES)):
+                    if n > cap:
+                        raise BoardOutputError(
+                            f"{what} on {self.spec.address} printed more than {cap >> 20} MiB on {stream}; "
+                            "it was stopped on the board",
+                            hint="the board's Python or agent is not behaving: check `python` in boards.toml, "
+                                 "then deploy again")
+            # drain what arrived with the exit status (bounded: the caps still hold)
+            while chan.recv_ready() and n_out <= STDOUT_CAP_BYTES:
+                data = chan.recv(1 << 16)
+                n_out += len(data)
+                out.append(data)
+            while chan.recv_stderr_ready() and n_err <= STDERR_CAP_BYTES:
+                err += chan.recv_stderr(1 << 16)
+                del err[:-STDERR_KEEP_BYTES]
             code = chan.recv_exit_status()
+            if code == -1 and not self._client.get_transport().is_active():
+                raise BoardConnectionLostError(
+                    f"lost the SSH connection to {self.spec.address} while {what} was running",
+                    hint="its remote processes stop with the session; check the board and the network, then run it again")
         finally:
-            chan.close()
-        return code, b"".join(out).decode(errors="replace"), b"".join(err).decode(errors="replace")
+            _close_quietly(chan)
+        return code, b"".join(out).decode(errors="replace"), bytes(err).decode(errors="replace")
 
     def arch(self) -> str:
         """The board's `uname -m`."""
         if self._arch is None:
-            code, out, err = self.run(["uname", "-m"], timeout_s=60)
+            code, out, err = self.run(["uname", "-m"], timeout_s=self.spec.timeout_for("version"))
             if code != 0 or not out.strip():
                 raise BoardError(f"`uname -m` failed on {self.spec.address}: {(err or out).strip() or code}")
             self._arch = out.strip()
@@ -355,7 +477,7 @@ class Connection:
             if self.spec.python:
                 self._python = self.spec.python
             else:
-                code, _, _ = self.run(["test", "-x", str(self.venv_python())], timeout_s=60)
+                code, _, _ = self.run(["test", "-x", str(self.venv_python())], timeout_s=self.spec.timeout_for("version"))
                 self._python = str(self.venv_python()) if code == 0 else "python3"
         return self._python
 
@@ -363,13 +485,13 @@ class Connection:
         """sha256 of each remote file that exists (missing files are simply absent)."""
         if not paths:
             return {}
-        code, out, err = self.run(["sha256sum", "--", *map(str, paths)], timeout_s=300)
+        code, out, err = self.run(["sha256sum", "--", *map(str, paths)], timeout_s=self.spec.timeout_for("info"))
         if code == 127:  # no coreutils: the board's Python does it
             script = ("import hashlib,sys\n"
                       "for p in sys.argv[1:]:\n"
                       "    try: print(hashlib.sha256(open(p,'rb').read()).hexdigest()+'  '+p)\n"
                       "    except OSError: pass\n")
-            code, out, err = self.run(["python3", "-c", script, *map(str, paths)], timeout_s=300)
+            code, out, err = self.run(["python3", "-c", script, *map(str, paths)], timeout_s=self.spec.timeout_for("info"))
         result = {}
         for line in out.splitlines():
             digest, sep, name = line.partition("  ")
@@ -389,22 +511,47 @@ class Connection:
             except FileNotFoundError:
                 self.sftp.mkdir(str(current))
 
-    def upload(self, local: Path, remote: PurePosixPath) -> None:
-        """Upload to a temporary name, then rename: a reader never sees half a file."""
+    def check_inside_store(self, remote: PurePosixPath) -> None:
+        """On the board, before anything is written: the target's folder, symlinks resolved by
+        the board's SFTP server, is inside the store (remote_root), and the target is not a symlink."""
+        if ".." in remote.parts or any(ord(c) < 32 or ord(c) == 127 for c in str(remote)):
+            raise BundleError(f"refusing to write {str(remote)!r} on {self.spec.address}: not a plain path in the store",
+                              hint="a bundle's files are plain names inside it; rebuild it with `edgeopt compile`")
+        root = self.sftp.normalize(str(self.root()))
+        real = self.sftp.normalize(str(remote.parent))
+        if not (real == root or real.startswith(root.rstrip("/") + "/")):
+            raise BundleError(f"refusing to write {remote} on {self.spec.address}: its folder resolves to {real}, "
+                              f"outside the store {root}",
+                              hint="a symlink in the board's store leads out of it: remove it (edgeopt board clean)")
+        try:
+            if stat.S_ISLNK(self.sftp.lstat(str(remote)).st_mode or 0):
+                raise BundleError(f"refusing to write {remote} on {self.spec.address}: it is a symlink",
+                                  hint="remove it from the board's store (edgeopt board clean)")
+        except FileNotFoundError:
+            pass
+
+    def upload(self, local: Path, remote: PurePosixPath, *, in_store: bool = False) -> None:
+        """Upload to a temporary name, then rename: a reader never sees half a file. `in_store`:
+        refuse a target outside the store (checked on the board first)."""
         tmp = remote.with_name(f".{remote.name}.{uuid.uuid4().hex[:8]}.part")
         try:
             self.makedirs(remote.parent)
+            if in_store:
+                self.check_inside_store(remote)
             self.sftp.put(str(local), str(tmp))
             self.sftp.posix_rename(str(tmp), str(remote))
         except BaseException as exc:
             try:
                 self.sftp.remove(str(tmp))
+                left = "nothing half-written was left"
+            except FileNotFoundError:
+                left = "nothing half-written was left"
             except Exception:
-                pass
+                left = f"{tmp.name} may be left half-written; the next deploy of this bundle removes it"
             if isinstance(exc, (OSError, paramiko.SSHException, EOFError)):
                 reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
                 raise BoardError(f"uploading {local.name} to {self.spec.address}:{remote} failed: {reason}",
-                                 hint="check the board's free space and permissions; nothing half-written was left") from None
+                                 hint=f"check the board's free space and permissions; {left}") from None
             raise
         self.uploads += 1
         self.uploaded_bytes += local.stat().st_size
@@ -445,6 +592,9 @@ class Deployment:
     has been checked against the board's `uname -m`."""
 
     def __init__(self, conn: Connection, bundle: Bundle) -> None:
+        from .bundlecheck import check_bundle
+
+        check_bundle(bundle.path, bundle.manifest)  # names, library: before anything is sent
         self.conn = conn
         self.bundle = bundle
         root = conn.root()
@@ -453,6 +603,7 @@ class Deployment:
         self.tmp_dir = root / "tmp" / uuid.uuid4().hex[:12]
         self.uploaded: list[str] = []
         self.skipped: list[str] = []
+        self.removed_stale: list[str] = []
         self.uploaded_bytes = 0
 
     def check_target(self) -> str:
@@ -476,15 +627,28 @@ class Deployment:
         items.append(Upload(self.bundle.path / "manifest.json", self.bundle_dir / "manifest.json", self.bundle.id))
         return items
 
+    def remove_stale_parts(self) -> list[str]:
+        """Half-written `.part` files an interrupted deploy left in this bundle's or agent's folders."""
+        for folder in (self.bundle_dir, self.agent_dir, self.agent_dir / "board", self.agent_dir / "board" / "agent"):
+            for e in self.conn.listdir_attr(folder):
+                if e.filename.endswith(".part") and stat.S_ISREG(e.st_mode or 0):
+                    self.conn.sftp.remove(str(folder / e.filename))
+                    self.removed_stale.append(str(folder / e.filename))
+        if self.removed_stale:
+            log.warning("removed %d half-written file(s) an interrupted deploy left on %s: %s", len(self.removed_stale),
+                        self.conn.spec.address, ", ".join(PurePosixPath(p).name for p in self.removed_stale))
+        return self.removed_stale
+
     def upload(self) -> "Deployment":
         self.check_target()
+        self.remove_stale_parts()
         items = self.plan()
         remote = self.conn.remote_sha256([u.remote for u in items])
         for u in items:
             if remote.get(str(u.remote)) == u.sha256:
                 self.skipped.append(str(u.remote))
                 continue
-            self.conn.upload(u.local, u.remote)
+            self.conn.upload(u.local, u.remote, in_store=True)
             self.uploaded.append(str(u.remote))
             self.uploaded_bytes += u.local.stat().st_size
         self._mark_most_recent()
@@ -507,7 +671,13 @@ class Deployment:
         return remote
 
     def cleanup(self) -> None:
-        self.conn.remove_tree(self.tmp_dir)
+        """Remove this run's temporary folder; never raises (it runs in `finally`, and must not
+        hide the error that got there, such as a dropped connection)."""
+        try:
+            self.conn.remove_tree(self.tmp_dir)
+        except Exception as exc:
+            log.warning("could not remove %s on %s (%s); `edgeopt board clean` removes it",
+                        self.tmp_dir, self.conn.spec.address, exc or type(exc).__name__)
 
     def agent(self, verb: str, *args: str, timeout_s: float | None = None) -> dict:
         """Run `python3 -m board.agent VERB ...` on the board and return its JSON document."""
@@ -516,17 +686,20 @@ class Deployment:
 
 def run_agent(conn: Connection, agent_dir: PurePosixPath, verb: str, *args: str, timeout_s: float | None = None,
               python: str | None = None) -> dict:
+    from .agentdoc import parse
+
     spec = conn.spec
-    argv = [python or conn.python(), "-m", "board.agent", verb, *args]
-    env = {"PYTHONPATH": str(agent_dir), "TVM_USE_RUNTIME_LIB": "1", "PYTHONDONTWRITEBYTECODE": "1", **spec.env}
-    code, out, err = conn.run(argv, env=env, timeout_s=timeout_s)
+    argv = [python or conn.python(), "-I", "-B", "-c", AGENT_BOOT, str(agent_dir), verb, *args]
+    env = {"TVM_USE_RUNTIME_LIB": "1", **spec.env}
+    timeout_s = timeout_s or spec.timeout_for(verb)
+    code, out, err = conn.run(argv, env=env, timeout_s=timeout_s, what=f"board agent '{verb}'")
     log.debug("agent %s exit %s; stderr:\n%s", verb, code, err)
     try:
-        doc = json.loads(out)
-    except json.JSONDecodeError:
-        last = (err.strip().splitlines() or ["(no output)"])[-1]
+        doc = parse(out, verb=verb, where=spec.address)
+    except (ValueError, RecursionError):  # not JSON at all (JSONDecodeError is a ValueError)
+        last = (err.strip().splitlines() or ["(no output)"])[-1][:300]
         raise AgentError(
-            f"board agent '{verb}' on {spec.address} exited {code} without a JSON result: {last}",
+            f"board agent '{verb}' on {spec.address} {describe_exit(code)} without a JSON result: {last}",
             hint="run `edgeopt board info` to check the board's Python, numpy and TVM runtime "
                  "(`edgeopt board setup` installs them)",
         ) from None
@@ -542,7 +715,7 @@ def run_agent(conn: Connection, agent_dir: PurePosixPath, verb: str, *args: str,
         raise AgentError(f"board agent '{verb}' imported host-only module(s): {', '.join(sorted(leaked))}",
                          hint="the agent may use only the standard library, numpy and the TVM runtime; please report this")
     if not doc.get("ok"):
-        e = doc.get("error", {})
+        e = doc.get("error") or {}
         if e.get("kind") == "target_mismatch":
             raise BundleError(f"board agent refused the bundle (target_mismatch): {e.get('message')}",
                               hint="compile for the board's target")

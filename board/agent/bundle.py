@@ -5,11 +5,13 @@ import hashlib
 import json
 import os
 import platform
+import re
 import time
 
 MANIFEST = "manifest.json"
 LIBRARY = "model.so"
 BUNDLE_SCHEMA = "edgeopt.bundle/1"
+PLAIN_NAME = re.compile(r"[A-Za-z0-9_+\-][A-Za-z0-9_.+\-]{0,127}")
 
 
 class AgentFailure(Exception):
@@ -19,6 +21,13 @@ class AgentFailure(Exception):
         super().__init__(message)
         self.kind = kind
         self.message = message
+
+
+def plain_name(name) -> bool:
+    """A file name inside the bundle folder: letters, digits, . _ + - (not leading a dot), at
+    most 128; so no separator, no .., no control character. The host checks the same pattern
+    before uploading (toolkit/bundlecheck.py)."""
+    return isinstance(name, str) and PLAIN_NAME.fullmatch(name) is not None
 
 
 def sha256_file(path: str) -> str:
@@ -38,6 +47,8 @@ def read_manifest(bundle_dir: str) -> dict:
         raise AgentFailure("bundle_missing", f"no {MANIFEST} in {bundle_dir}") from None
     except ValueError as exc:
         raise AgentFailure("bundle_damaged", f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise AgentFailure("bundle_damaged", f"{path} is not a JSON object")
     if manifest.get("schema") != BUNDLE_SCHEMA:
         raise AgentFailure("bundle_schema", f"bundle schema {manifest.get('schema')!r}, agent reads {BUNDLE_SCHEMA!r}")
     return manifest
@@ -46,8 +57,20 @@ def read_manifest(bundle_dir: str) -> dict:
 def verify(bundle_dir: str, manifest: dict) -> dict:
     """sha256 of every file as it is on this board; mismatch or wrong CPU is a failure."""
     actual = {}
-    for name, meta in sorted(manifest.get("files", {}).items()):
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise AgentFailure("bundle_damaged", f"{MANIFEST} in {bundle_dir} has no files table")
+    for name, meta in sorted(files.items()):
+        if not plain_name(name):
+            raise AgentFailure("bundle_unsafe_name", f"{MANIFEST} names {name!r}, not a plain file name; refused")
+        if not isinstance(meta, dict) or not isinstance(meta.get("sha256"), str):
+            raise AgentFailure("bundle_damaged", f"{MANIFEST} entry {name!r} has no sha256")
+    if LIBRARY not in files:
+        raise AgentFailure("bundle_missing", f"{MANIFEST} in {bundle_dir} lists no {LIBRARY}: nothing to run")
+    for name, meta in sorted(files.items()):
         path = os.path.join(bundle_dir, name)
+        if os.path.islink(path):
+            raise AgentFailure("bundle_damaged", f"bundle file {name} is a symlink on the board; refused")
         if not os.path.isfile(path):
             raise AgentFailure("bundle_missing", f"bundle file {name} is missing on the board")
         actual[name] = sha256_file(path)

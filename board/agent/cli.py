@@ -203,6 +203,7 @@ def main(argv: list) -> int:
     doc["peak_rss_mb"] = _peak_rss_mb()
     doc["elapsed_ms"] = (time.perf_counter() - t0) * 1e3
     doc["imports"] = guard.imported_top_level()
+    doc["agent_digest"] = agent_digest()  # again, now that everything is imported
     doc["blocked_imports"] = sorted(set(guard.BLOCKER.attempts))
     json.dump(doc, out)
     out.write("\n")

@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..boards import open_board
+from ..boards import open_board, with_options
 from ..deploy import Connection, Deployment
 from edgeopt.errors import InputError, UsageError
 from .variants import Variant
@@ -30,6 +30,7 @@ class BenchOptions:
     keep_samples: bool = True
     local_port: int = 0
     trust_new_host: bool = False
+    timeout_s: float | None = None  # each command on a board (None: boards.toml, env, per-verb default)
 
     def validate(self) -> None:
         if self.runs < 1 or self.warmup < 0:
@@ -88,7 +89,7 @@ def bench_board(name: str, variants: list[Variant], inputs: HostInputs, opts: Be
     with open_board(name, local_port=opts.local_port if name == "local" else 0,
                     trust_new_host=opts.trust_new_host) as spec:
         on_spec(spec)
-        with Connection(spec) as conn:
+        with Connection(with_options(spec, command_timeout_s=opts.timeout_s)) as conn:
             arch = conn.arch()
             deps = []
             for i, v in enumerate(variants):

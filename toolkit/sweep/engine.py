@@ -176,8 +176,6 @@ def connect(*, address: str | None, boards: list[str], num_cpus: int | None = No
         try:
             ray.init(address=address, log_to_driver=False, logging_level="WARNING")
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            from edgeopt.errors import BoardError
-
             raise UsageError(f"cannot join the Ray cluster at {address}: {str(exc).splitlines()[0]}",
                              hint="check --address (HOST:PORT of the head's GCS) or RAY_ADDRESS; leave both out for a local Ray") from None
         have = ray.cluster_resources()

@@ -60,12 +60,13 @@ def trial(config: dict, ctx: dict) -> None:
     out = Path(ctx["out"])
     spec = SweepSpec.model_validate(ctx["spec"])
     node = ray.get_runtime_context().get_node_id()
-    _log(out, event="start", setting_id=sid, node_id=node)
+    _log(out, event="start", sweep=ctx["name"], setting_id=sid, node_id=node)
     record = {"setting_id": sid, "setting": setting, "label": setting_label(setting), "node_id": node}
     started = time.perf_counter()
     try:
-        prep = __import__("edgeopt.toolkit.sweep.stages", fromlist=["prepare"]).prepare(
-            setting, spec, StageCache(Path(ctx["cache"])))
+        from .stages import prepare
+
+        prep = prepare(setting, spec, StageCache(Path(ctx["cache"])))
         record.update({"val_accuracy": prep.val_accuracy, "test_accuracy": prep.test_accuracy,
                        "dense_val_accuracy": prep.dense_val_accuracy, "dense_test_accuracy": prep.dense_test_accuracy,
                        "val_drop": prep.dense_val_accuracy - prep.val_accuracy, "sparsity": prep.sparsity,
@@ -93,7 +94,7 @@ def trial(config: dict, ctx: dict) -> None:
         metrics.update(val_accuracy=record["val_accuracy"], p50_ms=record["boards"][first]["p50_ms"], bytes=record["bytes"])
     else:
         metrics.update(WORST)
-    _log(out, event="end", setting_id=sid, node_id=node, ok=record["ok"])
+    _log(out, event="end", sweep=ctx["name"], setting_id=sid, node_id=node, ok=record["ok"])
     tune.report(metrics)
 
 
@@ -102,10 +103,10 @@ class ProgressLine:
     own start/end log (attempts.jsonl), so a resumed sweep counts what earlier runs finished and a
     retried trial counts once."""
 
-    def __init__(self, out: Path, total: int, quiet: bool, interval: float = 1.0) -> None:
+    def __init__(self, out: Path, name: str, total: int, quiet: bool, interval: float = 1.0) -> None:
         import threading
 
-        self.out, self.total, self.quiet, self.interval = out, total, quiet, interval
+        self.out, self.name, self.total, self.quiet, self.interval = out, total, quiet, interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="edgeopt-sweep-progress", daemon=True)
         self._last = None
@@ -115,6 +116,8 @@ class ProgressLine:
         failed = set()
         for line in _lines(self.out / ATTEMPTS):
             e = json.loads(line)
+            if e.get("sweep") != self.name:  # another spec's sweep into the same --out
+                continue
             last[e["setting_id"]] = e["event"]
             if e["event"] == "end" and not e.get("ok", True):
                 failed.add(e["setting_id"])
@@ -161,6 +164,7 @@ def connect(*, address: str | None, boards: list[str], num_cpus: int | None = No
     the cluster at `address`; returns what was joined."""
     address = address or os.environ.get("RAY_ADDRESS") or None
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's legacy reporter honours verbose=0: our progress line only
     if address is None or address.split(":")[0] in ("127.0.0.1", "localhost"):
         _env_for_local_ray()  # a loopback cluster: this driver's node address is loopback too
     import ray
@@ -197,7 +201,7 @@ def run_trials(spec: SweepSpec, *, out: Path, cache: Path, boards: list[str], qu
     name = f"sweep-{spec.fingerprint()}"
     storage = (out / ".tune").resolve()
     path = storage / name
-    ctx = {"spec": spec.model_dump(mode="json"), "out": str(out.resolve()), "cache": str(cache.resolve()), "boards": boards}
+    ctx = {"name": name, "spec": spec.model_dump(mode="json"), "out": str(out.resolve()), "cache": str(cache.resolve()), "boards": boards}
     trainable = tune.with_resources(tune.with_parameters(trial, ctx=ctx), {"cpu": spec.cpus_per_trial})
     total = len(spec.grid()) if spec.search is Search.grid else spec.samples
     if tune.Tuner.can_restore(str(path)):
@@ -208,7 +212,7 @@ def run_trials(spec: SweepSpec, *, out: Path, cache: Path, boards: list[str], qu
         tuner = tune.Tuner(trainable, param_space=_param_space(spec), tune_config=_tune_config(spec),
                            run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0,
                                                      failure_config=tune.FailureConfig(max_failures=spec.max_failures)))
-    with ProgressLine(out, total, quiet):
+    with ProgressLine(out, name, total, quiet):
         grid = tuner.fit()
     records, interrupted = [], False
     for r in grid:
@@ -224,7 +228,19 @@ def run_trials(spec: SweepSpec, *, out: Path, cache: Path, boards: list[str], qu
             interrupted = True
     if len(grid) < total:
         interrupted = True
-    return records, interrupted
+    return _unique(records), interrupted
+
+
+def _unique(records: list[dict]) -> list[dict]:
+    """Optuna may sample a setting twice: one record per setting (a measured one first), the
+    repeat's measurements kept under `repeats`."""
+    by_id: dict[str, dict] = {}
+    for r in sorted(records, key=lambda r: not r.get("ok")):
+        if r["setting_id"] in by_id:
+            by_id[r["setting_id"]].setdefault("repeats", []).append(r.get("boards") or r.get("error"))
+        else:
+            by_id[r["setting_id"]] = r
+    return list(by_id.values())
 
 
 def _lines(path: Path) -> list[str]:

@@ -26,3 +26,12 @@ def test_a_board_is_an_objective():
     r2["boards"]["b"]["p50_ms"] = 0.5  # equal on board a, faster on board b
     assert [r["setting_id"] for r in front([r1, r2], ["a", "b"])] == ["two"]
     assert {r["setting_id"] for r in front([r1, r2], ["a"])} == {"one", "two"}
+
+
+def test_a_setting_sampled_twice_is_one_row_measured_first():
+    from edgeopt.toolkit.sweep.engine import _unique
+
+    rs = [{"setting_id": "s", "ok": False, "error": "board busy"}, {"setting_id": "s", "ok": True, "boards": {"a": 1}},
+          {"setting_id": "t", "ok": True, "boards": {}}]
+    u = {r["setting_id"]: r for r in _unique(rs)}
+    assert len(u) == 2 and u["s"]["ok"] and u["s"]["repeats"] == ["board busy"]

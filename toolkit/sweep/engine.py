@@ -106,7 +106,7 @@ class ProgressLine:
     def __init__(self, out: Path, name: str, total: int, quiet: bool, interval: float = 1.0) -> None:
         import threading
 
-        self.out, self.name, self.total, self.quiet, self.interval = out, total, quiet, interval
+        self.out, self.name, self.total, self.quiet, self.interval = out, name, total, quiet, interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="edgeopt-sweep-progress", daemon=True)
         self._last = None

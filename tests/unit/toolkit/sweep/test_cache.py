@@ -46,7 +46,7 @@ def _slow_build(root: str) -> None:
 
 
 def test_concurrent_processes_build_one_stage_once(tmp_path):
-    ctx = multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("fork")  # the children only lock and write files
     procs = [ctx.Process(target=_slow_build, args=(str(tmp_path),)) for _ in range(3)]
     for p in procs:
         p.start()

@@ -96,7 +96,10 @@ digits, {res['epochs']} training epochs, host target, local board):
 The sweep's time includes starting and stopping Ray ({s['ray_start_s']:.1f} s to the first trial)
 and its report; it trains the dense model once (the stage cache) where 8 runs train it 8 times,
 and it runs two trials at once on 2 cores, while its measurement does more than a run's (the
-setting and the original model, TVM and onnxruntime: the speedup in its report).
+setting and the original model, TVM and onnxruntime: the speedup in its report). So the ratio is
+the whole command against the whole loop, not the engine's overhead alone: what Ray itself costs
+shows as the time to the first trial; the rest is paid back by the shared stages and the parallel
+trials.
 """
 
 

@@ -255,6 +255,18 @@ def _param_space(spec: SweepSpec) -> dict:
     return {}
 
 
+class DefineSpace:
+    """Optuna's define-by-run space: every dimension a categorical choice. A class, not a closure:
+    Tune pickles the searcher into its experiment state (what a resumed sweep reads)."""
+
+    def __init__(self, choices: dict[str, list]) -> None:
+        self.choices = choices
+
+    def __call__(self, trial) -> None:
+        for k, values in self.choices.items():
+            trial.suggest_categorical(k, values)
+
+
 def _tune_config(spec: SweepSpec):
     from ray import tune
 
@@ -264,9 +276,5 @@ def _tune_config(spec: SweepSpec):
 
     choices = {k: [normalize({"v": v})["v"] for v in getattr(spec.space, k)] for k in SETTING_KEYS}
 
-    def define(trial):  # define-by-run: every dimension a categorical choice
-        for k, values in choices.items():
-            trial.suggest_categorical(k, values)
-
-    search = OptunaSearch(space=define, metric=list(OBJECTIVES), mode=list(OBJECTIVES.values()), seed=spec.seed)
+    search = OptunaSearch(space=DefineSpace(choices), metric=list(OBJECTIVES), mode=list(OBJECTIVES.values()), seed=spec.seed)
     return tune.TuneConfig(search_alg=search, num_samples=spec.samples, max_concurrent_trials=spec.concurrency)

@@ -84,3 +84,15 @@ class BoardOutputError(AgentError):
 
 class BoardConnectionLostError(BoardUnreachableError):
     """The SSH connection dropped while a command or an upload was running."""
+
+
+class MissingExtraError(EdgeoptError):
+    """An optional extra (e.g. `edgeopt[sweep]`: Ray Tune and Optuna) is not installed."""
+
+    exit_code = 10
+
+
+class SweepInterrupted(EdgeoptError):
+    """Ctrl-C during `edgeopt sweep`: its state is saved; the same command resumes it."""
+
+    exit_code = 130

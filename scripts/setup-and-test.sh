@@ -23,7 +23,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test,sweep]'
 
 # The emulated aarch64 board's image (tests/e2e, and the contract tests' qemu board): built once
 # (~10-15 min), then cached in the user cache dir by recipe hash, so a rerun takes a second.

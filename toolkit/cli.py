@@ -428,3 +428,4 @@ def entry_point() -> None:
 
 from . import cli_board  # noqa: E402,F401  (registers the board commands on `app`)
 from . import cli_report  # noqa: E402,F401  (registers `edgeopt report ...` on `app`)
+from . import cli_sweep  # noqa: E402,F401  (registers `edgeopt sweep` on `app`)

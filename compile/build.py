@@ -153,6 +153,16 @@ def _whole_model_us(executables: list, shapes: dict) -> list[float]:
     return [statistics.median(v) for v in samples]
 
 
+def _output_shapes(mod) -> list[list[int]] | None:
+    """Static output shapes of `main` as imported (None where a dimension is symbolic)."""
+    info = mod["main"].ret_ty
+    infos = list(info.fields) if hasattr(info, "fields") else [info]
+    try:
+        return [[int(d) for d in i.shape] for i in infos]
+    except (TypeError, AttributeError):
+        return None
+
+
 def call_plan(mod) -> list[dict] | None:
     """The kernels `main` calls, in order, with the shapes and dtypes of their arguments
     (inputs, then outputs); None if any shape is not static."""
@@ -276,6 +286,7 @@ def compile_onnx(
     tvm_target = tvm.target.Target({**target.tvm_target(), **({"num-cores": tune_threads} if tune_trials else {})})
     try:
         mod = from_onnx(model, shape_dict=shapes, keep_params_in_input=False)
+        out_shapes = _output_shapes(mod)  # after --input-shape: what the build really returns
         int8 = None
         if integer and any(n.op_type == "DequantizeLinear" for n in model.graph.node):
             from . import vnni
@@ -330,8 +341,9 @@ def compile_onnx(
             inputs = random if parity_inputs is None else np.concatenate([parity_inputs, random])
             parity = check_parity(staging / LIBRARY, onnx_path, inputs, tolerance=tolerance)
         outputs = [
-            {"name": o.name, "dtype": "float32", "shape": [d.dim_value for d in o.type.tensor_type.shape.dim]}
-            for o in model.graph.output
+            {"name": o.name, "dtype": "float32",
+             "shape": out_shapes[i] if out_shapes and i < len(out_shapes) else [d.dim_value for d in o.type.tensor_type.shape.dim]}
+            for i, o in enumerate(model.graph.output)
         ]
         if parity is None:
             # cross-compiled: checked on the board against these host references

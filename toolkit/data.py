@@ -184,7 +184,7 @@ def load_npz(path: Path, *, val: Path | None = None, test: Path | None = None) -
     if not any(labelled):  # calibration data for a model whose labels we do not have
         x = train[0]
         empty = x[:0]
-        return Dataset(path.stem, x, None, empty, None, empty, None,
+        return Dataset(str(path), x, None, empty, None, empty, None,
                        splits={"train": where["train"], "calibration": where["train"], "val": None, "test": None})
     if not all(labelled):
         raise InputError(f"{path}: some splits have labels and some do not", hint="give y for every x, or for none")
@@ -203,7 +203,7 @@ def load_npz(path: Path, *, val: Path | None = None, test: Path | None = None) -
         where["val"] = f"{VALIDATION_FRACTION:.0%} of the rest of {path} x/y held out (seed {SPLIT_SEED})"
     where["train"] = f"{path} x/y" + (" (what remains after the held-out splits)" if "held out" in where["val"] + where["test"] else "")
     (xv, yv), (xt, yt) = given["val"], given["test"]
-    return Dataset(path.stem, x, y, xv, yv, xt, yt, splits=where)
+    return Dataset(str(path), x, y, xv, yv, xt, yt, splits=where)
 
 
 def load_dataset(spec: str, *, val: Path | None = None, test: Path | None = None) -> Dataset:

@@ -52,7 +52,7 @@ def _fit(model: Model, data: Dataset, where: str, declared: tuple | None = None)
             out = model.module.eval()(torch.from_numpy(x))
     except Exception as exc:  # whatever the user's forward raises on a wrong shape
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{where} does not accept the data's samples of shape {sample}: {text}",
+        raise InputError(f"{where} does not accept the samples of shape {sample} in {data.name}: {text}",
                          hint="save x in the shape the model takes (N x C x H x W, N x C x L or N x F); edgeopt never reshapes data") from None
     if not isinstance(out, torch.Tensor) or out.dim() != 2:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__

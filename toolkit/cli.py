@@ -248,11 +248,6 @@ def quantize_cmd(
 
         with progress.stage("data", f"load data ({data})"):
             dataset = load_dataset(data, val=val_data, test=test_data)
-            if not dataset.labelled:
-                from edgeopt.errors import InputError
-
-                raise InputError(f"{data} has no labels: quantize checks its accuracy budget on labelled data",
-                                 hint="add y (and x_test/y_test) to the .npz")
         if model.endswith(".onnx"):
             from .inputs import check_onnx_fit
 
@@ -261,12 +256,13 @@ def quantize_cmd(
         else:
             with progress.stage("model", f"load model ({model})") as st:
                 source, how = resolve_model(model, dataset, factory=factory, seed=seed)
-                st["note"] = f"{how}; accuracy {source.accuracy:.4f}"
+                st["note"] = f"{how}; " + (f"accuracy {source.accuracy:.4f}" if source.accuracy is not None else "no labels: no accuracy")
         with progress.stage("quantize", f"quantize ({scheme}, {bits} bits, budget {budget})") as st:
             result = quantize(source, dataset, config=config, out_dir=out, on_step=lambda s: progress.console.print(
                 f"  {s['name']}: validation accuracy {s['val_accuracy']:.4f}"
                 f"{'' if s['within_budget'] else ' (over budget)'}") if not quiet else None)
-            st["note"] = f"path {result.quant_path}, accuracy {result.accuracy_float:.4f} -> {result.accuracy_quantized:.4f}"
+            st["note"] = (f"path {result.quant_path}, accuracy {result.accuracy_float:.4f} -> {result.accuracy_quantized:.4f}"
+                          if result.accuracy_quantized is not None else "calibrated on unlabelled data: no accuracy")
     doc = result.to_json()
     doc["accuracy"]["measured_on"] = dataset.splits.get("test")
     if Path(model, "prune.json").is_file():  # carried on to the bundle's manifest by `edgeopt compile`
@@ -279,8 +275,11 @@ def quantize_cmd(
         sys.stdout.write(json.dumps(doc) + "\n")
     else:
         a = doc["accuracy"]
-        print(f"{doc['quantization']['path']}: accuracy {a['float']:.4f} -> {a['quantized']:.4f} "
-              f"(drop {a['drop']:+.4f}); {len(doc['steps'])} step(s); {result.path}")
+        if a["quantized"] is None:
+            print(f"{doc['quantization']['path']}: calibrated on unlabelled data; no accuracy measured or claimed; {result.path}")
+        else:
+            print(f"{doc['quantization']['path']}: accuracy {a['float']:.4f} -> {a['quantized']:.4f} "
+                  f"(drop {a['drop']:+.4f}); {len(doc['steps'])} step(s); {result.path}")
     if not result.within_budget:
         raise AccuracyBudgetError(f"no step met the budget {budget}; the best attempt ({result.steps[-1]['name']}) "
                                   f"is in {result.path}", hint="see quant.json's steps; raise --budget or allow QAT")

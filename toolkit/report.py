@@ -13,7 +13,8 @@ def config_hash(config) -> str:
     return hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
 
 
-def build_report(*, config, dense, pruned, quant, sparsity_onnx, bundle, host_parity, result, timings) -> dict:
+def build_report(*, config, dense, pruned, quant, sparsity_onnx, bundle, host_parity, result, timings,
+                 splits: dict | None = None) -> dict:
     evaluation, bench = result["eval"], result["bench"]
     prune_json = pruned.to_json()
     return {
@@ -26,9 +27,14 @@ def build_report(*, config, dense, pruned, quant, sparsity_onnx, bundle, host_pa
             "final": quant.accuracy_quantized,  # the int8 ONNX model on the host (onnxruntime)
             "board": evaluation["accuracy"],  # the compiled bundle, measured by the board agent
             "test_samples": evaluation["samples"],
+            # every accuracy above is on the test split; none of it was trained, fine-tuned or calibrated on
+            "measured_on": (splits or {}).get("test"),
+            "decisions_on": (splits or {}).get("val"),
+            "trained_and_calibrated_on": (splits or {}).get("train"),
         },
+        "model_source": dense.source,
         "sparsity": {
-            # recomputed from the weights stored in the final int8 ONNX model
+            # recomputed from the weights stored in the final int8 ONNX model, over the original count
             "global": sparsity_onnx,
             "target": config.sparsity,
             "after_pruning": pruned.global_sparsity,
@@ -82,7 +88,7 @@ def render_table(report: dict) -> Table:
     t.add_column("measure")
     t.add_column("value", justify="right")
     t.add_column("", style="dim")
-    t.add_row("accuracy dense", f"{acc['dense']:.4f}", "torch, test split")
+    t.add_row("accuracy dense", f"{acc['dense']:.4f}", f"torch; every accuracy on: {acc.get('measured_on') or 'test split'}")
     t.add_row("accuracy pruned", f"{acc['pruned']:.4f}", "torch")
     t.add_row("accuracy int8", f"{acc['final']:.4f}", "onnxruntime on the host")
     t.add_row("accuracy on board", f"{acc['board']:.4f}", f"TVM bundle, {report['board']['kind']} board")

@@ -19,6 +19,7 @@ from .deploy import Connection, Deployment
 from edgeopt.errors import AccuracyBudgetError, InputError
 from .inputs import check_model_spec, resolve_model, train_builtin
 from .models import BUILTIN_MODELS, Model
+from . import original
 from .onnx_run import predict
 from .progress import Progress
 from .prune import PruneConfig, PrunedModel, prune
@@ -48,6 +49,16 @@ def manifest_sparsity(pruned: PrunedModel) -> dict:
             "params": doc["params"], "layers": [{"name": l["name"], "params": l["params_before"],
                                                  "zeros": l["params_before"] - l["params_after"], "sparsity": l["sparsity"]}
                                                 for l in doc["layers"]]}
+
+
+def dense_onnx(workdir: Path, dense: Model) -> Path:
+    """The original dense fp32 model as ONNX (exported once into workdir/model)."""
+    from .export import export_onnx
+
+    path = workdir / "model" / "model.onnx"
+    if not path.is_file():
+        export_onnx(dense, path)
+    return path
 
 
 def _target_name(config: RunConfig) -> str:
@@ -131,6 +142,8 @@ def _run(config, workdir: Path, target, prune_cfg, quant_cfg, progress: Progress
             },
         )
         st["note"] = f"{bundle.bytes} bytes" + (f", host parity max|diff| {parity.max_abs_diff:.2g}" if parity else "")
+        # the user's starting point travels with the bundle: the board times it beside the bundle
+        bundle = original.attach(bundle, dense_onnx(workdir, dense), source=config.model)
 
     if config.variants:  # the run's bundle becomes pruned-int8; the others are built beside it
         from . import variants
@@ -163,8 +176,11 @@ def _run(config, workdir: Path, target, prune_cfg, quant_cfg, progress: Progress
             bench = dep.agent(
                 "bench", "--bundle", str(dep.bundle_dir), "--warmup", str(config.warmup),
                 "--repeat", str(config.repeat), "--min-repeat-ms", str(config.min_repeat_ms), "--keep-samples", *threads,
+                "--baseline", "original",
             )
-            st["note"] = f"p50 {bench['latency_ms']['p50']:.4f} ms, {bench['latency_ms']['runs']} runs"
+            vs = original.verdict(p50_ms=bench["latency_ms"]["p50"], original=bench.get("original"),
+                                  levers=original.levers_for(bundle.manifest))
+            st["note"] = f"p50 {bench['latency_ms']['p50']:.4f} ms, {bench['latency_ms']['runs']} runs; " + original.describe(vs)
 
     result = {"board_kind": spec.kind, "emulated": spec.kind.startswith("qemu"), "eval": evaluation, "bench": bench}
     (workdir / "result.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -6,6 +6,8 @@ import json
 
 from rich.table import Table
 
+from . import original
+
 SCHEMA = "edgeopt.report/1"
 
 
@@ -17,6 +19,8 @@ def build_report(*, config, dense, pruned, quant, sparsity_onnx, bundle, host_pa
                  splits: dict | None = None) -> dict:
     evaluation, bench = result["eval"], result["bench"]
     prune_json = pruned.to_json()
+    vs = original.verdict(p50_ms=bench["latency_ms"]["p50"], original=bench.get("original"),
+                          levers=original.levers_for(bundle.manifest))
     return {
         "schema": SCHEMA,
         "config": json.loads(config.model_dump_json()),
@@ -70,6 +74,10 @@ def build_report(*, config, dense, pruned, quant, sparsity_onnx, bundle, host_pa
         "first_inference_ms": bench["first_inference_ms"],
         "time_evaluator_median_ms": bench["time_evaluator_median_ms"],
         "peak_rss_mb": bench["peak_rss_mb"],
+        # the user's starting point: onnxruntime, original dense fp32 model, same board, same run
+        "original": vs,
+        "speedup_vs_original": vs["speedup_vs_original"],  # > 1: faster than where the user started
+        "slower_than_original": vs["slower_than_original"],
         "timings_s": timings,
     }
 
@@ -101,6 +109,15 @@ def render_table(report: dict) -> Table:
     t.add_row("bundle bytes", f"{report['bundle']['bytes']:,}", report["bundle"]["target"])
     t.add_row("latency p50 / p90 / p99", f"{lat['p50']:.4f} / {lat['p90']:.4f} / {lat['p99']:.4f} ms",
               f"{lat['runs']} runs, {report['board']['threads']} threads, {report['board']['arch']}")
+    vs = report.get("original")
+    if vs is not None:
+        if not vs.get("available"):
+            t.add_row("vs original (onnxruntime fp32)", "unavailable", vs.get("reason"))
+        else:
+            t.add_row("vs original (onnxruntime fp32)",
+                      f"[bold red]{vs['speedup_vs_original']:.2f}x SLOWER[/bold red]" if vs["slower_than_original"]
+                      else f"{vs['speedup_vs_original']:.2f}x faster",
+                      f"original p50 {vs['p50_ms']:.4f} ms" + (f"; lever: {vs['lever']}" if vs["slower_than_original"] else ""))
     if report["board"].get("emulated"):
         t.add_row("latency is EMULATED", "not a hardware number", report["board"]["note"])
     if report.get("parity"):

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..original import levers_for
 from edgeopt.compile import Bundle
 
 from edgeopt.errors import BundleError, UsageError
@@ -45,6 +46,8 @@ class Variant:
             "tuned": bool(tuning),
             "tuning_trials": tuning.get("trials") if tuning else None,
             "host_accuracy": info.get("accuracy"),
+            "original": m.get("original"),  # the user's original dense fp32 model, if the bundle carries it
+            "levers": levers_for(m),  # what would make it faster, named when it is slower than the original
             "sparsity": {
                 "global": info.get("sparsity", carried.get("global", _global(layers))),
                 "layers": layers,

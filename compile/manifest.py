@@ -40,8 +40,10 @@ def manifest(s) -> dict:
                           "scale": 1.0, "mean": 0.0, "std": 1.0, "declared": False, **(r.preprocessing or {})},
         "build": {"config_hash": hashlib.sha256(json.dumps(build, sort_keys=True).encode()).hexdigest()[:16], **build},
         "inputs": [{"name": k, "shape": v, "dtype": "float32"} for k, v in s.shapes.items()],
-        "outputs": [{"name": o.name, "dtype": "float32", "shape": [d.dim_value for d in o.type.tensor_type.shape.dim]}
-                    for o in s.model.graph.output],
+        "outputs": [{"name": o.name, "dtype": "float32",
+                     "shape": s.out_shapes[i] if s.out_shapes and i < len(s.out_shapes)
+                     else [d.dim_value for d in o.type.tensor_type.shape.dim]}
+                    for i, o in enumerate(s.model.graph.output)],
         "target": r.target.describe(),
         "toolchain": toolchain_versions(),
         "tuning": s.tuning,

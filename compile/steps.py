@@ -63,6 +63,7 @@ class CompileState:
     executable: object = None
     weight_bytes: dict | None = None
     kernels: list | None = None  # the call plan
+    out_shapes: list | None = None  # static output shapes as imported (after --input-shape)
     staging: Path | None = None
     parity: object = None  # compile.parity.Parity, or None: checked on the board
     bundle: Bundle | None = None
@@ -96,6 +97,17 @@ def import_relax(s: CompileState) -> None:
     from tvm.relax.frontend.onnx import from_onnx
 
     s.mod = from_onnx(s.model, shape_dict=s.shapes, keep_params_in_input=False)
+    s.out_shapes = _output_shapes(s.mod)  # after --input-shape: what the build really returns
+
+
+def _output_shapes(mod) -> list[list[int]] | None:
+    """Static output shapes of `main` as imported (None where a dimension is symbolic)."""
+    info = mod["main"].ret_ty
+    infos = list(info.fields) if hasattr(info, "fields") else [info]
+    try:
+        return [[int(d) for d in i.shape] for i in infos]
+    except (TypeError, AttributeError):
+        return None
 
 
 def lower_int8(s: CompileState) -> None:

@@ -52,8 +52,12 @@ def _stdout_to_stderr() -> Iterator[None]:
 
 @app.command()
 def run(
-    model: Optional[str] = typer.Option(None, help="built-in model name [default: mlp]"),
-    data: Optional[str] = typer.Option(None, help="'digits' or an .npz with arrays x, y [default: digits]"),
+    model: Optional[str] = typer.Option(None, help="built-in name (mlp, cnn, resnet; trained here) or your own model file: a torch.save'd nn.Module, a state dict (+ --factory), TorchScript, a torch.export .pt2, or ONNX [default: mlp]"),
+    factory: Optional[str] = typer.Option(None, help="package.module:function building the model a state dict is for"),
+    data: Optional[str] = typer.Option(None, help="'digits' or an .npz: x (samples as the model takes them), y (labels), "
+                                                  "optional x_val/y_val, x_test/y_test [default: digits]"),
+    val_data: Optional[Path] = typer.Option(None, help="an .npz (x, y): the validation split (decisions), instead of carving one"),
+    test_data: Optional[Path] = typer.Option(None, help="an .npz (x, y): the held-out test split every accuracy is measured on"),
     target: Optional[str] = typer.Option(None, help="compile target name [default: host]"),
     board: Optional[str] = typer.Option(None, help="'local' (embedded SSH board) or user@host[:port] [default: local]"),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file with these options (flags win)"),
@@ -76,13 +80,13 @@ def run(
     as_json: bool = typer.Option(False, "--json", help="print one JSON report on stdout, nothing else"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress on stderr"),
 ) -> None:
-    """Train -> prune -> int8 PTQ -> TVM compile -> run on a board -> report."""
+    """Train (built-ins) or load your model -> prune -> int8 PTQ -> TVM compile -> run on a board -> report."""
     from .config import resolve
     from .pipeline import run as run_pipeline
     from .progress import Progress
 
     flags = {
-        "model": model, "data": data, "target": target, "board": board, "out": out,
+        "model": model, "factory": factory, "data": data, "val_data": val_data, "test_data": test_data, "target": target, "board": board, "out": out,
         "local_port": local_port, "sparsity": sparsity, "allow_below_70": allow_below_70,
         "method": method, "schedule": schedule, "distill": distill,
         "calibrator": calibrator, "budget": budget, "epochs": epochs, "seed": seed,
@@ -111,9 +115,12 @@ def run(
 
 @app.command("prune")
 def prune_cmd(
-    model: str = typer.Argument(..., help="built-in name (mlp, cnn; trained here first), a stage directory, "
-                                          "a torch.save'd nn.Module, or a state dict with --factory"),
-    data: str = typer.Option("digits", help="'digits' or an .npz with arrays x, y"),
+    model: str = typer.Argument(..., help="built-in name (mlp, cnn, resnet; trained here first), a stage directory, "
+                                          "or your own model file: torch.save'd nn.Module, state dict (+ --factory), "
+                                          "TorchScript, torch.export .pt2, ONNX"),
+    data: str = typer.Option("digits", help="'digits' or an .npz: x, y, optional x_val/y_val, x_test/y_test"),
+    val_data: Optional[Path] = typer.Option(None, help="an .npz (x, y): the validation split"),
+    test_data: Optional[Path] = typer.Option(None, help="an .npz (x, y): the held-out test split"),
     target: float = typer.Option(0.70, help="fraction of prunable weights to zero or remove"),
     method: str = typer.Option("magnitude", help="magnitude (unstructured) | structured (removes neurons/filters)"),
     schedule: str = typer.Option("gradual", help="oneshot | gradual (cubic, fine-tuning between steps)"),
@@ -160,10 +167,15 @@ def prune_cmd(
         from .transfer import finetune
 
         with progress.stage("data", f"load data ({data})"):
-            dataset = load_dataset(data)
+            dataset = load_dataset(data, val=val_data, test=test_data)
+            if not dataset.labelled:
+                from edgeopt.errors import InputError
+
+                raise InputError(f"{data} has no labels: pruning fine-tunes on labels and reports accuracy",
+                                 hint="add y (and x_test/y_test) to the .npz")
         with progress.stage("model", f"load model ({model})") as st:
             dense, how = resolve_model(model, dataset, factory=factory, train_epochs=train_epochs, seed=seed)
-            st["note"] = f"{how}; accuracy {dense.accuracy:.4f}"
+            st["note"] = f"{how}; accuracy {dense.accuracy:.4f} ({dataset.splits.get('test')})"
         transfer = None
         if finetune_epochs:
             with progress.stage("finetune", f"fine-tune on {data} ({finetune_epochs} epochs, {freeze} frozen)") as st:
@@ -192,9 +204,12 @@ def prune_cmd(
 
 @app.command("quantize")
 def quantize_cmd(
-    model: str = typer.Argument(..., help="a stage directory (pruned.pt/model.pt + spec.json), a torch.save'd "
-                                          "nn.Module, a built-in name (trained first), or an .onnx (PTQ only)"),
-    data: str = typer.Option("digits", help="'digits' or an .npz with arrays x, y"),
+    model: str = typer.Argument(..., help="a stage directory (pruned.pt/model.pt + spec.json), a built-in name "
+                                          "(trained first), or your own model file: torch.save'd nn.Module, state dict "
+                                          "(+ --factory), TorchScript, .pt2, or an .onnx (PTQ only)"),
+    data: str = typer.Option("digits", help="'digits' or an .npz: x, y, optional x_val/y_val, x_test/y_test"),
+    val_data: Optional[Path] = typer.Option(None, help="an .npz (x, y): the validation split"),
+    test_data: Optional[Path] = typer.Option(None, help="an .npz (x, y): the held-out test split"),
     bits: int = typer.Option(8, help="8, 16, or 4 (4-bit weights, 8-bit activations)"),
     scheme: str = typer.Option("uniform", help="uniform (integer QDQ) | kmeans (non-uniform weight sharing, --bits index bits)"),
     calibrator: str = typer.Option("minmax", help="minmax | percentile | entropy: the first PTQ attempt"),
@@ -232,25 +247,39 @@ def quantize_cmd(
         from .data import load_dataset
 
         with progress.stage("data", f"load data ({data})"):
-            dataset = load_dataset(data)
+            dataset = load_dataset(data, val=val_data, test=test_data)
         if model.endswith(".onnx"):
+            from .inputs import check_onnx_fit
+
             source = Path(model)
+            check_onnx_fit(source, dataset)
         else:
             with progress.stage("model", f"load model ({model})") as st:
                 source, how = resolve_model(model, dataset, factory=factory, seed=seed)
-                st["note"] = f"{how}; accuracy {source.accuracy:.4f}"
+                st["note"] = f"{how}; " + (f"accuracy {source.accuracy:.4f}" if source.accuracy is not None else "no labels: no accuracy")
         with progress.stage("quantize", f"quantize ({scheme}, {bits} bits, budget {budget})") as st:
             result = quantize(source, dataset, config=config, out_dir=out, on_step=lambda s: progress.console.print(
                 f"  {s['name']}: validation accuracy {s['val_accuracy']:.4f}"
                 f"{'' if s['within_budget'] else ' (over budget)'}") if not quiet else None)
-            st["note"] = f"path {result.quant_path}, accuracy {result.accuracy_float:.4f} -> {result.accuracy_quantized:.4f}"
+            st["note"] = (f"path {result.quant_path}, accuracy {result.accuracy_float:.4f} -> {result.accuracy_quantized:.4f}"
+                          if result.accuracy_quantized is not None else "calibrated on unlabelled data: no accuracy")
     doc = result.to_json()
+    doc["accuracy"]["measured_on"] = dataset.splits.get("test")
+    if Path(model, "prune.json").is_file():  # carried on to the bundle's manifest by `edgeopt compile`
+        from .pipeline import manifest_sparsity
+        from .prune import PrunedModel
+
+        doc["sparsity"] = manifest_sparsity(PrunedModel.load(Path(model)))
+    (out / "quant.json").write_text(json.dumps(doc, indent=2) + "\n")
     if as_json:
         sys.stdout.write(json.dumps(doc) + "\n")
     else:
         a = doc["accuracy"]
-        print(f"{doc['quantization']['path']}: accuracy {a['float']:.4f} -> {a['quantized']:.4f} "
-              f"(drop {a['drop']:+.4f}); {len(doc['steps'])} step(s); {result.path}")
+        if a["quantized"] is None:
+            print(f"{doc['quantization']['path']}: calibrated on unlabelled data; no accuracy measured or claimed; {result.path}")
+        else:
+            print(f"{doc['quantization']['path']}: accuracy {a['float']:.4f} -> {a['quantized']:.4f} "
+                  f"(drop {a['drop']:+.4f}); {len(doc['steps'])} step(s); {result.path}")
     if not result.within_budget:
         raise AccuracyBudgetError(f"no step met the budget {budget}; the best attempt ({result.steps[-1]['name']}) "
                                   f"is in {result.path}", hint="see quant.json's steps; raise --budget or allow QAT")
@@ -258,8 +287,10 @@ def quantize_cmd(
 
 @app.command("compile")
 def compile_cmd(
-    model: Path = typer.Argument(..., help="an ONNX model (fp32 or QDQ int8)"),
+    model: Path = typer.Argument(..., help="an ONNX model (fp32 or QDQ int8), or a torch model file (torch.save'd module, "
+                                           "state dict + --factory, TorchScript, .pt2) with --input-shape input=1,..."),
     target: str = typer.Option("host", help="target name; `edgeopt targets` lists them"),
+    factory: Optional[str] = typer.Option(None, help="package.module:function building the model a state dict is for"),
     out: Path = typer.Option(..., help="bundle directory to write (replaced only once the new one is complete)"),
     input_shape: Optional[list[str]] = typer.Option(None, help="NAME=1,3,32,32 for an input with a symbolic shape (repeatable)"),
     tune: bool = typer.Option(False, "--tune", help="tune with MetaSchedule (host targets); the database is cached"),
@@ -291,9 +322,10 @@ def compile_cmd(
         if not name or any(d <= 0 for d in shapes[name]):
             raise UsageError(f"--input-shape {item!r} is not NAME=D1,D2,... with positive sizes")
     if not model.is_file():
-        raise InputError(f"ONNX model not found: {model}")
+        raise InputError(f"model not found: {model}", hint="pass an .onnx file or a torch model file")
     progress = Progress(quiet=quiet)
     with _stdout_to_stderr():  # library chatter never reaches stdout
+        model, extra = _compile_source(model, shapes, factory, out)
         with progress.stage("compile", f"TVM compile {model.name} for {tgt.name}" + (f", tuning {trials} trials" if tune else "")) as st:
             bar = None
             if tune and not quiet:
@@ -309,7 +341,9 @@ def compile_cmd(
                 declared = scale != 1.0 or bool(mean) or bool(std)
                 pre = {"scale": scale, "mean": list(mean or [0.0]), "std": list(std or [1.0]), "declared": True} if declared else None
                 bundle, parity = compile_onnx(
-                    model, target=tgt, out_dir=out, input_shapes=shapes or None, tune_trials=trials if tune else 0,
+                    model, target=tgt, out_dir=out, input_shapes=(shapes if model.suffix == ".onnx" and extra.get("onnx_given") else None) or None,
+                    extra_manifest={k: v for k, v in extra.items() if k != "onnx_given"} or None,
+                    tune_trials=trials if tune else 0,
                     tune_threads=tune_threads, onnx_copy=not no_onnx, integer=not float_arith, preprocessing=pre,
                     on_trials=(lambda n: bar.update(task, completed=min(n, trials))) if bar else None)
             finally:
@@ -335,6 +369,43 @@ def compile_cmd(
         p = doc["parity"]
         print(f"bundle {bundle.path} ({bundle.bytes:,} bytes) for {t['name']} ({t['triple']}, mcpu {t['mcpu']}); "
               + (f"parity with onnxruntime: max abs diff {p['max_abs_diff']:.3g}" if parity else "parity is checked on the board"))
+
+
+def _compile_source(model: Path, shapes: dict, factory: str | None, out: Path) -> tuple[Path, dict]:
+    """(the ONNX to compile, manifest additions). A torch model file is exported to ONNX first with
+    the --input-shape given; the pruning stage's sparsity comes along from a quant.json beside it."""
+    from edgeopt.errors import InputError, UsageError
+    from .loader import ModelFormat, load, sniff
+
+    extra: dict = {}
+    quant_json = model.parent / "quant.json"
+    if quant_json.is_file():
+        try:
+            carried = json.loads(quant_json.read_text()).get("sparsity")
+        except ValueError:
+            carried = None
+        if carried:
+            extra["sparsity"] = carried
+    fmt = sniff(model)
+    if fmt is ModelFormat.onnx:
+        return model, {**extra, "onnx_given": True}
+    if fmt is None:
+        raise InputError(f"{model} is not a model edgeopt can read", hint="pass an .onnx file or a torch model file")
+    if len(shapes) != 1:
+        raise UsageError(f"{model} is a torch model: give its input shape, --input-shape input=1,C,H,W (or 1,C,L or 1,F)")
+    shape = tuple(next(iter(shapes.values())))
+    loaded = load(model, factory=factory, sample_shape=shape)
+    from .export import export_onnx
+    from .models import InputSpec, Model
+
+    onnx_path = out.parent / f".{out.name}.source.onnx"
+    try:
+        export_onnx(Model(loaded.module, InputSpec(name=next(iter(shapes)), shape=shape)), onnx_path)
+    except Exception as exc:
+        raise InputError(f"{model} ({loaded.found}) does not run on inputs of shape {shape}: "
+                         f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}",
+                         hint="give the shape the model takes with --input-shape") from None
+    return onnx_path, extra
 
 
 @app.command("targets")

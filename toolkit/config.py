@@ -15,8 +15,11 @@ from .quantize import Calibrator
 class RunConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
 
-    model: str = "mlp"
+    model: str = "mlp"  # a built-in name, a stage folder, or a model file (module, state dict, TorchScript, .pt2, .onnx)
+    factory: str | None = None  # package.module:function building the model a state dict is for
     data: str = "digits"
+    val_data: Path | None = None
+    test_data: Path | None = None
     target: str = "host"
     board: str = "local"
     out: Path | None = None

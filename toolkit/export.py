@@ -14,12 +14,30 @@ from .models import Model
 OPSET = 18
 
 
+@contextlib.contextmanager
+def _as_input_error(path: Path):
+    """torch's exporter fails with many-line, coloured messages: one line, naming the model."""
+    import re
+
+    from edgeopt.errors import UnsupportedModelError
+
+    try:
+        yield
+    except Exception as exc:
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+        lines = [l.strip() for l in text.splitlines() if l.strip()]
+        cause = next((l for l in lines if "Error" in l or "error" in l and not l.startswith("-")), lines[0] if lines else type(exc).__name__)
+        raise UnsupportedModelError(f"torch cannot export the model to ONNX: {cause[:300]}",
+                                    hint="the model must trace with torch.export (no data-dependent control flow); "
+                                         "or bring it as ONNX") from None
+
+
 def export_onnx(model: Model, path: Path) -> Path:
     """Export with torch's dynamo exporter; its chatter goes nowhere (stdout is for --json)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.zeros(model.spec.shape)
     sink = io.StringIO()
-    with warnings.catch_warnings(), contextlib.redirect_stdout(sink):
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sink), _as_input_error(path):
         warnings.simplefilter("ignore")
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)
         torch.onnx.export(

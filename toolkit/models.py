@@ -102,36 +102,10 @@ def build_model(name: str, *, num_classes: int, input_shape: tuple[int, ...]) ->
 
 
 def load_module(spec: str, *, factory: str | None = None) -> nn.Module:
-    """A user's model: a `torch.save`d nn.Module, or a state dict plus `package.module:factory`."""
-    import importlib
+    """A user's model file as a torch module (any format loader.py reads)."""
+    from .loader import load
 
-    path = Path(spec)
-    if not path.is_file():
-        raise InputError(
-            f"model not found: {spec}",
-            hint=f"pass a built-in name ({', '.join(sorted(BUILTIN_MODELS))}) or a torch.save'd file",
-        )
-    try:
-        obj = torch.load(path, weights_only=False, map_location="cpu")
-    except Exception as exc:  # pickle, zip and torch errors of many kinds
-        raise InputError(f"cannot load {path} with torch.load: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-    if isinstance(obj, nn.Module):
-        return obj.eval()
-    if not isinstance(obj, dict):
-        raise InputError(f"{path} holds a {type(obj).__name__}, not an nn.Module or a state dict")
-    if factory is None:
-        raise InputError(f"{path} is a state dict", hint="also pass --factory package.module:function that builds the model")
-    mod_name, _, fn_name = factory.partition(":")
-    try:
-        fn = getattr(importlib.import_module(mod_name), fn_name)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise InputError(f"cannot import factory {factory!r}: {exc}", hint="use the form package.module:function") from None
-    module = fn()
-    try:
-        module.load_state_dict(obj)
-    except RuntimeError as exc:
-        raise InputError(f"state dict {path} does not fit {factory}(): {str(exc).splitlines()[0]}") from None
-    return module.eval()
+    return load(Path(spec), factory=factory).module
 
 
 @dataclass
@@ -141,11 +115,20 @@ class Model:
     module: nn.Module
     spec: InputSpec
     accuracy: float | None = None
+    source: dict | None = None  # a user's model: its file, format, and the python modules it needs
 
     def save(self, directory: Path, *, filename: str = "model.pt") -> Path:
         directory.mkdir(parents=True, exist_ok=True)
         torch.save(self.module, directory / filename)
-        meta = {"schema": SPEC_SCHEMA, "input": asdict(self.spec), "accuracy": self.accuracy}
+        from .loader import class_modules
+
+        # what loading this folder again takes: the python modules the pickled classes live in
+        needs = class_modules(self.module)
+        meta = {"schema": SPEC_SCHEMA, "input": asdict(self.spec), "accuracy": self.accuracy,
+                "source": self.source, "load_requires": {
+                    "python_modules": needs,
+                    "note": ("loads with edgeopt alone" if not needs else
+                             f"the python module(s) {', '.join(needs)} must be importable (PYTHONPATH)")}}
         (directory / "spec.json").write_text(json.dumps(meta, indent=2) + "\n")
         return directory
 
@@ -155,9 +138,23 @@ class Model:
         if not path.is_file():
             raise InputError(f"stage directory {directory} has no {filename}",
                              hint="write it again with the stage that makes it")
-        meta = json.loads((directory / "spec.json").read_text())
-        spec = meta["input"]
-        spec["shape"] = tuple(spec["shape"])
+        try:
+            meta = json.loads((directory / "spec.json").read_text())
+            spec = meta["input"]
+            spec["shape"] = tuple(spec["shape"])
+            spec = InputSpec(**spec)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"{directory / 'spec.json'} is missing or damaged: {exc}",
+                             hint="write the folder again with the stage that makes it") from None
         # Whole-module pickles (not state dicts) so pruned shapes load back without the class.
-        module = torch.load(path, weights_only=False, map_location="cpu")
-        return cls(module.eval(), InputSpec(**spec), meta.get("accuracy"))
+        try:
+            module = torch.load(path, weights_only=False, map_location="cpu")
+        except (ModuleNotFoundError, AttributeError, ImportError) as exc:
+            needs = (meta.get("load_requires") or {}).get("python_modules") or []
+            raise InputError(f"{path} needs python module(s) {', '.join(needs) or '?'} to load: {exc}",
+                             hint="put the module(s) that define the model's classes on PYTHONPATH "
+                                  "(the folder's spec.json says which)") from None
+        except Exception as exc:
+            raise InputError(f"cannot load {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                             hint="write the folder again with the stage that makes it") from None
+        return cls(module.eval(), spec, meta.get("accuracy"), meta.get("source"))

@@ -17,8 +17,9 @@ from .config import RunConfig
 from .data import Dataset, load_dataset
 from .deploy import Connection, Deployment
 from edgeopt.errors import AccuracyBudgetError, InputError
-from .inputs import train_builtin
-from .models import Model, check_model_name
+from .inputs import check_model_spec, resolve_model, train_builtin
+from .models import BUILTIN_MODELS, Model
+from . import original
 from .onnx_run import predict
 from .progress import Progress
 from .prune import PruneConfig, PrunedModel, prune
@@ -31,6 +32,33 @@ PARITY_SAMPLES = 32
 
 def train_model(config: RunConfig, data: Dataset) -> Model:
     return train_builtin(config.model, data, epochs=config.epochs, lr=config.lr, seed=config.seed)
+
+
+def dense_model(config: RunConfig, data: Dataset) -> tuple[Model, str]:
+    """A built-in model trained here, or the user's own (loaded as it is, not trained)."""
+    if config.model in BUILTIN_MODELS:
+        return train_model(config, data), f"built-in {config.model}, trained {config.epochs} epochs"
+    return resolve_model(config.model, data, factory=config.factory, seed=config.seed)
+
+
+def manifest_sparsity(pruned: PrunedModel) -> dict:
+    """The pruning stage's sparsity, carried in the bundle's manifest: structured pruning removes
+    weights, which a count of zeros in the compiled model cannot see."""
+    doc = pruned.to_json()
+    return {"global": doc["sparsity"]["global"], "method": doc["config"]["method"], "source": "prune.json",
+            "params": doc["params"], "layers": [{"name": l["name"], "params": l["params_before"],
+                                                 "zeros": l["params_before"] - l["params_after"], "sparsity": l["sparsity"]}
+                                                for l in doc["layers"]]}
+
+
+def dense_onnx(workdir: Path, dense: Model) -> Path:
+    """The original dense fp32 model as ONNX (exported once into workdir/model)."""
+    from .export import export_onnx
+
+    path = workdir / "model" / "model.onnx"
+    if not path.is_file():
+        export_onnx(dense, path)
+    return path
 
 
 def _target_name(config: RunConfig) -> str:
@@ -55,7 +83,7 @@ def run(config: RunConfig, *, progress: Progress | None = None) -> dict:
     quant_cfg = QuantConfig(calibrator=config.calibrator, calibration_samples=config.calibration_samples,
                             budget=config.budget, seed=config.seed)
     quant_cfg.validate()
-    check_model_name(config.model)
+    check_model_spec(config.model)
     check_board(config.board, local_port=config.local_port)
     if config.data != "digits" and not Path(config.data).is_file():
         raise InputError(f"data file not found: {config.data}", hint="pass an .npz with arrays x and y, or 'digits'")
@@ -73,13 +101,17 @@ def run(config: RunConfig, *, progress: Progress | None = None) -> dict:
 def _run(config, workdir: Path, target, prune_cfg, quant_cfg, progress: Progress) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     with progress.stage("data", f"load data ({config.data})") as st:
-        data = load_dataset(config.data)
-        st["note"] = f"{len(data.x_train)} train / {len(data.x_test)} test"
+        data = load_dataset(config.data, val=config.val_data, test=config.test_data)
+        st["note"] = f"samples {tuple(data.input_shape[1:])}, {len(data.x_train)} train / {len(data.x_val)} val / {len(data.x_test)} test"
+        if not data.labelled:
+            raise InputError(f"{config.data} has no labels: `run` fine-tunes while pruning and reports accuracy",
+                             hint="add y (and x_test/y_test) to the .npz; unlabelled calibration data goes to `edgeopt quantize`")
 
-    with progress.stage("train", f"train {config.model}") as st:
-        dense = train_model(config, data)
+    builtin = config.model in BUILTIN_MODELS
+    with progress.stage("train" if builtin else "model", f"train {config.model}" if builtin else f"load model ({config.model})") as st:
+        dense, how = dense_model(config, data)
         dense.save(workdir / "model")
-        st["note"] = f"accuracy {dense.accuracy:.4f}"
+        st["note"] = f"{how}; accuracy {dense.accuracy:.4f} ({data.splits.get('test')})"
 
     with progress.stage("prune", f"prune to {config.sparsity:.0%} ({config.method.value}, {config.schedule.value})") as st:
         pruned: PrunedModel = prune(dense, data, config=prune_cfg)
@@ -102,13 +134,16 @@ def _run(config, workdir: Path, target, prune_cfg, quant_cfg, progress: Progress
         bundle, parity = compile_onnx(
             quant.path, target=target, out_dir=workdir / "bundle", parity_inputs=reference_x,
             preprocessing={"layout": dense.spec.layout, "scale": dense.spec.scale, "mean": 0.0, "std": 1.0,
-                           "range": [0.0, 1.0], "declared": True},
+                           **({"range": [0.0, 1.0]} if config.model in BUILTIN_MODELS else {}), "declared": True},
             extra_manifest={
                 "source": {"model": config.model, "data": config.data, "quantization": quant.quant_path},
                 "config_hash": config_hash(config),
+                "sparsity": manifest_sparsity(pruned),
             },
         )
         st["note"] = f"{bundle.bytes} bytes" + (f", host parity max|diff| {parity.max_abs_diff:.2g}" if parity else "")
+        # the user's starting point travels with the bundle: the board times it beside the bundle
+        bundle = original.attach(bundle, dense_onnx(workdir, dense), source=config.model)
 
     if config.variants:  # the run's bundle becomes pruned-int8; the others are built beside it
         from . import variants
@@ -141,14 +176,17 @@ def _run(config, workdir: Path, target, prune_cfg, quant_cfg, progress: Progress
             bench = dep.agent(
                 "bench", "--bundle", str(dep.bundle_dir), "--warmup", str(config.warmup),
                 "--repeat", str(config.repeat), "--min-repeat-ms", str(config.min_repeat_ms), "--keep-samples", *threads,
+                "--baseline", "original",
             )
-            st["note"] = f"p50 {bench['latency_ms']['p50']:.4f} ms, {bench['latency_ms']['runs']} runs"
+            vs = original.verdict(p50_ms=bench["latency_ms"]["p50"], original=bench.get("original"),
+                                  levers=original.levers_for(bundle.manifest))
+            st["note"] = f"p50 {bench['latency_ms']['p50']:.4f} ms, {bench['latency_ms']['runs']} runs; " + original.describe(vs)
 
     result = {"board_kind": spec.kind, "emulated": spec.kind.startswith("qemu"), "eval": evaluation, "bench": bench}
     (workdir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     report = build_report(
         config=config, dense=dense, pruned=pruned, quant=quant, sparsity_onnx=sparsity_onnx,
-        bundle=bundle, host_parity=parity, result=result, timings=progress.timings,
+        bundle=bundle, host_parity=parity, result=result, timings=progress.timings, splits=data.splits,
     )
     (workdir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report

@@ -6,6 +6,8 @@ import json
 
 from rich.table import Table
 
+from . import original
+
 SCHEMA = "edgeopt.report/1"
 
 
@@ -13,9 +15,12 @@ def config_hash(config) -> str:
     return hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
 
 
-def build_report(*, config, dense, pruned, quant, sparsity_onnx, bundle, host_parity, result, timings) -> dict:
+def build_report(*, config, dense, pruned, quant, sparsity_onnx, bundle, host_parity, result, timings,
+                 splits: dict | None = None) -> dict:
     evaluation, bench = result["eval"], result["bench"]
     prune_json = pruned.to_json()
+    vs = original.verdict(p50_ms=bench["latency_ms"]["p50"], original=bench.get("original"),
+                          levers=original.levers_for(bundle.manifest))
     return {
         "schema": SCHEMA,
         "config": json.loads(config.model_dump_json()),
@@ -26,9 +31,14 @@ def build_report(*, config, dense, pruned, quant, sparsity_onnx, bundle, host_pa
             "final": quant.accuracy_quantized,  # the int8 ONNX model on the host (onnxruntime)
             "board": evaluation["accuracy"],  # the compiled bundle, measured by the board agent
             "test_samples": evaluation["samples"],
+            # every accuracy above is on the test split; none of it was trained, fine-tuned or calibrated on
+            "measured_on": (splits or {}).get("test"),
+            "decisions_on": (splits or {}).get("val"),
+            "trained_and_calibrated_on": (splits or {}).get("train"),
         },
+        "model_source": dense.source,
         "sparsity": {
-            # recomputed from the weights stored in the final int8 ONNX model
+            # recomputed from the weights stored in the final int8 ONNX model, over the original count
             "global": sparsity_onnx,
             "target": config.sparsity,
             "after_pruning": pruned.global_sparsity,
@@ -64,6 +74,10 @@ def build_report(*, config, dense, pruned, quant, sparsity_onnx, bundle, host_pa
         "first_inference_ms": bench["first_inference_ms"],
         "time_evaluator_median_ms": bench["time_evaluator_median_ms"],
         "peak_rss_mb": bench["peak_rss_mb"],
+        # the user's starting point: onnxruntime, original dense fp32 model, same board, same run
+        "original": vs,
+        "speedup_vs_original": vs["speedup_vs_original"],  # > 1: faster than where the user started
+        "slower_than_original": vs["slower_than_original"],
         "timings_s": timings,
     }
 
@@ -82,7 +96,7 @@ def render_table(report: dict) -> Table:
     t.add_column("measure")
     t.add_column("value", justify="right")
     t.add_column("", style="dim")
-    t.add_row("accuracy dense", f"{acc['dense']:.4f}", "torch, test split")
+    t.add_row("accuracy dense", f"{acc['dense']:.4f}", f"torch; every accuracy on: {acc.get('measured_on') or 'test split'}")
     t.add_row("accuracy pruned", f"{acc['pruned']:.4f}", "torch")
     t.add_row("accuracy int8", f"{acc['final']:.4f}", "onnxruntime on the host")
     t.add_row("accuracy on board", f"{acc['board']:.4f}", f"TVM bundle, {report['board']['kind']} board")
@@ -95,6 +109,15 @@ def render_table(report: dict) -> Table:
     t.add_row("bundle bytes", f"{report['bundle']['bytes']:,}", report["bundle"]["target"])
     t.add_row("latency p50 / p90 / p99", f"{lat['p50']:.4f} / {lat['p90']:.4f} / {lat['p99']:.4f} ms",
               f"{lat['runs']} runs, {report['board']['threads']} threads, {report['board']['arch']}")
+    vs = report.get("original")
+    if vs is not None:
+        if not vs.get("available"):
+            t.add_row("vs original (onnxruntime fp32)", "unavailable", vs.get("reason"))
+        else:
+            t.add_row("vs original (onnxruntime fp32)",
+                      f"[bold red]{vs['speedup_vs_original']:.2f}x SLOWER[/bold red]" if vs["slower_than_original"]
+                      else f"{vs['speedup_vs_original']:.2f}x faster",
+                      f"original p50 {vs['p50_ms']:.4f} ms" + (f"; lever: {vs['lever']}" if vs["slower_than_original"] else ""))
     if report["board"].get("emulated"):
         t.add_row("latency is EMULATED", "not a hardware number", report["board"]["note"])
     if report.get("parity"):

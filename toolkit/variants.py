@@ -40,12 +40,9 @@ def variant_info(name: str, *, dense, pruned, quant) -> dict:
 
 def sources(workdir: Path, *, dense, quant) -> dict[str, Path]:
     """The ONNX each variant is compiled from: dense and pruned fp32 exports, the int8 QDQ model."""
-    from .export import export_onnx
+    from .pipeline import dense_onnx
 
-    dense_onnx = workdir / "model" / "model.onnx"
-    if not dense_onnx.is_file():
-        export_onnx(dense, dense_onnx)
-    return {"dense-fp32": dense_onnx, "pruned-fp32": quant.path.parent / "model.onnx", "pruned-int8": quant.path}
+    return {"dense-fp32": dense_onnx(workdir, dense), "pruned-fp32": quant.path.parent / "model.onnx", "pruned-int8": quant.path}
 
 
 def build(workdir: Path, *, target, dense, pruned, quant, parity_inputs: np.ndarray, tune_trials: int,

@@ -11,14 +11,15 @@ from .bundle import AgentFailure
 from .measure import parity, percentiles, time_calls
 
 ONNX = "model.onnx"
+ORIGINAL = "original.onnx"  # the user's original dense fp32 model (toolkit/original.py puts it there)
 
 
 def ort_bench(bundle, *, threads: int, warmup: int, repeat: int, min_repeat_ms: float, number: int,
-              x: np.ndarray, reference: np.ndarray | None, keep_samples: bool) -> dict:
-    if ONNX not in bundle.manifest.get("files", {}):
+              x: np.ndarray, reference: np.ndarray | None, keep_samples: bool, onnx: str = ONNX) -> dict:
+    if onnx not in bundle.manifest.get("files", {}):
         raise AgentFailure("baseline_unavailable",
-                           f"bundle has no {ONNX}, so there is nothing for onnxruntime to run "
-                           "(compile it without --no-onnx)")
+                           f"bundle has no {onnx}, so there is nothing for onnxruntime to run "
+                           + ("(compile it without --no-onnx)" if onnx == ONNX else "(build it with `edgeopt run`)"))
     try:
         import onnxruntime as ort
     except ImportError:
@@ -28,7 +29,7 @@ def ort_bench(bundle, *, threads: int, warmup: int, repeat: int, min_repeat_ms: 
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     t0 = time.perf_counter()
-    sess = ort.InferenceSession(os.path.join(bundle.dir, ONNX), opts, providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(os.path.join(bundle.dir, onnx), opts, providers=["CPUExecutionProvider"])
     load_ms = (time.perf_counter() - t0) * 1e3
     name = sess.get_inputs()[0].name
     shape = bundle.input["shape"]
@@ -44,7 +45,7 @@ def ort_bench(bundle, *, threads: int, warmup: int, repeat: int, min_repeat_ms: 
         "first_inference_ms": timed["first_ms"],
         "calls_per_repeat": timed["per_repeat"],
     }
-    if reference is not None:
+    if reference is not None and onnx == ONNX:  # the original model's outputs are not the bundle's
         outs = np.concatenate([sess.run(None, {name: x[i:i + 1].reshape(shape)})[0] for i in range(len(x))])
         result["parity"] = parity(outs, reference)
     if keep_samples:

@@ -88,7 +88,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--min-repeat-ms", type=float, default=100.0)
     b.add_argument("--keep-samples", action="store_true")
     b.add_argument("--reference", default=None, help=".npz with x (inputs) and ref (host reference outputs): parity")
-    b.add_argument("--baseline", choices=["ort"], default=None, help="also run the bundle's model.onnx with onnxruntime")
+    b.add_argument("--baseline", choices=["ort", "original"], default=None,
+                   help="also run the bundle's model.onnx (ort) or the user's original dense fp32 model, "
+                        "original.onnx (original), with onnxruntime")
     e = sub.add_parser("eval", help="accuracy and parity on an uploaded .npz (x, y, ref)")
     e.add_argument("--bundle", required=True)
     e.add_argument("--data", required=True)
@@ -143,6 +145,19 @@ def _run(args) -> dict:
                 bundle, threads=int(os.environ["TVM_NUM_THREADS"]), warmup=args.warmup, repeat=args.repeat,
                 min_repeat_ms=args.min_repeat_ms, number=args.number, x=x, reference=ref,
                 keep_samples=args.keep_samples)
+        elif args.baseline == "original":
+            from .baseline import ORIGINAL, ort_bench
+            from .bundle import AgentFailure
+
+            if x is None:
+                x = np.random.default_rng(0).random(bundle.input["shape"], dtype=np.float32)
+            try:  # a missing onnxruntime is reported, not a failure: the TVM numbers stand
+                result["original"] = dict(ort_bench(
+                    bundle, threads=int(os.environ["TVM_NUM_THREADS"]), warmup=args.warmup, repeat=args.repeat,
+                    min_repeat_ms=args.min_repeat_ms, number=args.number, x=x, reference=None,
+                    keep_samples=False, onnx=ORIGINAL), available=True)
+            except AgentFailure as exc:
+                result["original"] = {"available": False, "reason": str(exc)}
     elif args.verb == "eval":
         from .measure import evaluate
 

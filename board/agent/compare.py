@@ -6,7 +6,8 @@ The plan is a JSON file the host uploads:
 
     {"engines": ["tvm"] | ["ort"] | ["tvm", "ort"], "warmup": 20, "rounds": 10, "number": 20, "settle": 2,
      "profile_runs": 20, "keep_samples": true, "eval": "<npz with x, y>" | null,
-     "bundles": [{"name": "dense-fp32", "dir": "<bundle dir>", "reference": "<npz x, ref>" | null}, ...]}
+     "bundles": [{"name": "dense-fp32", "dir": "<bundle dir>", "reference": "<npz x, ref>" | null,
+                   "onnx": "original.onnx" (optional: the file onnxruntime runs; default model.onnx)}, ...]}
 
 Per engine (a bundle under the TVM VM, and its model.onnx under onnxruntime): load time, first
 inference, `warmup` calls discarded; then `rounds` rounds, in each of which every engine runs
@@ -41,10 +42,10 @@ class _Engine:
         self.round_medians: list = []
 
 
-def _ort_session(bundle: LoadedBundle, threads: int):
+def _ort_session(bundle: LoadedBundle, threads: int, onnx: str = ONNX):
     """(session, None) or (None, why not)."""
-    if ONNX not in bundle.manifest.get("files", {}):
-        return None, f"bundle has no {ONNX} (compiled with --no-onnx)"
+    if onnx not in bundle.manifest.get("files", {}):
+        return None, f"bundle has no {onnx}" + (" (compiled with --no-onnx)" if onnx == ONNX else " (not built by `edgeopt run`)")
     try:
         import onnxruntime as ort
     except ImportError:
@@ -52,7 +53,7 @@ def _ort_session(bundle: LoadedBundle, threads: int):
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
-    return ort.InferenceSession(os.path.join(bundle.dir, ONNX), opts, providers=["CPUExecutionProvider"]), None
+    return ort.InferenceSession(os.path.join(bundle.dir, onnx), opts, providers=["CPUExecutionProvider"]), None
 
 
 def _load_npz(path: str) -> dict:
@@ -171,7 +172,8 @@ def compare(plan_path: str, threads: int) -> dict:
              "ort": None, "ort_reason": None, "session": None}
         if "ort" in wanted:
             t0 = time.perf_counter()
-            sess, why = _ort_session(bundle, threads)
+            # a plan item's "onnx" (e.g. original.onnx: the user's starting point) overrides model.onnx
+            sess, why = _ort_session(bundle, threads, item.get("onnx", ONNX))
             if sess is None:
                 v["ort_reason"] = why
             else:

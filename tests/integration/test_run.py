@@ -49,6 +49,20 @@ def test_acceptance_values(run_result):
     assert r["board"]["kind"] == "local" and r["board"]["arch"]
 
 
+def test_report_has_the_users_starting_point(run_result):
+    """onnxruntime on the original dense fp32 model, same board, same run; the flag follows the numbers."""
+    r = json.loads(run_result[1])
+    vs = r["original"]
+    manifest = json.loads((run_result[2] / "bundle/manifest.json").read_text())
+    assert manifest["original"]["file"] in manifest["files"]
+    if not vs["available"]:  # a board without onnxruntime says so and invents no number
+        assert vs["reason"] and r["speedup_vs_original"] is None
+        return
+    assert r["speedup_vs_original"] == pytest.approx(vs["p50_ms"] / r["latency_ms"]["p50"])
+    assert r["slower_than_original"] == (vs["p50_ms"] < r["latency_ms"]["p50"])
+    assert (vs["lever"] is not None) == r["slower_than_original"]
+
+
 def test_board_numbers_come_from_the_agent(run_result):
     r = json.loads(run_result[1])
     artifacts = run_result[2]

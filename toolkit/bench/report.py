@@ -6,6 +6,9 @@ import hashlib
 import json
 from pathlib import Path
 
+from ..original import describe as describe_original
+from ..original import verdict
+
 SCHEMA = "edgeopt.bench-report/1"
 TOP_OPS = 5
 
@@ -35,6 +38,8 @@ def summary(doc: dict) -> dict:
     """Per board and variant: the numbers people compare (no samples)."""
     ref = reference_variant(doc)
     sizes = {v["name"]: v["bytes"] for v in doc["variants"]}
+    variants = {v["name"]: v for v in doc["variants"]}
+    options = doc.get("options") or {}
     out: dict = {"reference_variant": ref, "boards": {}}
     for b in doc["boards"]:
         if not b["ok"]:
@@ -42,6 +47,8 @@ def summary(doc: dict) -> dict:
             continue
         rows = {}
         ref_p50 = b["results"].get(ref, {}).get("tvm", {}).get("latency_ms", {}).get("p50")
+        # a bundle's own original.onnx; else a dense-fp32 variant's model.onnx is the same original model
+        dense_ort = (b["results"].get("dense-fp32") or {}).get("ort")
         for name, r in b["results"].items():
             lat = r["tvm"]["latency_ms"]
             ort = r.get("ort") or {}
@@ -59,12 +66,32 @@ def summary(doc: dict) -> dict:
                 "bytes": sizes.get(name),
                 "size_vs_reference": (sizes[name] / sizes[ref]) if ref in sizes and sizes.get(name) else None,
                 "load_ms": r["tvm"]["load_ms"], "first_ms": r["tvm"]["first_ms"],
+                "vs_original": _vs_original(r, variants.get(name, {}), dense_ort, options),
                 "top_ops": [{"name": o["name"], "percent": o["percent"], "ms": o["ms_per_inference"]}
                             for o in prof.get("ops", []) if o["kind"] == "kernel"][:TOP_OPS] if prof.get("available") else None,
             }
         out["boards"][b["name"]] = {"ok": True, "address": b["address"], "shares_cpu_with": b.get("shares_cpu_with", []),
                                     "variants": rows}
     return out
+
+
+def _vs_cell(v: dict) -> str:
+    if not v.get("available"):
+        return "–"
+    return f"{v['speedup_vs_original']:.2f}x" + (" **SLOWER**" if v["slower_than_original"] else "")
+
+
+def _vs_original(r: dict, variant: dict, dense_ort: dict | None, options: dict) -> dict:
+    p50 = r["tvm"]["latency_ms"]["p50"]
+    original = r.get("original")
+    if original is None and dense_ort is not None:
+        original = dense_ort
+    if original is None and options.get("baseline") != "ort":
+        original = {"available": False, "reason": "--baseline none: onnxruntime not run"}
+    if original is None and not variant.get("original"):
+        return verdict(p50_ms=p50, original=None, levers=variant.get("levers") or [])
+    return verdict(p50_ms=p50, original=original or {"available": False, "reason": "not measured"},
+                   levers=variant.get("levers") or [])
 
 
 def strip_samples(doc: dict) -> dict:
@@ -117,13 +144,17 @@ def markdown(doc: dict, plots: dict[str, str]) -> str:
                   *(["> **Emulated board (QEMU):** its latencies prove that the bundles run and the measurement path "
                      "works; they are not hardware numbers (emulated arithmetic is ~500-900x slower).", ""]
                     if b.get("emulated") else []),
-                  "| variant | p50 ms | p90 ms | p99 ms | std | speed-up vs ref | onnxruntime p50 ms | TVM vs ORT | accuracy | ORT accuracy | top-1 vs host |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+                  "| variant | p50 ms | p90 ms | p99 ms | std | speed-up vs ref | onnxruntime p50 ms | TVM vs ORT | vs original | accuracy | ORT accuracy | top-1 vs host |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         rows = s["boards"][b["name"]]["variants"]
         for name, r in rows.items():
             lines.append(f"| {name} | {_f(r['p50_ms'])} | {_f(r['p90_ms'])} | {_f(r['p99_ms'])} | {_f(r['std_ms'])} | "
                          f"{_f(r['speedup_vs_reference'], '.2f')}x | {_f(r['ort_p50_ms'])} | {_f(r['speedup_vs_ort'], '.2f')}x | "
-                         f"{_f(r['accuracy'])} | {_f(r['ort_accuracy'])} | {_f(r['top1_agreement'])} |")
+                         f"{_vs_cell(r['vs_original'])} | {_f(r['accuracy'])} | {_f(r['ort_accuracy'])} | {_f(r['top1_agreement'])} |")
+        lines += ["", "Against the starting point (onnxruntime running the original dense fp32 model on this board, "
+                  "same run; > 1 is faster):", ""]
+        for name, r in rows.items():
+            lines.append(f"- {name}: " + describe_original(r["vs_original"]))
         missing_ort = {r.get("ort", {}).get("reason") for r in b["results"].values()
                        if r.get("ort") and not r["ort"].get("available")}
         if missing_ort:

@@ -15,6 +15,7 @@ import numpy as np
 from ..boards import open_board, with_options
 from ..deploy import Connection, Deployment
 from edgeopt.errors import InputError, UsageError
+from ..original import FILE as ORIGINAL
 from .variants import Variant
 
 
@@ -122,6 +123,20 @@ def bench_board(name: str, variants: list[Variant], inputs: HostInputs, opts: Be
                     for r, o in zip(doc["variants"], ort_doc["variants"]):
                         r["ort"] = o["ort"]
                     doc["protocol"]["ort_timed_s"] = ort_doc["protocol"]["timed_s"]
+                    # the user's starting point: the original dense fp32 model each bundle carries
+                    carriers = [b for b, v in zip(plan["bundles"], variants) if ORIGINAL in v.bundle.files]
+                    if carriers:
+                        with tempfile.TemporaryDirectory(prefix="edgeopt-plan-") as t:
+                            local = Path(t) / "plan-original.json"
+                            local.write_text(json.dumps(dict(plan, engines=["ort"], eval=None,
+                                                             bundles=[dict(b, onnx=ORIGINAL) for b in carriers])))
+                            remote_orig = tmp.put(local)
+                        step(f"measure {len(carriers)} original model(s) x {opts.rounds_used} rounds (onnxruntime)")
+                        orig_doc = tmp.agent("compare", "--plan", str(remote_orig), *threads)
+                        originals = {o["name"]: o["ort"] for o in orig_doc["variants"]}
+                        for r in doc["variants"]:
+                            if r["name"] in originals:
+                                r["original"] = originals[r["name"]]
             finally:
                 tmp.cleanup()
     by_name = {r["name"]: r for r in doc["variants"]}

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..original import levers_for
 from edgeopt.compile import Bundle
 
 from edgeopt.errors import BundleError, UsageError
@@ -31,7 +32,8 @@ class Variant:
         m = self.bundle.manifest
         tuning = m.get("tuning")
         info = self.info
-        layers = info.get("layers") or onnx_layers(self.bundle)
+        carried = m.get("sparsity") or {}  # the pruning stage's, when the bundle came from one
+        layers = info.get("layers") or carried.get("layers") or onnx_layers(self.bundle)
         return {
             "name": self.name,
             "path": str(self.bundle.path),
@@ -44,10 +46,13 @@ class Variant:
             "tuned": bool(tuning),
             "tuning_trials": tuning.get("trials") if tuning else None,
             "host_accuracy": info.get("accuracy"),
+            "original": m.get("original"),  # the user's original dense fp32 model, if the bundle carries it
+            "levers": levers_for(m),  # what would make it faster, named when it is slower than the original
             "sparsity": {
-                "global": info.get("sparsity", _global(layers)),
+                "global": info.get("sparsity", carried.get("global", _global(layers))),
                 "layers": layers,
-                "source": "manifest (edgeopt run --variants)" if info.get("layers") else (
+                "source": "manifest (edgeopt run --variants)" if info.get("layers") else
+                "manifest (the pruning stage's prune.json)" if carried.get("layers") else (
                     f"zero weights counted in the bundle's {ONNX_IN_BUNDLE}" if layers else "unknown: no model.onnx in the bundle"),
             },
         }

@@ -37,7 +37,7 @@ class QuantizedModel:
                              "calibrator": self.calibrator.value, "float_layers": self.float_layers,
                              "file": self.path.name},
             "accuracy": {"float": self.accuracy_float, "quantized": self.accuracy_quantized,
-                         "drop": self.accuracy_float - self.accuracy_quantized},
+                         "drop": None if self.accuracy_quantized is None else self.accuracy_float - self.accuracy_quantized},
             "within_budget": self.within_budget,
             "validation": self.validation,
             "steps": self.steps,

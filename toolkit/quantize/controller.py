@@ -44,6 +44,8 @@ def quantize(source: Model | Path, data: Dataset, *, config: QuantConfig, out_di
         input_name = session(fp32).get_inputs()[0].name
     x_val, y_val = data.x_val, data.y_val
     calib = data.calibration(config.calibration_samples, seed=config.seed)
+    if not data.labelled:
+        return _calibrate_only(fp32, data, config=config, out_dir=out_dir, input_name=input_name, calib=calib)
 
     with tempfile.TemporaryDirectory(prefix="edgeopt-quant-") as tmp:
         work = Path(tmp)
@@ -139,6 +141,27 @@ def quantize(source: Model | Path, data: Dataset, *, config: QuantConfig, out_di
         within_budget=within,
         validation={"float_accuracy": float_val, "budget": budget, "samples": int(len(y_val))},
     )
+    result.save(out_dir)
+    return result
+
+
+UNLABELLED = "the data has no labels: calibrated on it, no accuracy measured or claimed"
+
+
+def _calibrate_only(fp32: Path, data: Dataset, *, config: QuantConfig, out_dir: Path, input_name: str, calib) -> QuantizedModel:
+    """Unlabelled calibration data: one PTQ pass with the chosen calibrator, nothing scored."""
+    with tempfile.TemporaryDirectory(prefix="edgeopt-quant-") as tmp:
+        pre = ort_ptq.preprocess(fp32, Path(tmp) / "pre.onnx")
+        path = ort_ptq.quantize(pre, Path(tmp) / "q.onnx", input_name=input_name, calib=calib,
+                                calibrator=config.calibrator, bits=config.bits, percentile=config.percentile,
+                                per_channel=config.per_channel)
+        final = out_dir / filename_for(config)
+        shutil.copyfile(path, final)
+    step = {"name": f"ptq:{config.calibrator.value}", "accuracy": None, "val_accuracy": None, "within_budget": None,
+            "note": UNLABELLED}
+    result = QuantizedModel(path=final, accuracy_float=None, accuracy_quantized=None, config=config, steps=[step],
+                            quant_path="ptq", calibrator=config.calibrator, within_budget=True,
+                            validation={"note": UNLABELLED, "calibration_samples": int(len(calib))})
     result.save(out_dir)
     return result
 

@@ -35,14 +35,41 @@ def test_npz_round_trip(tmp_path):
     y = rng.integers(0, 3, 50)
     np.savez(tmp_path / "d.npz", x=x, y=y)
     ds = load_npz(tmp_path / "d.npz")
-    assert ds.x_train.shape[1:] == (1, 8, 8)
+    assert ds.x_train.shape[1:] == (8, 8)  # samples as given: never reshaped by guess
     assert len(ds.x_train) + len(ds.x_val) + len(ds.x_test) == 50
+    assert "held out" in ds.splits["test"]
+
+
+def test_given_splits_are_used_as_they_are(tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = {k: rng.random((n, 40, 98), dtype=np.float32) for k, n in (("x", 30), ("x_val", 7), ("x_test", 9))}
+    labels = {f"y{k[1:]}": rng.integers(0, 4, len(v)) for k, v in arrays.items()}
+    np.savez(tmp_path / "d.npz", **arrays, **labels)
+    ds = load_npz(tmp_path / "d.npz")
+    assert np.array_equal(ds.x_test, arrays["x_test"]) and np.array_equal(ds.y_val, labels["y_val"])
+    assert len(ds.x_train) == 30 and ds.x_train.shape[1:] == (40, 98)
+    assert "x_test/y_test" in ds.splits["test"]
+
+
+def test_separate_test_file(tmp_path):
+    rng = np.random.default_rng(1)
+    np.savez(tmp_path / "d.npz", x=rng.random((40, 20), dtype=np.float32), y=rng.integers(0, 2, 40))
+    np.savez(tmp_path / "t.npz", x=rng.random((11, 20), dtype=np.float32), y=rng.integers(0, 2, 11))
+    ds = load_npz(tmp_path / "d.npz", test=tmp_path / "t.npz")
+    assert len(ds.x_test) == 11 and str(tmp_path / "t.npz") in ds.splits["test"]
+    assert len(ds.x_train) + len(ds.x_val) == 40
+
+
+def test_unlabelled_data_is_calibration_only(tmp_path):
+    np.savez(tmp_path / "u.npz", x=np.ones((12, 3, 8, 8), dtype=np.float32))
+    ds = load_npz(tmp_path / "u.npz")
+    assert not ds.labelled and len(ds.x_train) == 12 and ds.splits["test"] is None
 
 
 @pytest.mark.parametrize(
     "content, message",
     [
-        (b"not a zip file", "cannot read"),
+        (b"not a zip file", "is not an .npz"),
         (None, "expected 'x'"),
     ],
 )

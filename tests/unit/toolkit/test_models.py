@@ -36,12 +36,12 @@ def test_load_saved_module_and_state_dict(tmp_path):
     assert torch.allclose(back(x), m(x))
     with pytest.raises(InputError, match="--factory"):
         load_module(str(tmp_path / "sd.pt"))
-    with pytest.raises(InputError, match="cannot import factory"):
+    with pytest.raises(InputError, match="cannot import --factory"):
         load_module(str(tmp_path / "sd.pt"), factory="nowhere.at.all:f")
     with pytest.raises(InputError, match="does not fit"):
         load_module(str(tmp_path / "sd.pt"), factory="edgeopt.toolkit.models:mlp")
     (tmp_path / "junk.pt").write_bytes(b"junk")
-    with pytest.raises(InputError, match="cannot load"):
+    with pytest.raises(InputError, match="not a model edgeopt can read"):
         load_module(str(tmp_path / "junk.pt"))
     with pytest.raises(InputError, match="not found"):
         load_module(str(tmp_path / "missing.pt"))

@@ -87,7 +87,7 @@ class Family:
 
 
 FAMILIES: dict[str, Family] = {
-    "mobilenet": Family("mobilenet", lambda: MobileNetV2Style(), (3, 16, 16), noise=1.6),
+    "mobilenet": Family("mobilenet", lambda: MobileNetV2Style(width=8), (3, 16, 16), noise=1.6),
     "kws": Family("kws", lambda: KeywordSpotter1D(), (40, 98), noise=3.0),
     "resnet": Family("resnet", lambda: resnet(num_classes=4, in_channels=3, width=8), (3, 16, 16), noise=1.6),
     "mlp": Family("mlp", lambda: tabular_mlp(), (20,), noise=1.2),

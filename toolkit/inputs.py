@@ -18,10 +18,10 @@ DEFAULT_LR = 3e-3
 def train_builtin(name: str, data: Dataset, *, epochs: int = DEFAULT_TRAIN_EPOCHS, lr: float = DEFAULT_LR,
                   seed: int = 0) -> Model:
     seed_everything(seed)
-    module = build_model(name, num_classes=data.num_classes, input_shape=data.input_shape)
     if len(data.input_shape) != 4 and name != "mlp":
         raise InputError(f"the built-in {name} takes images N x C x H x W; {data.name!r} has samples of shape "
                          f"{data.input_shape[1:]}", hint="use the built-in mlp, or bring your own model")
+    module = build_model(name, num_classes=data.num_classes, input_shape=data.input_shape)
     train(module, data.x_train, data.y_train, epochs=epochs, seed=seed, lr=lr)
     return Model(module, InputSpec(name="input", shape=data.input_shape), evaluate(module, data.x_test, data.y_test))
 

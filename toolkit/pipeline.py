@@ -28,6 +28,7 @@ from .report import build_report, config_hash
 from .sparsity import global_sparsity_of_onnx
 
 PARITY_SAMPLES = 32
+GRAPH_FORMATS = ("onnx", "torchscript", "exported")  # converted to torch layers, BatchNorm folded
 
 
 def train_model(config: RunConfig, data: Dataset) -> Model:
@@ -112,6 +113,15 @@ def _run(config, workdir: Path, target, prune_cfg, quant_cfg, progress: Progress
         dense, how = dense_model(config, data)
         dense.save(workdir / "model")
         st["note"] = f"{how}; accuracy {dense.accuracy:.4f} ({data.splits.get('test')})"
+    if (dense.source or {}).get("format") in GRAPH_FORMATS:
+        # exported graphs carry BatchNorm folded into the conv weights, so raw magnitudes are not
+        # comparable across layers: one global threshold can empty whole layers (measured on the
+        # MobileNetV2-style example: chance accuracy that fine-tuning cannot recover). Same ratio per layer.
+        import dataclasses
+
+        from .prune import Scope
+
+        prune_cfg = dataclasses.replace(prune_cfg, scope=Scope.layer)
 
     with progress.stage("prune", f"prune to {config.sparsity:.0%} ({config.method.value}, {config.schedule.value})") as st:
         pruned: PrunedModel = prune(dense, data, config=prune_cfg)

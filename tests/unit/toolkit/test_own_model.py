@@ -124,6 +124,16 @@ def test_compile_after_input_shape_records_the_real_output_shape(tmp_path, capsy
     for v in (model.graph.input[0], model.graph.output[0]):
         v.type.tensor_type.shape.dim[0].dim_param = "batch"
     onnx.save(model, tmp_path / "dyn.onnx")
+    # a quantize stage folder made from a structured prune: its sparsity goes into the manifest
+    carried = {"global": 0.704, "method": "structured", "source": "prune.json",
+               "layers": [{"name": "0", "params": 2560, "zeros": 1802, "sparsity": 0.703906}]}
+    (tmp_path / "quant.json").write_text(json.dumps({"sparsity": carried}))
     code = main(["compile", str(tmp_path / "dyn.onnx"), "--input-shape", "input=1,20", "--out", str(tmp_path / "b"), "--json", "-q"])
     doc = json.loads(capsys.readouterr().out)
     assert code == 0 and doc["outputs"][0]["shape"] == [1, 4] and doc["inputs"][0]["shape"] == [1, 20]  # was [0, 4]
+    from edgeopt.toolkit.bench.variants import expand
+
+    (variant,) = expand([tmp_path / "b"])
+    described = variant.describe()["sparsity"]
+    # the bench report's figure is the pruning stage's, not a count of zeros in the (unpruned) ONNX
+    assert described["global"] == 0.704 and "prune.json" in described["source"]

@@ -460,7 +460,7 @@ def lower_qdq_to_int8(mod, *, kernels: str | None = None):
                 func = v.gemm_requant(m, cols, kp, np_, out_scale, out_zero, out_dtype, float_bias=int_bias is None,
                                       isa=kernels, lanes=lanes)
                 packed = v.pack_weights(w_nk.astype(np.int8), kp=kp, isa=kernels, lanes=lanes)
-                corr_n = zx * w_nk.sum(axis=1)
+                corr_n = (zx - v.act_shift(kernels)) * w_nk.sum(axis=1)
                 shape = (m, np_)
                 stem = f"{kernels}_gemm_requant_{m}x{kp}x{np_}_"
                 stats.matmul += 1
@@ -483,7 +483,7 @@ def lower_qdq_to_int8(mod, *, kernels: str | None = None):
                 oh, ow = v.out_hw(hp, wp, kh=kh, kw=kw, stride=stride, dilation=(dh, 1))
                 rows = v.rows_ok(kernels, c, n, kh, kw, stride, (dh, int(a.dilation[1])))
                 int_bias = self._int_bias(bias, n, np.float32(sx) * sw)
-                corr_n = zx * wv.reshape(n, -1).sum(axis=1)
+                corr_n = (zx - v.act_shift(kernels)) * wv.reshape(n, -1).sum(axis=1)
                 stats.conv2d += 1
                 if rows:  # one input channel: vectorized over output pixels (vnni.conv2d_rows_requant)
                     shp = v.rows_shape(oh, ow, n, kh, kw)

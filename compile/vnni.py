@@ -76,6 +76,10 @@ def kernels_for(target) -> str | None:
     features = set(info["cpu_features"])
     if available(features):
         return "vnni"
+    if info["arch"] == "aarch64":  # Arm: sdot where the core has it, else NEON by LLVM (exact)
+        from .arm_dot import available as has_dot
+
+        return "armdot" if has_dot(features) else "generic"
     if info["arch"] != "x86_64":
         return None
     return "avx2" if "avx2" in features else "generic"
@@ -100,7 +104,19 @@ def pack_weights(w: np.ndarray, *, kp: int | None = None, isa: str = "vnni", lan
 # "avx2" (exact uint8 x int8 on any AVX2 CPU: widened to int16 and summed in pairs into int32 by
 # vpmaddwd -- not vpmaddubsw, whose int16 sums saturate), "generic" (int32 multiply-adds that
 # LLVM vectorizes for whatever CPU it targets).
-ISAS = ("vnni", "avx2", "generic")
+ISAS = ("vnni", "avx2", "generic", "armdot")
+# kernels whose weights are packed lanes x 4 (one dot-product instruction's operand)
+_LANE_MAJOR = ("vnni", "armdot")
+
+
+def act_shift(isa: str) -> int:
+    """What the kernel takes off each uint8 activation before multiplying (armdot: 128, see
+    compile/arm_dot.py); the caller adds shift * sum(weights) back through the correction."""
+    if isa == "armdot":
+        from .arm_dot import ACT_SHIFT
+
+        return ACT_SHIFT
+    return 0
 
 
 def lanes_for(isa: str, n: int) -> int:
@@ -114,7 +130,8 @@ def _check_isa(isa: str) -> None:
 
 
 def _packed_shape(*outer: int, lanes: int, isa: str) -> tuple[int, ...]:
-    return {"vnni": (*outer, lanes, 4), "avx2": (*outer, 2, lanes, 2), "generic": (*outer, 4, lanes)}[isa]
+    return {"vnni": (*outer, lanes, 4), "armdot": (*outer, lanes, 4), "avx2": (*outer, 2, lanes, 2),
+            "generic": (*outer, 4, lanes)}[isa]
 
 
 def _packed_index(*idx, isa: str):
@@ -122,7 +139,7 @@ def _packed_index(*idx, isa: str):
     *outer, lane, k4 = idx
     if isa == "avx2":
         return (*outer, k4 // 2, lane, k4 % 2)
-    return (*outer, lane, k4) if isa == "vnni" else (*outer, k4, lane)
+    return (*outer, lane, k4) if isa in _LANE_MAJOR else (*outer, k4, lane)
 
 
 def _pack_inner(full: np.ndarray, isa: str) -> np.ndarray:
@@ -130,7 +147,7 @@ def _pack_inner(full: np.ndarray, isa: str) -> np.ndarray:
     [..., K4, <the last two axes of _packed_shape>]."""
     lead = full.ndim - 3
     ax = list(range(lead))
-    if isa == "vnni":
+    if isa in _LANE_MAJOR:
         return np.ascontiguousarray(full.transpose(*ax, lead + 1, lead, lead + 2))
     if isa == "generic":
         return np.ascontiguousarray(full.transpose(*ax, lead + 1, lead + 2, lead))
@@ -149,6 +166,10 @@ def _dot(sch, lane_loop, k_loop, *, lanes: int, isa: str, a_dtype: str = "uint8"
     multiply-adds vectorized over the output lanes ("generic": exact on any CPU LLVM targets)."""
     if isa == "vnni":
         sch.tensorize(lane_loop, _register(lanes))
+    elif isa == "armdot":
+        from .arm_dot import register
+
+        sch.tensorize(lane_loop, register(lanes))
     elif isa == "avx2":
         sch.tensorize(k_loop, _register_avx2(lanes, a_dtype))
     else:  # loop vectorize refuses a reduction block without its init; a tensor intrinsic does it
@@ -379,7 +400,7 @@ def conv2d_requant(h: int, row: int, c: int, np_: int, kh: int, kw: int, oh: int
     xo, xi = sch.split(x, [None, cols])
     jo, ji = sch.split(j, [None, lanes])
     jo_, jr = sch.split(r_j, [None, 4])
-    sch.reorder(y, xo, jo, r_h, jo_, xi, *((ji, jr) if isa == "vnni" else (jr, ji)))
+    sch.reorder(y, xo, jo, r_h, jo_, xi, *((ji, jr) if isa in _LANE_MAJOR else (jr, ji)))
     out = sch.get_sblock("Y")
     sch.reverse_compute_at(out, jo)  # requantize 16 channels while they are in registers
     sch.vectorize(sch.get_loops(out)[-1])
@@ -585,7 +606,7 @@ def gemm_requant(m: int, cols: int, kp: int, np_: int, out_scale: float, out_zer
     io, ii = sch.split(i, [None, rows])
     jo, ji = sch.split(j, [None, lanes])
     ko, ki = sch.split(kk, [None, 4])
-    sch.reorder(io, jo, ko, ii, *((ji, ki) if isa == "vnni" else (ki, ji)))
+    sch.reorder(io, jo, ko, ii, *((ji, ki) if isa in _LANE_MAJOR else (ki, ji)))
     out = sch.get_sblock("Y")
     sch.reverse_compute_at(out, jo)
     sch.vectorize(sch.get_loops(out)[-1])

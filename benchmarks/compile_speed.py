@@ -155,10 +155,11 @@ def _machine() -> str:
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
     flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags")), [])
     vnni = "avx512_vnni" in flags
-    from edgeopt.compile.vnni import kernels_for
+    from edgeopt.compile.kernels import for_target
 
+    isa = for_target(get_target("host"))
     return (f"{cpu}, {os.cpu_count()} cores, {'AVX512-VNNI' if vnni else 'no AVX512-VNNI'}, "
-            f"int8 kernels `{kernels_for(get_target('host'))}`, Python {platform.python_version()}")
+            f"int8 kernels `{isa and isa.name}`, Python {platform.python_version()}")
 
 
 def markdown(results: dict, args) -> str:

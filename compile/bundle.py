@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,5 +71,18 @@ class Bundle:
             if not f.is_file():
                 raise BundleError(f"bundle {path} is missing {name}", hint="rebuild it with `edgeopt compile`")
             if sha256_file(f) != meta["sha256"]:
-                raise BundleError(f"bundle file {f} does not match its sha256 in {MANIFEST}", hint="the file was changed or damaged; rebuild the bundle")
+                raise BundleError(f"bundle file {f} does not match its sha256 in {MANIFEST}",
+                                  hint="the file was changed or damaged; rebuild the bundle")
         return cls(path, manifest)
+
+
+def replace_dir(new: Path, dest: Path) -> None:
+    """Move a finished build into place; the previous bundle survives until the new one is complete."""
+    old = None
+    if dest.exists():
+        old = dest.with_name(dest.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(dest, old)
+    os.replace(new, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

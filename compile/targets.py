@@ -50,10 +50,10 @@ class Target:
 
 
 def _host_llvm() -> dict:
-    from tvm.target import codegen
-
     # the host CPU by name, so LLVM uses every vector extension it has; MetaSchedule needs num-cores
     import os
+
+    from tvm.target import codegen
 
     return {"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu(), "num-cores": os.cpu_count() or 1}
 

@@ -29,3 +29,26 @@ class HostTimer:
     def median_ms(self, *, number: int = 50, repeat: int = 5, min_repeat_ms: int = 50) -> float:
         f = self.vm.time_evaluator("main", self.dev, number=number, repeat=repeat, min_repeat_ms=min_repeat_ms)
         return float(f(self.x).median) * 1e3
+
+
+def whole_model_us(executables: list, shapes: dict) -> list[float]:
+    """Median microseconds per inference of each executable on this machine, measured in
+    interleaved rounds on the same random input."""
+    import statistics
+
+    import tvm
+    from tvm import relax
+
+    dev = tvm.cpu()
+    rng = np.random.default_rng(0)
+    args = [tvm.runtime.tensor(rng.random(shape, dtype=np.float32), dev) for shape in shapes.values()]
+    timers = []
+    for ex in executables:
+        vm = relax.VirtualMachine(ex, dev)
+        vm["main"](*args)
+        timers.append(vm.time_evaluator("main", dev, number=20, repeat=1, min_repeat_ms=20))
+    samples: list[list[float]] = [[] for _ in executables]
+    for _ in range(5):
+        for i, timer in enumerate(timers):
+            samples[i].append(timer(*args).mean * 1e6)
+    return [statistics.median(v) for v in samples]

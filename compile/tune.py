@@ -1,31 +1,31 @@
 """MetaSchedule tuning for host targets, with the tuning database cached by model + target.
 
 TVM's documented `static_shape_tuning` pipeline times out here: every fresh builder worker imports
-`tvm.s_tir.tensor_intrin` (~40 s, mostly its CUDA part). Tuning through `tune_relax` with a
-builder that skips that import, then `MetaScheduleApplyDatabase`, works (../shared/notes)."""
+`tvm.s_tir.tensor_intrin` (~40 s, mostly its CUDA part). Tuning the extracted tasks with a
+builder that skips that import (`_fast_build`), then `MetaScheduleApplyDatabase`, works."""
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Callable
 
+from edgeopt import paths
 from edgeopt.errors import UsageError
 
 from .targets import Target
 
 
 def cache_root() -> Path:
-    base = os.environ.get("EDGEOPT_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "edgeopt")
-    return Path(base) / "tuning"
+    return paths.cache_dir() / "tuning"
 
 
 def cache_key(onnx_bytes: bytes, target_spec: dict, variant: str = "") -> str:
     """`variant` names how the module was lowered before tuning (e.g. the int8 rewrite)."""
     h = hashlib.sha256(onnx_bytes)
     h.update(json.dumps(target_spec, sort_keys=True).encode())
+    # "round-robin/" is the key's old salt, kept so cached databases stay found; the budget
+    # scheme is named in target_spec ("budget": "tiered")
     h.update(f"round-robin/{variant}".encode())
     return h.hexdigest()[:24]
 
@@ -94,9 +94,10 @@ def tune(mod, tvm_target, *, target: Target, onnx_bytes: bytes, trials: int, var
          on_trials: Callable[[int], None] | None = None) -> tuple[object, dict]:
     """Return `mod` with the best schedules found applied, and what was done for the manifest.
 
-    `trials` is the whole budget, shared evenly by the tasks (round-robin): MetaSchedule's
-    gradient scheduler spends a small budget on the first few tasks and leaves the others with
-    no schedule at all, and an unscheduled conv2d runs tens of times slower than a tuned one."""
+    `trials` is the whole budget, split by `budget` into tiers, heavy tasks first; each tier is
+    tuned round-robin with a per-task cap: MetaSchedule's gradient scheduler spends a small
+    budget on the first few tasks and leaves the others with no schedule at all, and an
+    unscheduled conv2d runs tens of times slower than a tuned one."""
     import tvm
     from tvm import relax
     from tvm.s_tir import meta_schedule as ms
@@ -121,7 +122,7 @@ def tune(mod, tvm_target, *, target: Target, onnx_bytes: bytes, trials: int, var
         callbacks = ms.measure_callback.MeasureCallback.create("default")
         if on_trials is not None:
             callbacks = [*callbacks, _progress_callback(on_trials)]
-        # functions scheduled by hand (compile/vnni.py) are not MetaSchedule's to tune
+        # functions scheduled by hand (compile/kernels/) are not MetaSchedule's to tune
         selected = [t for t in extract_tasks(mod, tvm_target) if not _scheduled(t.mod)]
         tasks = len(selected)
         tiers = budget(selected, trials)

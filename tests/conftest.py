@@ -1,10 +1,14 @@
 """Shared test set-up. Under scripts/setup-and-test.sh (EDGEOPT_STRICT_SKIPS=1) a skipped test
-fails: that script installs every capability, so a skip there means something is missing."""
+fails: that script installs every capability, so a skip there means something is missing.
+A check that this machine's hardware cannot run ends with tests.outcomes.not_run(reason): its
+own "NOT RUN" status, listed with its reason at the end, neither passed nor (strict) failed."""
 from __future__ import annotations
 
 import os
 
 import pytest
+
+from .outcomes import CATEGORY, NotRun
 
 STRICT = os.environ.get("EDGEOPT_STRICT_SKIPS") == "1"
 
@@ -13,10 +17,27 @@ STRICT = os.environ.get("EDGEOPT_STRICT_SKIPS") == "1"
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
-    if STRICT and report.skipped and not hasattr(report, "wasxfail"):
+    if call.excinfo is not None and call.excinfo.errisinstance(NotRun):
+        report.not_run = str(call.excinfo.value.msg)  # stays "skipped" for pytest: never a pass
+        return
+    if STRICT and report.skipped and not hasattr(report, "wasxfail") and not hasattr(report, "not_run"):
         report.outcome = "failed"
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.longrepr = f"skipped under EDGEOPT_STRICT_SKIPS=1 (a capability is missing): {reason}"
+
+
+def pytest_report_teststatus(report, config):
+    if getattr(report, "not_run", None) is not None and report.when == "call":
+        return CATEGORY, "N", ("NOT RUN", {"yellow": True})
+    return None
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    reports = terminalreporter.stats.get(CATEGORY, [])
+    if reports:
+        terminalreporter.section("NOT RUN here (hardware this machine lacks)", sep="-", yellow=True)
+        for r in reports:
+            terminalreporter.line(f"NOT RUN {r.nodeid}: {r.not_run}")
 
 
 # -- artifacts shared by many tests, built once per session with the real tools ---------------

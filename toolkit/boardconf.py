@@ -18,34 +18,22 @@ A fleet is a group of boards, benchmarked in parallel by `edgeopt bench --board 
 """
 from __future__ import annotations
 
-import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeopt import paths
 from edgeopt.errors import InputError
 
 BOARD_KEYS = {"host", "user", "port", "target", "identity_file", "python", "remote_root", "known_hosts"}
 
 
 def config_dir() -> Path:
-    if os.environ.get("EDGEOPT_CONFIG_DIR"):
-        return Path(os.environ["EDGEOPT_CONFIG_DIR"]).expanduser()
-    try:  # only if it is installed anyway; no new dependency for one path
-        import platformdirs  # type: ignore
-
-        return Path(platformdirs.user_config_dir("edgeopt"))
-    except ImportError:
-        pass
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "edgeopt"
+    return paths.config_dir()
 
 
 def cache_dir() -> Path:
-    if os.environ.get("EDGEOPT_CACHE_DIR"):
-        return Path(os.environ["EDGEOPT_CACHE_DIR"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "edgeopt"
+    return paths.cache_dir()
 
 
 def toolkit_known_hosts() -> Path:

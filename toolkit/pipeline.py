@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeopt.compile import Bundle, compile_onnx, get_target
+from edgeopt.compile import compile_onnx, get_target
 
 from .boards import check_board, open_board
 from .config import RunConfig
@@ -21,7 +21,7 @@ from .inputs import train_builtin
 from .models import Model, check_model_name
 from .onnx_run import predict
 from .progress import Progress
-from .prune import Method, PruneConfig, PrunedModel, Schedule, prune
+from .prune import PruneConfig, PrunedModel, prune
 from .quantize import QuantConfig, QuantizedModel, quantize
 from .report import build_report, config_hash
 from .sparsity import global_sparsity_of_onnx

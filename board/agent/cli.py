@@ -104,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args) -> dict:
-    from .bundle import AgentFailure, LoadedBundle
+    from .bundle import LoadedBundle
     import numpy as np
 
     if args.verb in ("info", "version"):

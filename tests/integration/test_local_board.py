@@ -1,6 +1,5 @@
 """The embedded local board over real SSH: auth, host keys, quoting, SFTP, the agent."""
 import dataclasses
-import json
 from pathlib import PurePosixPath
 
 import pytest

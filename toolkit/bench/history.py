@@ -9,17 +9,16 @@ import os
 import re
 from pathlib import Path
 
+from edgeopt import paths
 from edgeopt.errors import InputError
+
 from .report import SCHEMA, strip_samples
 
 FILE = "history.jsonl"
 
 
 def data_dir() -> Path:
-    if os.environ.get("EDGEOPT_DATA_DIR"):
-        return Path(os.environ["EDGEOPT_DATA_DIR"]).expanduser()
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "edgeopt"
+    return paths.data_dir()
 
 
 def default_path() -> Path:

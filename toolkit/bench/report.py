@@ -114,7 +114,7 @@ def markdown(doc: dict, plots: dict[str, str]) -> str:
         lines += [f"{b['address']} — {f.get('arch')}, {f.get('cpu')}, {f.get('cores')} cores, Python {f.get('python')}, "
                   f"TVM runtime {f.get('tvm')}; {b['threads']} thread(s); agent peak RSS {b['peak_rss_mb']:.0f} MB"
                   + (f"; **shares its CPU with {', '.join(b['shares_cpu_with'])}**" if b.get("shares_cpu_with") else ""), "",
-                  *([f"> **Emulated board (QEMU):** its latencies prove that the bundles run and the measurement path "
+                  *(["> **Emulated board (QEMU):** its latencies prove that the bundles run and the measurement path "
                      "works; they are not hardware numbers (emulated arithmetic is ~500-900x slower).", ""]
                     if b.get("emulated") else []),
                   "| variant | p50 ms | p90 ms | p99 ms | std | speed-up vs ref | onnxruntime p50 ms | TVM vs ORT | accuracy | ORT accuracy | top-1 vs host |",

@@ -78,7 +78,7 @@ def write_board(mode: str, name: str, *, host: str, port: int, user: str, identi
     lines = _lines(path)
     if any(l.strip() in (f"[boards.{name}]", f'[boards."{name}"]') for l in lines):
         raise BoardError(f"{path} already has a [boards.{name}] table of its own; not overwritten",
-                         hint=f"rename or remove that table, then run `edgeopt board qemu up` again")
+                         hint="rename or remove that table, then run `edgeopt board qemu up` again")
     begin, end = _block_bounds(mode)
     block = [begin, f"[boards.{name}]", f'host = "{host}"', f"port = {port}", f'user = "{user}"',
              f'target = "{target}"', f'identity_file = "{identity_file}"', end]

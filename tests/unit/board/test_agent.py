@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 REPO = Path(__file__).resolve().parents[3]
 HOST_ONLY = {"torch", "onnx", "onnxruntime", "paramiko", "edgeopt", "toolkit", "compile", "asyncssh", "sklearn"}

@@ -1,12 +1,10 @@
-import json
 
-import numpy as np
 import onnx
 import pytest
+from edgeopt.compile import Bundle, compile_onnx, get_target
+from edgeopt.compile.onnx_model import unsupported_ops
 from onnx import TensorProto, helper
 
-from edgeopt.compile import Bundle, compile_onnx, get_target
-from edgeopt.compile.build import unsupported_ops
 from edgeopt.errors import BundleError, InputError, UnsupportedModelError, UsageError
 
 
@@ -35,10 +33,8 @@ def _cpuinfo_flags():
 
 
 def test_host_parity_against_onnxruntime(host_bundle, quantized, digits):
-    from edgeopt.compile.build import check_parity
-
-    from edgeopt.compile.build import default_tolerance, output_quant_step
-    from edgeopt.compile.build import load_onnx
+    from edgeopt.compile.onnx_model import default_tolerance, load_onnx, output_quant_step
+    from edgeopt.compile.parity import check_parity
 
     model = load_onnx(quantized.path)
     step = output_quant_step(model)
@@ -67,8 +63,8 @@ def test_tampered_bundle_is_refused(host_bundle, tmp_path):
 
 def _tiny(tmp_path, node, inputs, outputs, name="m.onnx", opset=18):
     g = helper.make_graph([node], "g", inputs, outputs)
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid("com.microsoft", 1)],
-                              ir_version=10)
+    opsets = [helper.make_opsetid("", opset), helper.make_opsetid("com.microsoft", 1)]
+    model = helper.make_model(g, opset_imports=opsets, ir_version=10)
     path = tmp_path / name
     onnx.save(model, str(path))
     return path
@@ -137,13 +133,15 @@ def test_parity_failure_is_an_error_and_keeps_previous_bundle(host_bundle, quant
 @pytest.mark.slow
 def test_int8_cnn_compiles_and_agrees_with_onnxruntime_on_the_test_split(digits, tmp_path):
     """Every built-in model's QDQ ONNX imports into TVM (the mlp's is checked above)."""
-    from edgeopt.compile.build import check_parity, default_tolerance, load_onnx
+    from edgeopt.compile.onnx_model import default_tolerance, load_onnx
+    from edgeopt.compile.parity import check_parity
     from edgeopt.toolkit.inputs import train_builtin
     from edgeopt.toolkit.prune import Method, PruneConfig, prune
     from edgeopt.toolkit.quantize import QuantConfig, quantize
 
     dense = train_builtin("cnn", digits, epochs=3)
-    pruned = prune(dense, digits, config=PruneConfig(method=Method.structured, steps=2, epochs_per_step=1, final_epochs=1))
+    config = PruneConfig(method=Method.structured, steps=2, epochs_per_step=1, final_epochs=1)
+    pruned = prune(dense, digits, config=config)
     q = quantize(pruned.model, digits, config=QuantConfig(calibration_samples=64, budget=0.05), out_dir=tmp_path / "q")
     ops = {n.op_type for n in load_onnx(q.path).graph.node}
     assert {"Conv", "QuantizeLinear", "DequantizeLinear"} <= ops

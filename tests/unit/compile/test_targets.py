@@ -5,8 +5,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from edgeopt.compile import TARGETS, Bundle, compile_onnx, get_target
+
 from edgeopt.errors import CompileError
 
 ELF_MACHINE_AARCH64 = 0xB7
@@ -88,7 +88,8 @@ def test_compile_cli_input_shape_for_symbolic_dims(tmp_path):
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
     g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], ir_version=10), str(tmp_path / "m.onnx"))
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+    onnx.save(model, str(tmp_path / "m.onnx"))
     base = [sys.executable, "-m", "edgeopt", "compile", str(tmp_path / "m.onnx"), "--out", str(tmp_path / "b")]
     r = subprocess.run(base, capture_output=True, text=True)
     assert r.returncode == 3 and "--input-shape x=" in r.stderr and "Traceback" not in r.stderr
@@ -132,10 +133,9 @@ def test_tuning_budget_goes_to_the_heavy_tasks_first():
     """A matmul and three element-wise ops: the matmul (nearly all the arithmetic) gets three
     quarters of the budget; the others share the rest only while each can have a trial."""
     import tvm
+    from edgeopt.compile.tune import budget
     from tvm import relax
     from tvm.s_tir.meta_schedule.relax_integration import extract_tasks
-
-    from edgeopt.compile.tune import budget
 
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType((64, 256), "float32"))

@@ -3,7 +3,6 @@ import socket
 import subprocess
 import sys
 
-import pytest
 
 from edgeopt.toolkit.cli import main
 

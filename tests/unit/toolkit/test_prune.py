@@ -7,8 +7,7 @@ from edgeopt.toolkit.models import InputSpec, Model, build_model
 from edgeopt.toolkit.prune import (Allocation, Method, PruneConfig, PrunedModel, Schedule, Scope, cubic_schedule,
                            prune)
 from edgeopt.toolkit.prune.sensitivity import Point, allocate
-from edgeopt.toolkit.sparsity import prunable_layers
-from edgeopt.toolkit.train import evaluate, seed_everything, train
+from edgeopt.toolkit.train import seed_everything, train
 
 FAST = dict(steps=2, epochs_per_step=1, final_epochs=1)
 

@@ -1,0 +1,196 @@
+"""compile/kernels/layers.py on every registered ISA, against numpy: exact integer results.
+
+A kernel whose instructions the host CPU lacks cannot run here: that test ends NOT RUN with its
+reason (tests/outcomes.py), never passed. test_machine_code_has_the_instruction compiles each
+ISA's kernel for a CPU that has it and checks the instruction is in the machine code: a separate,
+weaker check that does pass anywhere.
+"""
+import numpy as np
+import pytest
+from edgeopt.compile import get_target
+from edgeopt.compile.kernels import get, layers, names
+from edgeopt.compile.sizes import round_up
+
+from tests.outcomes import not_run
+
+# An LLVM CPU that has each ISA's instructions, and one instruction its kernels must contain.
+# An ISA with nothing specific to look for (generic) is not listed.
+ISA_PROBE = {"vnni": ({"kind": "llvm", "mcpu": "icelake-server"}, "vpdpbusd"),
+             "avx2": ({"kind": "llvm", "mcpu": "haswell"}, "vpmaddwd")}
+
+
+def _build_on_host(func, isa: str):
+    """The host's build of `func`, or NOT RUN when the host CPU cannot execute `isa`."""
+    import tvm
+
+    info = get_target("host").describe()
+    spec = get(isa)
+    if not spec.runs_on(info["arch"], info["cpu_features"]):
+        missing = sorted(spec.requires - set(info["cpu_features"])) or [spec.arch]
+        not_run(f"the host CPU ({info['arch']}, {info['mcpu']}) lacks {', '.join(missing)} for the {isa} kernels")
+    return tvm.compile(func, target=tvm.target.Target(get_target("host").tvm_target()))
+
+
+def _requantized(acc, corr, scale, zero):
+    return np.clip(np.round((acc - corr).astype(np.float32) * scale) + zero, 0, 255).astype(np.uint8)
+
+
+def _conv_case(isa, h, w, c, n, kh, kw, stride):
+    lanes = layers.lanes_for(isa, n)
+    np_ = round_up(n, lanes)
+    oh, ow = layers.out_hw(h, w, kh=kh, kw=kw, stride=(stride, stride), dilation=(1, 1))
+    extra = layers.folded_overhang(ow=ow, stride=stride, c=c, kw=kw, width=w)
+    func = layers.conv2d_requant(h, (w + extra) * c, c, np_, kh, kw, oh, ow, (stride, stride), 1, 0.1, 3, "uint8",
+                                 lanes=lanes, isa=isa)
+    return func, lanes, np_, oh, ow, extra
+
+
+@pytest.mark.parametrize("isa", names())
+@pytest.mark.parametrize("h, w, c, n, kh, kw, stride", [(28, 28, 1, 6, 5, 5, 1), (14, 14, 6, 16, 5, 5, 1),
+                                                        (16, 16, 16, 32, 3, 3, 2), (9, 11, 3, 20, 3, 2, 2)])
+def test_fused_conv_requant_is_exact(isa, h, w, c, n, kh, kw, stride):
+    """The fused layer (folded kw*c reduction, integer accumulation, requantize epilogue)."""
+    import tvm
+
+    func, lanes, np_, oh, ow, extra = _conv_case(isa, h, w, c, n, kh, kw, stride)
+    lib = _build_on_host(func, isa)
+    rng = np.random.default_rng(n)
+    x = rng.integers(0, 256, (1, h, w + extra, c), dtype=np.uint8)
+    wt = rng.integers(-128, 128, (n, c, kh, kw), dtype=np.int8)
+    corr = rng.integers(-3000, 3000, np_).astype(np.int32)
+    scale = (rng.random(np_) * 1e-3).astype(np.float32)
+    out = tvm.runtime.tensor(np.zeros((1, oh, ow, np_), np.uint8))
+    lib(tvm.runtime.tensor(x.reshape(1, h, -1).astype(layers.conv_input_dtype(isa))),
+        tvm.runtime.tensor(layers.pack_folded_conv_weights(wt, lanes, isa)),
+        tvm.runtime.tensor(corr), tvm.runtime.tensor(scale), out)
+    acc = np.zeros((oh, ow, np_), np.int64)
+    for i in range(kh):
+        for j in range(kw):
+            patch = x[0, i: i + stride * (oh - 1) + 1: stride, j: j + stride * (ow - 1) + 1: stride].astype(np.int64)
+            acc[:, :, :n] += np.einsum("hwc,nc->hwn", patch, wt[:, :, i, j].astype(np.int64))
+    assert np.array_equal(out.numpy()[0], _requantized(acc, corr, scale, 3))
+
+
+@pytest.mark.parametrize("isa", [n for n in names() if get(n).rows_intrinsic is not None])
+@pytest.mark.parametrize("pool", [1, 2])
+@pytest.mark.parametrize("oh, ow, n, kh, kw", [(28, 28, 3, 5, 5), (13, 13, 5, 4, 4), (8, 100, 7, 3, 3)])
+def test_pixel_vectorized_first_layer_is_exact(oh, ow, n, kh, kw, pool, isa):
+    """conv2d_rows_requant (one input channel, 8 output pixels per step, kernel rows paired;
+    ragged widths, padded channel blocks, even and odd kernel heights; with and without the 2x2
+    max-pool done on its int32 sums)."""
+    import tvm
+
+    shp = layers.rows_shape(oh, ow, n, kh, kw)
+    lib = _build_on_host(layers.conv2d_rows_requant(oh, ow, n, kh, kw, 0.1, 3, "uint8", pool=pool, isa=isa), isa)
+    rng = np.random.default_rng(oh)
+    img = rng.integers(0, 256, (shp["rows"] + 1, shp["cols"])).astype(np.int64)
+    wt = rng.integers(-128, 128, (n, 1, kh, kw), dtype=np.int8)
+    corr = rng.integers(-3000, 3000, shp["np"]).astype(np.int32)
+    scale = (rng.random(shp["np"]) * 1e-3).astype(np.float32)
+    ph, pw = oh // pool, ow // pool
+    out = tvm.runtime.tensor(np.zeros((1, shp["np"], ph, shp["owp"] // 2 if pool == 2 else ow), np.uint8))
+    paired = np.stack([img[:-1], img[1:]], axis=-1).astype(np.int16)  # row r beside row r + 1
+    lib(tvm.runtime.tensor(paired), tvm.runtime.tensor(layers.pack_rows_weights(wt)),
+        tvm.runtime.tensor(corr), tvm.runtime.tensor(scale), out)
+    acc = np.zeros((n, oh, ow), np.int64)
+    for i in range(kh):
+        for j in range(kw):
+            acc += img[i: i + oh, j: j + ow][None] * wt[:, 0, i, j].astype(np.int64)[:, None, None]
+    want = _requantized(acc, corr[:n, None, None], scale[:n, None, None], 3)
+    want = want[:, : ph * pool, : pw * pool].reshape(n, ph, pool, pw, pool).max(axis=(2, 4))
+    assert np.array_equal(out.numpy()[0, :n, :, :pw], want)
+
+
+def test_first_layer_kernel_is_chosen_by_instruction_count():
+    """Pixel vectors for a thin one-channel layer; channel vectors where those need fewer dot
+    products (VNNI's 4-tap steps on a wider layer) or the layer has more input channels."""
+    assert layers.rows_ok("avx2", 1, 3, 5, 5, (1, 1), (1, 1))
+    assert layers.rows_ok("vnni", 1, 3, 5, 5, (1, 1), (1, 1))
+    assert not layers.rows_ok("vnni", 1, 6, 5, 5, (1, 1), (1, 1))
+    assert not layers.rows_ok("avx2", 3, 3, 5, 5, (1, 1), (1, 1))
+    assert not layers.rows_ok("avx2", 1, 3, 5, 5, (2, 2), (1, 1))
+    assert not layers.rows_ok("generic", 1, 3, 5, 5, (1, 1), (1, 1))
+
+
+@pytest.mark.parametrize("isa", names())
+@pytest.mark.parametrize("m, k, n", [(1, 784, 128), (1, 200, 70), (4, 33, 10)])
+def test_fused_gemm_requant_is_exact(isa, m, k, n):
+    import tvm
+
+    lanes = layers.lanes_for(isa, n)
+    kp, np_ = round_up(k, 4), round_up(n, lanes)
+    lib = _build_on_host(layers.gemm_requant(m, kp + 8, kp, np_, 0.1, 3, "uint8", isa=isa, lanes=lanes), isa)
+    rng = np.random.default_rng(k)
+    a = np.zeros((m, kp + 8), np.uint8)  # read in place from a wider row, as from a padded layer
+    a[:, :k] = rng.integers(0, 256, (m, k))
+    wt = rng.integers(-128, 128, (n, k), dtype=np.int8)
+    corr = rng.integers(-3000, 3000, np_).astype(np.int32)
+    scale = (rng.random(np_) * 1e-3).astype(np.float32)
+    out = tvm.runtime.tensor(np.zeros((m, np_), np.uint8))
+    lib(tvm.runtime.tensor(a), tvm.runtime.tensor(layers.pack_weights(wt, kp=kp, isa=isa, lanes=lanes)),
+        tvm.runtime.tensor(corr), tvm.runtime.tensor(scale), out)
+    acc = np.zeros((m, np_), np.int64)
+    acc[:, :n] = a[:, :k].astype(np.int64) @ wt.astype(np.int64).T
+    assert np.array_equal(out.numpy(), _requantized(acc, corr, scale, 3))
+
+
+_INT32 = [n for n in names() if get(n).int32_layers is not None]
+
+
+@pytest.mark.parametrize("isa", _INT32)
+@pytest.mark.parametrize("m, k, n", [(1, 784, 128), (7, 25, 6), (12, 150, 16), (3, 5, 33)])
+def test_int32_gemm_is_exact_for_any_shape(isa, m, k, n):
+    import tvm
+
+    kern = get(isa).int32_layers
+    kp, np_ = round_up(k, 4), round_up(n, kern.lanes)
+    lib = _build_on_host(kern.gemm(m, kp, np_), isa)
+    rng = np.random.default_rng(0)
+    a = np.zeros((m, kp), np.uint8)
+    a[:, :k] = rng.integers(0, 256, (m, k))
+    w = rng.integers(-128, 128, (n, k)).astype(np.int8)
+    out = tvm.runtime.tensor(np.zeros((m, np_), np.int32))
+    lib(tvm.runtime.tensor(a), tvm.runtime.tensor(kern.pack_gemm(w)), out)
+    ref = a[:, :k].astype(np.int64) @ w.astype(np.int64).T
+    assert np.array_equal(out.numpy()[:, :n], ref) and not out.numpy()[:, n:].any()
+
+
+@pytest.mark.parametrize("isa", _INT32)
+def test_int32_direct_conv_is_exact_with_strides_dilation_and_odd_channels(isa):
+    import tvm
+
+    kern = get(isa).int32_layers
+    h, w, c, n, kh, kw, stride, dil = 11, 9, 5, 20, 3, 2, (2, 1), (1, 2)
+    cp = 8
+    oh, ow = layers.out_hw(h, w, kh=kh, kw=kw, stride=stride, dilation=dil)
+    lib = _build_on_host(kern.conv2d(h, w, cp, n, kh, kw, stride, dil), isa)
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 256, (c, h, w)).astype(np.uint8)
+    wt = rng.integers(-128, 128, (n, c, kh, kw)).astype(np.int8)
+    xp = np.zeros((h, w, cp), np.uint8)
+    xp[:, :, :c] = x.transpose(1, 2, 0)
+    out = tvm.runtime.tensor(np.zeros((oh, ow, round_up(n, kern.lanes)), np.int32))
+    lib(tvm.runtime.tensor(xp), tvm.runtime.tensor(kern.pack_conv(wt, cp)), out)
+    ref = np.zeros((oh, ow, n), np.int64)
+    for i in range(kh):
+        for j in range(kw):
+            patch = x[:, i * dil[0]: i * dil[0] + stride[0] * (oh - 1) + 1: stride[0],
+                      j * dil[1]: j * dil[1] + stride[1] * (ow - 1) + 1: stride[1]].astype(np.int64)
+            ref += np.einsum("chw,nc->hwn", patch, wt[:, :, i, j].astype(np.int64))
+    assert np.array_equal(out.numpy()[:, :, :n], ref) and not out.numpy()[:, :, n:].any()
+
+
+@pytest.mark.parametrize("isa", sorted(ISA_PROBE))
+def test_machine_code_has_the_instruction(isa):
+    """Each ISA's fused conv, compiled for a CPU that has it, contains its instruction (and the
+    unfused int32 GEMM too where the ISA has one). This passes on any host; the exactness tests
+    above are the ones that need the CPU."""
+    import tvm
+
+    target, instruction = ISA_PROBE[isa]
+    funcs = [_conv_case(isa, 14, 14, 6, 16, 5, 5, 1)[0]]
+    if get(isa).int32_layers is not None:
+        funcs.append(get(isa).int32_layers.gemm(4, 32, 16))
+    for func in funcs:
+        lib = tvm.compile(func, target=tvm.target.Target(target))
+        assert instruction in (lib.mod if hasattr(lib, "mod") else lib).inspect_source("asm")

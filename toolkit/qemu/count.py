@@ -119,13 +119,14 @@ def mark():
     except OSError:
         pass
 engine, path, x_path, warmup, runs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-x = np.load(x_path)
+xs = np.load(x_path)  # [N, *input shape]: timed on the first, outputs kept for all
+x = xs[0]
 if engine == "onnxruntime":
     import onnxruntime as ort
     o = ort.SessionOptions(); o.intra_op_num_threads = 1; o.inter_op_num_threads = 1
     s = ort.InferenceSession(path, o, providers=["CPUExecutionProvider"])
     feed = {{s.get_inputs()[0].name: x}}
-    run = lambda: s.run(None, feed)[0]
+    run = lambda feed=feed: s.run(None, feed)[0]
 else:
     import tvm
     from tvm import runtime
@@ -133,16 +134,20 @@ else:
     dev = tvm.cpu()
     fn = tvm_vm.VirtualMachine(runtime.load_module(path), dev)["main"]
     t = runtime.tensor(x, dev)
-    def run():
+    def run(t=t):
         out = fn(t)
         return (out if hasattr(out, "numpy") else out[0]).numpy()
 for _ in range(warmup):
-    y = run()
+    run()
 mark()
 for _ in range(runs):
     run()
 mark()
-np.save(sys.argv[6], y)
+if engine == "onnxruntime":
+    ys = [run({{s.get_inputs()[0].name: xi}}) for xi in xs]
+else:
+    ys = [run(runtime.tensor(xi, dev)) for xi in xs]
+np.save(sys.argv[6], np.concatenate(ys))
 """
 
 
@@ -164,7 +169,7 @@ class Count:
     cpu: str
     per_inference: int
     runs: int
-    output: "object"  # numpy array: the engine's output on the input (for parity checks)
+    output: "object"  # numpy array: the engine's outputs on every input, concatenated (parity checks)
 
     def to_json(self) -> dict:
         return {"engine": self.engine, "cpu": self.cpu, "instructions_per_inference": self.per_inference,
@@ -174,7 +179,8 @@ class Count:
 def count(*, rootfs: Path, cpu: str, engine: Engine, model: Path, x, warmup: int = 2, runs: int = 3,
           timeout: float = 1800) -> Count:
     """Guest instructions per inference of `engine` running `model` (an .onnx for onnxruntime, a
-    bundle's model.so for tvm) on input `x` on the emulated `cpu`."""
+    bundle's model.so for tvm) on the emulated `cpu`. `x`: [N, *input shape]; timed on x[0],
+    the outputs for all N returned (in Count.output)."""
     import numpy as np
 
     so = plugin()

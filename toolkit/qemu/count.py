@@ -229,3 +229,31 @@ def main() -> None:  # python -m edgeopt.toolkit.qemu.count ENGINE MODEL X.npy -
 
 if __name__ == "__main__":
     main()
+
+
+def for_bench(kind: str, bundle_dir: Path, x, *, baseline_onnx: Path | None = None) -> dict:
+    """What `edgeopt bench` reports beside an emulated board's (marked) latency: the bundle's
+    guest instructions per inference on the board's emulated core (and onnxruntime's on the
+    bundle's ONNX with --baseline ort), counted here in user mode on the board's own image, one
+    thread. Never raises: a count that cannot be made says why."""
+    from . import state
+    from .build import Image, images_dir
+
+    mode = "system" if kind == "qemu-system" else "user"  # BoardSpec.kind: qemu-user / qemu-system
+    doc = state.load(mode) or {}
+    try:
+        image = Image.load(images_dir() / doc["image"]) if doc.get("image") else None
+        if image is None:
+            return {"available": False, "reason": "the emulated board's image is not known"}
+        # system mode's core (cortex-a57 by default) is counted in user mode on the same core
+        cpu = doc.get("cpu") or "cortex-a72"
+        out = {"available": True, "cpu": cpu, "method": "QEMU TCG plugin, user mode, 1 thread",
+               "note": "guest instructions, not a time and not a hardware number",
+               "tvm": count(rootfs=image.rootfs, cpu=cpu, engine=Engine.tvm, model=bundle_dir / "model.so",
+                            x=x[:1], warmup=1, runs=1).per_inference}
+        if baseline_onnx is not None:
+            out["onnxruntime"] = count(rootfs=image.rootfs, cpu=cpu, engine=Engine.ort, model=baseline_onnx,
+                                       x=x[:1], warmup=1, runs=1).per_inference
+        return out
+    except (QemuHostError, OSError, subprocess.SubprocessError) as exc:
+        return {"available": False, "reason": str(exc)}

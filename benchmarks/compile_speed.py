@@ -146,7 +146,10 @@ def main() -> None:
     if args.out:
         args.out.write_text(json.dumps(results, indent=2) + "\n")
     if args.markdown:
-        args.markdown.write_text(markdown(results, args))
+        # keep the Arm section benchmarks/arm_speed.py writes below its marker
+        old = args.markdown.read_text() if args.markdown.is_file() else ""
+        arm = old[old.index(ARM_MARK):] if ARM_MARK in old else ""
+        args.markdown.write_text(markdown(results, args) + ("\n" + arm if arm else ""))
 
 
 def _machine() -> str:
@@ -160,6 +163,9 @@ def _machine() -> str:
     isa = for_target(get_target("host"))
     return (f"{cpu}, {os.cpu_count()} cores, {'AVX512-VNNI' if vnni else 'no AVX512-VNNI'}, "
             f"int8 kernels `{isa and isa.name}`, Python {platform.python_version()}")
+
+
+ARM_MARK = "<!-- arm_speed -->"
 
 
 def markdown(results: dict, args) -> str:

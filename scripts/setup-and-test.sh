@@ -9,9 +9,10 @@ PYTHON=${PYTHON:-python3}
 
 # System packages (Debian): the aarch64 cross compiler for the Arm targets; OpenSSH's server,
 # which the board contract tests start on a loopback port as a second, independent SSH peer;
-# QEMU, mmdebstrap and arch-test for the emulated aarch64 board (docs/qemu.md).
+# QEMU, mmdebstrap and arch-test for the emulated aarch64 board (docs/qemu.md); qemu-user (the
+# dynamically linked emulator, which loads TCG plugins) for counting instructions.
 SYSTEM_PACKAGES=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross openssh-server
-                 qemu-user-static qemu-system-arm mmdebstrap arch-test e2fsprogs)
+                 qemu-user-static qemu-user qemu-system-arm mmdebstrap arch-test e2fsprogs)
 missing=()
 for pkg in "${SYSTEM_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
@@ -30,6 +31,9 @@ fi
 SECONDS=0
 "$VENV/bin/python" -m edgeopt board qemu build
 echo "qemu image ready in ${SECONDS} s" >&2
+# The instruction-count plugin (docs/benchmarks.md): qemu-plugin.h from Debian's qemu source
+# package (fetched once into the cache), built with gcc.
+"$VENV/bin/python" -c "from edgeopt.toolkit.qemu.count import plugin; plugin()"
 
 # Under this script a test skipped for a missing capability is a failure (tests/conftest.py).
 export EDGEOPT_STRICT_SKIPS=1

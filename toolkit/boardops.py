@@ -111,6 +111,13 @@ def bench(conn: Connection, bundle: Bundle, *, runs: int = 200, warmup: int = 20
     result["board"]["name"] = conn.spec.name
     result["board"]["address"] = conn.spec.address
     result["board"]["emulated"] = conn.spec.kind.startswith("qemu")  # the QEMU board: not hardware latencies
+    if result["board"]["emulated"]:  # the work per inference on the emulated core (toolkit/qemu/count.py)
+        from .qemu.count import for_bench
+
+        shape = bundle.manifest["inputs"][0]["shape"]
+        result["instructions_per_inference"] = for_bench(
+            conn.spec.kind, bundle.path, np.asarray(x, np.float32)[:1].reshape(1, *shape),
+            baseline_onnx=bundle.path / ONNX_IN_BUNDLE if baseline else None)
     if len(sweep) > 1:
         result["sweep"] = [{k: d[k] for k in ("threads", "latency_ms", "time_evaluator_median_ms", "first_ms",
                                               "rss_mb", "baseline") if k in d} for d in sweep]

@@ -193,6 +193,12 @@ def bench_cmd(
         from .qemu.board import EMULATED_NOTE
 
         print(f"note: {EMULATED_NOTE}")
+        ins = doc.get("instructions_per_inference") or {}
+        if ins.get("available"):
+            print(f"instructions per inference on the emulated {ins['cpu']} ({ins['note']}): tvm {ins['tvm']:,}"
+                  + (f", onnxruntime {ins['onnxruntime']:,}" if "onnxruntime" in ins else ""))
+        elif ins:
+            print(f"instructions per inference: not counted ({ins['reason']})")
     p = doc["parity"]
     print("parity with onnxruntime on the host: " + (
         f"top-1 agreement {p['top1_agreement']:.4f}, max abs diff {p['max_abs_diff']:.3g} over {p['samples']} inputs"

@@ -26,7 +26,7 @@ class _Plan:
     src: object  # the kernel's input expression
     func: object  # the scheduled PrimFunc
     packed: np.ndarray  # packed weights
-    corr_n: np.ndarray  # zx * sum(W) per output channel
+    corr_n: np.ndarray  # (zx - isa.act_shift) * sum(W) per output channel
     scale_n: np.ndarray  # sx * sw per output channel
     int_bias: np.ndarray | None  # folded into the correction, or None: an fp32 bias argument
     n: int
@@ -70,7 +70,7 @@ class Fused:
         int_bias = self._int_bias(bias, n, scale_n)
         func = v.gemm_requant(m, cols, kp, np_, *out, float_bias=int_bias is None, isa=isa, lanes=lanes)
         return _Plan(src=src, func=func, packed=v.pack_weights(w_nk.astype(np.int8), kp=kp, isa=isa, lanes=lanes),
-                     corr_n=zx * w_nk.sum(axis=1), scale_n=scale_n, int_bias=int_bias, n=n, np_=np_,
+                     corr_n=(zx - self.isa.act_shift) * w_nk.sum(axis=1), scale_n=scale_n, int_bias=int_bias, n=n, np_=np_,
                      shape=(m, np_), stem=f"{isa}_gemm_requant_{m}x{kp}x{np_}_")
 
     def _plan_conv(self, core, w_expr, x, sx, zx, bias, out) -> _Plan:
@@ -83,8 +83,8 @@ class Fused:
         twin = self._twin(x)
         if twin is not None and twin[0] == "NHWC":
             src = twin[1]
-            if shape_of(src)[3] != c:
-                src = self.builder_.emit(relax.op.strided_slice(src, axes=[3], begin=[0], end=[c]))
+            if shape_of(src)[3] != c * int(a.groups):  # input channels (depthwise: c is 1 per group)
+                src = self.builder_.emit(relax.op.strided_slice(src, axes=[3], begin=[0], end=[c * int(a.groups)]))
         else:
             src = self.builder_.emit(relax.op.permute_dims(x, [0, 2, 3, 1]))
         h, wd = shape_of(x)[2:] if twin is None else shape_of(twin[1])[1:3]
@@ -92,7 +92,11 @@ class Fused:
         oh, ow = v.out_hw(hp, wp, kh=kh, kw=kw, stride=stride, dilation=(dh, 1))
         scale_n = np.float32(sx) * sw
         int_bias = self._int_bias(bias, n, scale_n)
-        common = dict(corr_n=zx * wv.reshape(n, -1).sum(axis=1), scale_n=scale_n, int_bias=int_bias, n=n)
+        if int(a.groups) != 1:  # depthwise (match._conv_ok lets no other grouping through)
+            return self._plan_depthwise(src, wv, (hp, wp), pad, zx, (oh, ow), stride, dh, out,
+                                        corr_n=zx * wv.reshape(n, -1).sum(axis=1), scale_n=scale_n,
+                                        int_bias=int_bias, n=n)
+        common = dict(corr_n=(zx - self.isa.act_shift) * wv.reshape(n, -1).sum(axis=1), scale_n=scale_n, int_bias=int_bias, n=n)
         if v.rows_ok(self.isa.name, c, n, kh, kw, stride, (dh, int(a.dilation[1]))):
             return self._plan_rows(src, wv, (h, wd), pad, zx, (oh, ow), out, **common)
         return self._plan_folded(src, wv, (hp, wp), pad, zx, (oh, ow), stride, dh, out, **common)
@@ -133,6 +137,20 @@ class Fused:
         return _Plan(src=src, func=func, packed=v.pack_folded_conv_weights(wv.astype(np.int8), lanes, isa),
                      np_=np_, shape=(1, oh, ow, np_), stem=stem, **common)
 
+    def _plan_depthwise(self, src, wv, hwp, pad, zx, ohw, stride, dh, out, **common) -> _Plan:
+        """One channel per group: vectorized over channels (kernels.depthwise), any ISA."""
+        from ..kernels import depthwise
+
+        bb = self.builder_
+        (hp, wp), (oh, ow), (n, _, kh, kw) = hwp, ohw, wv.shape
+        src = bb.emit(relax.op.nn.pad(src, [0, 0, pad[0], pad[2], pad[1], pad[3], 0, 0], pad_value=float(zx)))
+        func = depthwise.depthwise_requant(hp, wp, n, kh, kw, oh, ow, stride, (dh, 1), *out,
+                                           float_bias=common["int_bias"] is None)
+        stem = f"depthwise_requant_{hp}x{wp}x{n}_{kh}x{kw}_s{stride[0]}{stride[1]}_"
+        self.stats.depthwise += 1
+        return _Plan(src=src, func=func, packed=depthwise.pack_weights(wv.astype(np.int8)), np_=n,
+                     shape=(1, oh, ow, n), stem=stem, **common)
+
     def _emit_fused(self, p: _Plan, bias, out_scale: float, out_dtype: str):
         bb = self.builder_
         corr = np.zeros(p.np_, np.int32)
@@ -148,7 +166,7 @@ class Fused:
             args.append(self._bias(bias, p.n, p.np_))
         out = bb.emit(relax.call_tir(gv, args, relax.TensorType(p.shape, out_dtype)))
         self.stats.fused += 1
-        self.stats.vnni += self.isa.name == "vnni" and p.rows_key is None
+        self.stats.vnni += self.isa.name == "vnni" and p.rows_key is None and not p.stem.startswith("depthwise")
         if p.rows_key is not None:  # NCHW already
             view = bb.emit(relax.op.strided_slice(out, axes=[1], begin=[0], end=[p.n])) if p.np_ != p.n else out
             # kept for a max-pool after it, which the kernel can do itself (passthrough._pooled_rows)

@@ -133,14 +133,18 @@ class Matcher:
     def _conv_ok(self, core) -> int:
         """Output channels of a conv2d the fused kernels take, else 0."""
         a = core.attrs
-        if (a.data_layout != "NCHW" or a.kernel_layout != "OIHW" or int(a.groups) != 1
+        if (a.data_layout != "NCHW" or a.kernel_layout != "OIHW"
                 or int(a.dilation[1]) != 1 or dtype_of(core) != "float32"):
             return 0
         act = self._act(core.args[0])
         wt = self._weight(core.args[1], 0, "conv2d", quiet=True)
         if act is None or wt is None or dtype_of(act[0]) != "uint8" or (shape_of(act[0]) or [0])[0] != 1:
             return 0
-        return int(const_array(wt[0]).shape[0])
+        n, c_per_group = const_array(wt[0]).shape[:2]
+        groups = int(a.groups)
+        if groups != 1 and not (groups == n == shape_of(act[0])[1] and c_per_group == 1):
+            return 0  # grouped but not depthwise: unfused int32
+        return int(n)
 
     def _matmul_rhs(self, core):
         """(the weights' expression, whether they are transposed [N, K]) or None."""

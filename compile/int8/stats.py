@@ -1,4 +1,4 @@
-"""What the int8 pass did, for the manifest's `arithmetic.int8_ops` (its JSON is unchanged)."""
+"""What the int8 pass did, for the manifest's `arithmetic.int8_ops` (`depthwise` added for the fused depthwise layers)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -13,9 +13,10 @@ class Int8Stats:
     kernels: str | None = None  # the fused layers' ISA (compile/kernels registry name) or None
     pixel_vectors: int = 0  # fused layers vectorized over output pixels (kernels.layers.conv2d_rows_requant)
     pools: int = 0  # max-pools done inside the layer before them, on the int32 sums
+    depthwise: int = 0  # fused depthwise convolutions (kernels.depthwise, vectorized over channels)
     skipped: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {"conv2d": self.conv2d, "matmul": self.matmul, "vnni": self.vnni, "fused": self.fused,
                 "kernels": self.kernels, "pixel_vectors": self.pixel_vectors, "pools": self.pools,
-                "skipped": list(self.skipped)}
+                "depthwise": self.depthwise, "skipped": list(self.skipped)}

@@ -33,6 +33,9 @@ changes. At import the module calls `register(Isa(...))` with:
     rows_intrinsic () -> str, or None: the one-input-channel first-layer kernel's intrinsic
                    (8 output pixels x one pair of kernel rows: A (8, 2) int16, B (2,) int16,
                    C (8,) int32; see layers.conv2d_rows_requant). None: that kernel is not offered.
+    act_shift      int: what the intrinsic takes off each uint8 activation before multiplying
+                   (dotprod: 128, so that sdot multiplies int8 by int8); the fused layer adds
+                   act_shift * sum(weights) back through its integer correction. Default 0.
     int32_layers   Int32Layers or None: kernels for the conv2d/matmul layers that do not end in a
                    quantize (so stay unfused, int32 out). None: TVM's own int32 Relax ops.
 
@@ -72,6 +75,7 @@ class Isa:
     conv_input: str = "uint8"
     dots_per_4: int = 1
     rows_intrinsic: Callable[[], str] | None = None
+    act_shift: int = 0
     int32_layers: Int32Layers | None = None
 
     def runs_on(self, arch: str, features) -> bool:

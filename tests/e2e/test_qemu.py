@@ -101,6 +101,9 @@ def test_every_arm_target_runs_on_its_core(target, cfg, quantized_onnx, digits, 
     assert r["bundle"]["library_sha256"] == bundle.library_sha256
     assert p["samples"] == 32 and p["top1_agreement"] >= 0.99
     assert p["max_abs_diff"] <= bundle.manifest["parity"]["tolerance"]
+    ins = r["instructions_per_inference"]  # counted on the board's own core (toolkit/qemu/count.py)
+    assert ins["available"], ins.get("reason")
+    assert ins["cpu"] == cpu and ins["tvm"] > 0
 
 
 def _run_e2e(mode: str, board: str, capsys) -> dict:

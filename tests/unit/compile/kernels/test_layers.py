@@ -15,8 +15,10 @@ from tests.outcomes import not_run
 
 # An LLVM CPU that has each ISA's instructions, and one instruction its kernels must contain.
 # An ISA with nothing specific to look for (generic) is not listed.
+_ARM = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a76", "mattr": ["+neon", "+dotprod"]}
 ISA_PROBE = {"vnni": ({"kind": "llvm", "mcpu": "icelake-server"}, "vpdpbusd"),
-             "avx2": ({"kind": "llvm", "mcpu": "haswell"}, "vpmaddwd")}
+             "avx2": ({"kind": "llvm", "mcpu": "haswell"}, "vpmaddwd"),
+             "dotprod": (_ARM, "sdot")}
 
 
 def _build_on_host(func, isa: str):
@@ -29,6 +31,14 @@ def _build_on_host(func, isa: str):
         missing = sorted(spec.requires - set(info["cpu_features"])) or [spec.arch]
         not_run(f"the host CPU ({info['arch']}, {info['mcpu']}) lacks {', '.join(missing)} for the {isa} kernels")
     return tvm.compile(func, target=tvm.target.Target(get_target("host").tvm_target()))
+
+
+def _kernel_corr(corr, wsum, isa):
+    """The correction a kernel is given for the true `corr`: an ISA that takes act_shift off each
+    activation (dotprod: sdot on a - 128) gets act_shift * sum(W) added back there."""
+    out = corr.astype(np.int64)
+    out[: len(wsum)] -= get(isa).act_shift * wsum
+    return out.astype(np.int32)
 
 
 def _requantized(acc, corr, scale, zero):
@@ -62,7 +72,8 @@ def test_fused_conv_requant_is_exact(isa, h, w, c, n, kh, kw, stride):
     out = tvm.runtime.tensor(np.zeros((1, oh, ow, np_), np.uint8))
     lib(tvm.runtime.tensor(x.reshape(1, h, -1).astype(layers.conv_input_dtype(isa))),
         tvm.runtime.tensor(layers.pack_folded_conv_weights(wt, lanes, isa)),
-        tvm.runtime.tensor(corr), tvm.runtime.tensor(scale), out)
+        tvm.runtime.tensor(_kernel_corr(corr, wt.reshape(n, -1).sum(axis=1, dtype=np.int64), isa)),
+        tvm.runtime.tensor(scale), out)
     acc = np.zeros((oh, ow, np_), np.int64)
     for i in range(kh):
         for j in range(kw):
@@ -128,7 +139,7 @@ def test_fused_gemm_requant_is_exact(isa, m, k, n):
     scale = (rng.random(np_) * 1e-3).astype(np.float32)
     out = tvm.runtime.tensor(np.zeros((m, np_), np.uint8))
     lib(tvm.runtime.tensor(a), tvm.runtime.tensor(layers.pack_weights(wt, kp=kp, isa=isa, lanes=lanes)),
-        tvm.runtime.tensor(corr), tvm.runtime.tensor(scale), out)
+        tvm.runtime.tensor(_kernel_corr(corr, wt.sum(axis=1, dtype=np.int64), isa)), tvm.runtime.tensor(scale), out)
     acc = np.zeros((m, np_), np.int64)
     acc[:, :n] = a[:, :k].astype(np.int64) @ wt.astype(np.int64).T
     assert np.array_equal(out.numpy(), _requantized(acc, corr, scale, 3))

@@ -1,0 +1,155 @@
+"""An Arm speed figure without Arm hardware: guest instructions executed per inference on
+emulated Arm cores (QEMU user mode + our TCG plugin, toolkit/qemu/count.py), per model x target
+x engine: onnxruntime's aarch64 build fp32 and int8 (QDQ), TVM fp32 untuned, TVM int8 fused.
+
+    python benchmarks/arm_speed.py [--models mlp cnn resnet mobilenetv2] [--targets cortex-a76 ...]
+
+Writes benchmarks/results/arm_speed.json and prints the markdown table for docs/benchmarks.md.
+Instruction counts are measured on an emulator: NOT hardware numbers, and not times (see
+docs/benchmarks.md, "Arm: instructions per inference"). A benchmark, not a test: asserts nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from edgeopt.compile import compile_onnx, get_target  # noqa: E402
+from edgeopt.toolkit.qemu.build import require_image  # noqa: E402
+from edgeopt.toolkit.qemu.count import Engine, count  # noqa: E402
+from edgeopt.toolkit.qemu.user import TARGET_CPU  # noqa: E402
+from tests.e2e.arm_models import make  # noqa: E402
+
+ENGINES = ("onnxruntime fp32", "onnxruntime int8", "tvm fp32", "tvm int8")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=["mlp", "cnn", "resnet", "mobilenetv2"])
+    ap.add_argument("--targets", nargs="+", default=["cortex-a55", "cortex-a72", "cortex-a76"])
+    ap.add_argument("--pruned", action="store_true", help="also the 70%% structurally pruned + int8 cnn")
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "arm_speed.json")
+    ap.add_argument("--markdown", type=Path, default=Path(__file__).parents[1] / "docs" / "benchmarks.md",
+                    help="the file whose Arm section (from its marker on) is rewritten")
+    ap.add_argument("--docs-only", action="store_true", help="rewrite the docs section from --out, measure nothing")
+    args = ap.parse_args()
+    if args.docs_only:
+        doc = json.loads(args.out.read_text())
+        _docs(args.markdown, markdown(doc, doc.get("argv", [])))
+        return
+    rootfs = require_image().rootfs
+    tmp = Path(tempfile.mkdtemp(prefix="edgeopt-arm-speed-"))
+    rows = []
+    models = {name: make(name, tmp / name) for name in args.models}
+    if args.pruned:
+        models["cnn-pruned70"] = _pruned_cnn(tmp / "cnn-pruned70")
+    for name, m in models.items():
+        for target in args.targets:
+            cpu = TARGET_CPU[target]
+            bundles = {k: compile_onnx(m[k], target=get_target(target), out_dir=tmp / name / f"tvm-{k}-{target}")[0]
+                       for k in ("fp32", "int8")}
+            runs = {"onnxruntime fp32": (Engine.ort, m["fp32"]), "onnxruntime int8": (Engine.ort, m["int8"]),
+                    "tvm fp32": (Engine.tvm, bundles["fp32"].path / "model.so"),
+                    "tvm int8": (Engine.tvm, bundles["int8"].path / "model.so")}
+            counts = {e: count(rootfs=rootfs, cpu=cpu, engine=eng, model=p, x=m["x"][:1]).per_inference
+                      for e, (eng, p) in runs.items()}
+            kernels = json.loads((bundles["int8"].path / "manifest.json").read_text())["arithmetic"]["int8_ops"]["kernels"]
+            row = {"model": name, "target": target, "emulated_core": cpu, "tvm_int8_kernels": kernels,
+                   "instructions_per_inference": counts,
+                   "ratio_to_onnxruntime_fp32": {e: counts[e] / counts["onnxruntime fp32"] for e in ENGINES}}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            _write(args.out, rows, models)
+    doc = _write(args.out, rows, models)
+    section = markdown(doc, sys.argv[1:])
+    _docs(args.markdown, section)
+    print(section)
+
+
+def _docs(path: Path, section: str) -> None:
+    old = path.read_text() if path.is_file() else ""
+    path.write_text((old[:old.index(MARK)] if MARK in old else old.rstrip() + "\n\n") + section)
+
+
+def _write(out: Path, rows: list, models: dict) -> dict:
+    """The results so far (written after every row, so a long run leaves what it measured)."""
+    doc = {"what": "guest instructions per inference on QEMU-emulated Arm cores (user mode, TCG plugin); "
+                   "NOT hardware numbers and not times",
+           "qemu": "7.2 (Debian qemu-user)", "host": platform.platform(), "threads": 1, "argv": sys.argv[1:],
+           "rows": rows}
+    if any(r["model"] == "cnn-pruned70" for r in rows) and "cnn" in models:
+        doc["pruned_cnn_int8_vs_dense_ort_fp32"] = {
+            r["target"]: r["instructions_per_inference"]["tvm int8"] / next(
+                d["instructions_per_inference"]["onnxruntime fp32"] for d in rows if d["model"] == "cnn" and d["target"] == r["target"])
+            for r in rows if r["model"] == "cnn-pruned70"}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    return doc
+
+
+def _pruned_cnn(out: Path) -> dict:
+    """The built-in cnn trained on the digits, 70% structurally pruned, then PTQ'd like the rest."""
+    from edgeopt.toolkit.data import load_digits
+    from edgeopt.toolkit.inputs import train_builtin
+    from edgeopt.toolkit.prune import Method, PruneConfig, prune
+
+    data = load_digits()
+    dense = train_builtin("cnn", data, seed=0)
+    pruned = prune(dense, data, config=PruneConfig(target=0.70, method=Method.structured))
+    return make("cnn", out, module=pruned.model.module if hasattr(pruned.model, "module") else pruned.model)
+
+
+MARK = "<!-- arm_speed -->"  # the section runs from here to the end of docs/benchmarks.md
+
+
+def markdown(doc: dict, argv: list[str]) -> str:
+    pruned = doc.get("pruned_cnn_int8_vs_dense_ort_fp32") or {}
+    return "\n".join([
+        MARK,
+        "# Arm: instructions per inference on emulated cores",
+        "",
+        f"Written by `python benchmarks/arm_speed.py {' '.join(argv)}` (results: benchmarks/results/arm_speed.json).",
+        "",
+        "**These are not hardware numbers, and not times.** Each figure is the number of Arm instructions the",
+        "program executed per inference on a QEMU-emulated core (QEMU 7.2 user mode, TCG plugin",
+        "toolkit/qemu/insn_count.c: every executed translated block adds its instruction count; the guest",
+        "marks the start and end of the timed runs), for the same model, the same input, the same core, one",
+        "thread. `cortex-a55` runs on the emulated A76 (QEMU 7.2 has no A55; the A76 has the same dot-product",
+        "instructions, so the count is the A55 build's but on a different micro-architecture). Engines:",
+        "onnxruntime's aarch64 build (1.32, full graph optimization; its MLAS has its own `sdot`/NEON int8",
+        "kernels) on the fp32 and QDQ int8 ONNX, TVM fp32 untuned, TVM int8 with the fused layers",
+        "(docs/targets.md). Each count includes the Python call into the engine (session.run / the VM call",
+        "and the output's copy to numpy), alike for both engines. Ratios are to onnxruntime fp32 on the",
+        "same row.",
+        "",
+        "What a count does not say: an instruction's cost (an `sdot` doing 16 multiply-adds counts one, like",
+        "an add), cache misses, memory bandwidth, out-of-order overlap, SIMD width effects. It is a fair",
+        "measure of work between builds of the same model on the same core, and deterministic (the same",
+        "binary, input and core give the same count), which an emulated wall time is not. The models have",
+        "random weights and inputs (neither engine's work depends on the values), except the pruned `cnn`,",
+        "trained on the digits and pruned by `edgeopt prune`.",
+        "",
+        table(doc),
+        "",
+        *([f"70% structurally pruned + int8 `cnn` (TVM) vs onnxruntime fp32 on the dense `cnn`: "
+           + ", ".join(f"{t} {v:.2f}x" for t, v in pruned.items()), ""] if pruned else []),
+    ]) + "\n"
+
+
+def table(doc: dict) -> str:
+    head = "| model | target (emulated core) | TVM int8 kernels | " + " | ".join(ENGINES) + " |"
+    lines = [head, "|" + " --- |" * (3 + len(ENGINES))]
+    for r in doc["rows"]:
+        c, q = r["instructions_per_inference"], r["ratio_to_onnxruntime_fp32"]
+        lines.append(f"| {r['model']} | {r['target']} ({r['emulated_core']}) | {r['tvm_int8_kernels']} | "
+                     + " | ".join(f"{c[e] / 1e3:,.0f}k ({q[e]:.2f}x)" for e in ENGINES) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -136,7 +136,7 @@ def markdown(doc: dict, argv: list[str]) -> str:
         "",
         table(doc),
         "",
-        *([f"70% structurally pruned + int8 `cnn` (TVM) vs onnxruntime fp32 on the dense `cnn`: "
+        *(["70% structurally pruned + int8 `cnn` (TVM) vs onnxruntime fp32 on the dense `cnn`: "
            + ", ".join(f"{t} {v:.2f}x" for t, v in pruned.items()), ""] if pruned else []),
     ]) + "\n"
 

@@ -70,7 +70,8 @@ class Fused:
         int_bias = self._int_bias(bias, n, scale_n)
         func = v.gemm_requant(m, cols, kp, np_, *out, float_bias=int_bias is None, isa=isa, lanes=lanes)
         return _Plan(src=src, func=func, packed=v.pack_weights(w_nk.astype(np.int8), kp=kp, isa=isa, lanes=lanes),
-                     corr_n=(zx - self.isa.act_shift) * w_nk.sum(axis=1), scale_n=scale_n, int_bias=int_bias, n=n, np_=np_,
+                     corr_n=(zx - self.isa.act_shift) * w_nk.sum(axis=1), scale_n=scale_n, int_bias=int_bias,
+                     n=n, np_=np_,
                      shape=(m, np_), stem=f"{isa}_gemm_requant_{m}x{kp}x{np_}_")
 
     def _plan_conv(self, core, w_expr, x, sx, zx, bias, out) -> _Plan:
@@ -96,7 +97,8 @@ class Fused:
             return self._plan_depthwise(src, wv, (hp, wp), pad, zx, (oh, ow), stride, dh, out,
                                         corr_n=zx * wv.reshape(n, -1).sum(axis=1), scale_n=scale_n,
                                         int_bias=int_bias, n=n)
-        common = dict(corr_n=(zx - self.isa.act_shift) * wv.reshape(n, -1).sum(axis=1), scale_n=scale_n, int_bias=int_bias, n=n)
+        common = dict(corr_n=(zx - self.isa.act_shift) * wv.reshape(n, -1).sum(axis=1), scale_n=scale_n,
+                      int_bias=int_bias, n=n)
         if v.rows_ok(self.isa.name, c, n, kh, kw, stride, (dh, int(a.dilation[1]))):
             return self._plan_rows(src, wv, (h, wd), pad, zx, (oh, ow), out, **common)
         return self._plan_folded(src, wv, (hp, wp), pad, zx, (oh, ow), stride, dh, out, **common)

@@ -1,4 +1,5 @@
-"""What the int8 pass did, for the manifest's `arithmetic.int8_ops` (`depthwise` added for the fused depthwise layers)."""
+"""What the int8 pass did, for the manifest's `arithmetic.int8_ops` (`depthwise`: the fused
+depthwise layers)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

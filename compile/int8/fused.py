@@ -1,11 +1,13 @@
-"""The fused path: quantize(add(conv2d|matmul, bias)) -> one hand-scheduled kernel
+"""The fused path: quantize(add(conv2d|conv1d|matmul, bias)) -> one hand-scheduled kernel
 (compile/kernels/layers.py, on the target's ISA) whose output is already the next layer's uint8
 input, kept channels-last between layers. A mixin of the Rewriter (rewriter.py).
 
 Each fused layer is planned (`_plan_matmul`, `_plan_conv`: the kernel, its input and packed
 weights) and then emitted the same way (`_emit_fused`: zero-point correction, scale, bias, call).
 Its output is registered as a "twin": the channels-last or padded tensor that an NCHW/NC view
-stands for, so the next fused layer reads it in place.
+stands for, so the next fused layer reads it in place. A 1-D convolution runs as a 2-D one on a
+one-row image and a grouped one as a dense one with block-diagonal weights (geometry.py); the
+NCW view of a 1-D layer's output is a twin too.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from tvm import relax
 from ..kernels import layers as v
 from ..sizes import round_up
 from .exprs import const_array, dtype_of, op_name, shape_of
+from .geometry import geometry
 
 
 @dataclass
@@ -34,6 +37,7 @@ class _Plan:
     shape: tuple  # the kernel's output shape
     stem: str  # kernel name stem
     rows_key: tuple | None = None  # pixel-vector first layer: its conv2d_rows_requant arguments
+    one_d: bool = False  # a conv1d: its output view is NCW [1, n, ow]
 
 
 class Fused:
@@ -46,7 +50,6 @@ class Fused:
             self.stats.matmul += 1
         else:
             plan = self._plan_conv(core, args[1], x, sx, zx, bias, out)
-            self.stats.conv2d += 1
         return self._emit_fused(plan, bias, out_scale, out_dtype)
 
     def _plan_matmul(self, core, x, sx, zx, bias, out) -> _Plan:
@@ -75,33 +78,42 @@ class Fused:
                      shape=(m, np_), stem=f"{isa}_gemm_requant_{m}x{kp}x{np_}_")
 
     def _plan_conv(self, core, w_expr, x, sx, zx, bias, out) -> _Plan:
-        w, sw = self._weight(w_expr, 0, "conv2d")
-        wv = const_array(w).astype(np.int64)
+        w, sw = self._weight(w_expr, 0, "conv")
+        g = geometry(op_name(core), core.attrs, const_array(w))
+        self.stats.conv1d += g.one_d
+        self.stats.conv2d += not g.one_d
+        self.stats.grouped += g.grouped
+        wv = g.weights if g.depthwise else g.dense_weights()
         n, c, kh, kw = wv.shape
-        a = core.attrs
-        pad = tuple(int(p) for p in a.padding)  # top, left, bottom, right
-        stride, dh = (int(a.strides[0]), int(a.strides[1])), int(a.dilation[0])
+        pad, stride, dh = g.pad, g.stride, g.dilation[0]
+        in_c = c * g.groups if g.depthwise else c
         twin = self._twin(x)
         if twin is not None and twin[0] == "NHWC":
             src = twin[1]
-            if shape_of(src)[3] != c * int(a.groups):  # input channels (depthwise: c is 1 per group)
-                src = self.builder_.emit(relax.op.strided_slice(src, axes=[3], begin=[0], end=[c * int(a.groups)]))
+            if shape_of(src)[3] != in_c:
+                src = self.builder_.emit(relax.op.strided_slice(src, axes=[3], begin=[0], end=[in_c]))
+            h, wd = shape_of(src)[1:3]
         else:
+            if g.one_d:  # [1, C, W] -> [1, C, 1, W]
+                x = self.builder_.emit(relax.op.expand_dims(x, 2))
             src = self.builder_.emit(relax.op.permute_dims(x, [0, 2, 3, 1]))
-        h, wd = shape_of(x)[2:] if twin is None else shape_of(twin[1])[1:3]
+            h, wd = shape_of(x)[2:]
         hp, wp = h + pad[0] + pad[2], wd + pad[1] + pad[3]
         oh, ow = v.out_hw(hp, wp, kh=kh, kw=kw, stride=stride, dilation=(dh, 1))
         scale_n = np.float32(sx) * sw
         int_bias = self._int_bias(bias, n, scale_n)
-        if int(a.groups) != 1:  # depthwise (match._conv_ok lets no other grouping through)
-            return self._plan_depthwise(src, wv, (hp, wp), pad, zx, (oh, ow), stride, dh, out,
+        if g.depthwise:
+            plan = self._plan_depthwise(src, wv, (hp, wp), pad, zx, (oh, ow), stride, dh, out,
                                         corr_n=zx * wv.reshape(n, -1).sum(axis=1), scale_n=scale_n,
                                         int_bias=int_bias, n=n)
-        common = dict(corr_n=(zx - self.isa.act_shift) * wv.reshape(n, -1).sum(axis=1), scale_n=scale_n,
-                      int_bias=int_bias, n=n)
-        if v.rows_ok(self.isa.name, c, n, kh, kw, stride, (dh, int(a.dilation[1]))):
-            return self._plan_rows(src, wv, (h, wd), pad, zx, (oh, ow), out, **common)
-        return self._plan_folded(src, wv, (hp, wp), pad, zx, (oh, ow), stride, dh, out, **common)
+        else:
+            common = dict(corr_n=(zx - self.isa.act_shift) * wv.reshape(n, -1).sum(axis=1), scale_n=scale_n,
+                          int_bias=int_bias, n=n)
+            if not g.one_d and v.rows_ok(self.isa.name, c, n, kh, kw, stride, g.dilation):
+                return self._plan_rows(src, wv, (h, wd), pad, zx, (oh, ow), out, **common)
+            plan = self._plan_folded(src, wv, (hp, wp), pad, zx, (oh, ow), stride, dh, out, **common)
+        plan.one_d = g.one_d
+        return plan
 
     def _plan_rows(self, src, wv, hw, pad, zx, ohw, out, **common) -> _Plan:
         """One input channel: vectorized over output pixels (kernels.layers.conv2d_rows_requant);
@@ -176,7 +188,12 @@ class Fused:
                                           out_dtype=out_dtype, key=p.rows_key)
             return view
         if len(p.shape) == 4:
-            return self._nhwc_view(out, p.n, p.np_)
+            view = self._nhwc_view(out, p.n, p.np_)
+            if p.one_d:  # NCHW [1, n, 1, ow] -> NCW, the same twin
+                view3 = bb.emit(relax.op.squeeze(view, [2]))
+                self.twins[view3] = self.twins[view]
+                return view3
+            return view
         view = bb.emit(relax.op.strided_slice(out, axes=[1], begin=[0], end=[p.n])) if p.np_ != p.n else out
         self.twins[view] = ("NC", out, p.n)
         return view

@@ -10,8 +10,9 @@ from tvm import relax
 from tvm.ir.expr import Constant
 
 from .exprs import const_array, dtype_of, op_name, shape_of
+from .geometry import CONV_OPS, fused_ok, geometry, layouts_ok
 
-LAYERS = ("relax.nn.conv2d", "relax.matmul")
+LAYERS = (*CONV_OPS, "relax.matmul")
 
 
 class Matcher:
@@ -104,14 +105,14 @@ class Matcher:
 
     def _chain(self, q):
         """(core call, bias expr or None, out scale, out zero, out dtype) if `q` (an original
-        quantize) ends a conv2d/matmul layer the fused kernels can run."""
+        quantize) ends a conv2d/conv1d/matmul layer the fused kernels can run."""
         if op_name(q) != "relax.quantize" or str(q.attrs.out_dtype) not in ("uint8", "int8"):
             return None
         out = self._qparams(q.args[1], q.args[2])
         if out is None:
             return None
         core, bias = self._core_and_bias(self._single(q.args[0]))
-        n = {"relax.nn.conv2d": self._conv_ok, "relax.matmul": self._matmul_ok}.get(op_name(core), lambda _: 0)(core)
+        n = self._matmul_ok(core) if op_name(core) == "relax.matmul" else self._conv_ok(core)
         if not n:
             return None
         if bias is not None:
@@ -131,20 +132,19 @@ class Matcher:
         return None, None
 
     def _conv_ok(self, core) -> int:
-        """Output channels of a conv2d the fused kernels take, else 0."""
-        a = core.attrs
-        if (a.data_layout != "NCHW" or a.kernel_layout != "OIHW"
-                or int(a.dilation[1]) != 1 or dtype_of(core) != "float32"):
+        """Output channels of a conv2d/conv1d the fused kernels take, else 0 (any groups: see
+        geometry.py)."""
+        op = op_name(core)
+        if op not in CONV_OPS or not layouts_ok(op, core.attrs) or dtype_of(core) != "float32":
             return 0
         act = self._act(core.args[0])
-        wt = self._weight(core.args[1], 0, "conv2d", quiet=True)
+        wt = self._weight(core.args[1], 0, "conv", quiet=True)
         if act is None or wt is None or dtype_of(act[0]) != "uint8" or (shape_of(act[0]) or [0])[0] != 1:
             return 0
-        n, c_per_group = const_array(wt[0]).shape[:2]
-        groups = int(a.groups)
-        if groups != 1 and not (groups == n == shape_of(act[0])[1] and c_per_group == 1):
-            return 0  # grouped but not depthwise: unfused int32
-        return int(n)
+        g = geometry(op, core.attrs, const_array(wt[0]))
+        if not fused_ok(g, shape_of(act[0])[1]):
+            return 0
+        return int(g.weights.shape[0])
 
     def _matmul_rhs(self, core):
         """(the weights' expression, whether they are transposed [N, K]) or None."""

@@ -78,13 +78,14 @@ class Passthrough:
         return self._nhwc_view(out4, ta[2], shape[3])
 
     def _global_mean(self, call):
-        """mean(dequantize(x), spatial axes) of a channels-last x: reduce it in place instead of
-        transposing it back first."""
+        """mean(dequantize(x), every spatial axis) of a channels-last x (NCHW axes 2, 3 or a 1-D
+        layer's NCW axis 2; keepdims or not): reduce it in place instead of transposing it back."""
         dq = self.orig.get(call.args[0]) if isinstance(call.args[0], relax.Var) else None
         axes = call.attrs.axis
-        if op_name(dq) != "relax.dequantize" or axes is None or not call.attrs.keepdims:
+        if op_name(dq) != "relax.dequantize" or axes is None:
             return None
-        if sorted(int(a) % 4 for a in axes) != [2, 3]:
+        rank = len(shape_of(dq) or ())
+        if rank not in (3, 4) or sorted(int(a) % rank for a in axes) != list(range(2, rank)):
             return None
         params = self._qparams(dq.args[1], dq.args[2])
         twin = self._twin(self.visit_expr(dq.args[0]))
@@ -97,7 +98,7 @@ class Passthrough:
         pooled = bb.emit(relax.op.mean(real, axis=[1, 2], keepdims=True))  # [1, 1, 1, np_]
         if shape_of(t)[3] != n:
             pooled = bb.emit(relax.op.strided_slice(pooled, axes=[3], begin=[0], end=[n]))
-        return relax.op.permute_dims(pooled, [0, 3, 1, 2])
+        return relax.op.reshape(pooled, shape_of(call))  # the n values in channel order, any rank
 
     def _pooled_rows(self, x, attrs, conv_q):
         """The first layer's kernel again, with the 2x2 max-pool after it done on its int32

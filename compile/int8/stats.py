@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 @dataclass
 class Int8Stats:
     conv2d: int = 0
+    conv1d: int = 0  # 1-D convolutions, run as 2-D ones one row high (compile/int8/geometry.py)
+    grouped: int = 0  # grouped convolutions (1 < groups < channels), dense block-diagonal weights
     matmul: int = 0
     vnni: int = 0  # of those, run on AVX512-VNNI dot products (compile/kernels/isa_vnni.py)
     fused: int = 0  # of those, fused with their bias and requantize into one kernel
@@ -18,6 +20,7 @@ class Int8Stats:
     skipped: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
-        return {"conv2d": self.conv2d, "matmul": self.matmul, "vnni": self.vnni, "fused": self.fused,
+        return {"conv2d": self.conv2d, "conv1d": self.conv1d, "grouped": self.grouped, "matmul": self.matmul,
+                "vnni": self.vnni, "fused": self.fused,
                 "kernels": self.kernels, "pixel_vectors": self.pixel_vectors, "pools": self.pools,
                 "depthwise": self.depthwise, "skipped": list(self.skipped)}

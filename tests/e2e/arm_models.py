@@ -1,7 +1,9 @@
 """The models the Arm int8 checks and benchmarks/arm_speed.py run: the built-in mlp, cnn and
 ResNet-style models, and a MobileNetV2-style one (inverted residual blocks: 1x1 expand,
 depthwise 3x3 -- strided in some blocks -- and 1x1 project, residual adds where the shape
-allows), defined here because the toolkit's model zoo does not have one. Each is exported to
+allows), defined here because the toolkit's model zoo does not have one; and two small ones for
+the convolution shapes the fused path runs as others (compile/int8/geometry.py): 1-D convolutions
+(keyword-spotting style: features x time) and grouped 2-D ones. Each is exported to
 ONNX and PTQ-quantized to QDQ (min-max, per channel) on fixed random calibration data."""
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ from edgeopt.toolkit.models import InputSpec, Model, build_model
 from edgeopt.toolkit.quantize import ort_ptq
 from edgeopt.toolkit.quantize.config import Calibrator
 
-SHAPES = {"mlp": (1, 1, 28, 28), "cnn": (1, 1, 28, 28), "resnet": (1, 3, 32, 32), "mobilenetv2": (1, 3, 32, 32)}
+SHAPES = {"mlp": (1, 1, 28, 28), "cnn": (1, 1, 28, 28), "resnet": (1, 3, 32, 32), "mobilenetv2": (1, 3, 32, 32),
+          "conv1d": (1, 16, 48), "grouped": (1, 3, 16, 16)}
 
 
 class _Inverted(nn.Module):
@@ -42,17 +45,44 @@ def mobilenetv2(num_classes: int = 10) -> nn.Module:
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, num_classes))
 
 
+class _Conv1d(nn.Module):
+    """Strided, padded, depthwise 1-D convs over time, a global mean, a classifier."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv1d(16, 32, 5, 2, 2, bias=False), nn.BatchNorm1d(32), nn.ReLU(),
+            nn.Conv1d(32, 32, 3, 1, 1, groups=32, bias=False), nn.BatchNorm1d(32), nn.ReLU(),
+            nn.Conv1d(32, 32, 3, 2, 1, groups=4, bias=False), nn.BatchNorm1d(32), nn.ReLU())
+        self.fc = nn.Linear(32, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.body(x).mean(dim=2))
+
+
+def grouped(num_classes: int = 10) -> nn.Module:
+    """Grouped 2-D convs (1 < groups < channels): 4 strided groups of 4 channels, 2 of 16."""
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Conv2d(16, 32, 3, 2, 1, groups=4, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
+        nn.Conv2d(32, 32, 1, groups=2, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, num_classes))
+
+
+BUILD = {"mobilenetv2": mobilenetv2, "conv1d": _Conv1d, "grouped": grouped}
+
+
 def make(name: str, out: Path, *, seed: int = 0, module: nn.Module | None = None) -> dict:
     """fp32.onnx, int8.onnx (QDQ) and x.npy (8 inputs) in `out`; returns their paths."""
     shape = SHAPES[name]
     torch.manual_seed(seed)
     if module is None:
-        module = mobilenetv2() if name == "mobilenetv2" else build_model(name, num_classes=10, input_shape=shape)
+        module = BUILD[name]() if name in BUILD else build_model(name, num_classes=10, input_shape=shape)
     module.eval()
-    if name == "mobilenetv2":  # BatchNorm statistics that are not the identity
+    if name in BUILD:  # BatchNorm statistics that are not the identity
         with torch.no_grad():
             for m in module.modules():
-                if isinstance(m, nn.BatchNorm2d):
+                if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
                     m.running_mean.uniform_(-0.1, 0.1)
                     m.running_var.uniform_(0.5, 1.5)
     out.mkdir(parents=True, exist_ok=True)

@@ -83,10 +83,11 @@ class Fused:
         self.stats.conv1d += g.one_d
         self.stats.conv2d += not g.one_d
         self.stats.grouped += g.grouped
-        wv = g.weights if g.depthwise else g.dense_weights()
+        kgroups = g.kernel_groups(lambda n: v.lanes_for(self.isa.name, n)) if g.grouped else 1
+        wv = g.weights if g.depthwise else g.block_weights(kgroups)
         n, c, kh, kw = wv.shape
         pad, stride, dh = g.pad, g.stride, g.dilation[0]
-        in_c = c * g.groups if g.depthwise else c
+        in_c = c * (g.groups if g.depthwise else kgroups)
         twin = self._twin(x)
         if twin is not None and twin[0] == "NHWC":
             src = twin[1]
@@ -109,9 +110,10 @@ class Fused:
         else:
             common = dict(corr_n=(zx - self.isa.act_shift) * wv.reshape(n, -1).sum(axis=1), scale_n=scale_n,
                           int_bias=int_bias, n=n)
-            if not g.one_d and v.rows_ok(self.isa.name, c, n, kh, kw, stride, g.dilation):
+            if not g.one_d and in_c == 1 and v.rows_ok(self.isa.name, c, n, kh, kw, stride, g.dilation):
                 return self._plan_rows(src, wv, (h, wd), pad, zx, (oh, ow), out, **common)
-            plan = self._plan_folded(src, wv, (hp, wp), pad, zx, (oh, ow), stride, dh, out, **common)
+            plan = self._plan_folded(src, wv, (hp, wp), pad, zx, (oh, ow), stride, dh, out, groups=kgroups,
+                                     **common)
         plan.one_d = g.one_d
         return plan
 
@@ -133,21 +135,24 @@ class Fused:
         return _Plan(src=src, func=v.conv2d_rows_requant(*key, isa=isa), packed=v.pack_rows_weights(wv.astype(np.int8)),
                      np_=shp["np"], shape=(1, shp["np"], oh, ow), stem=stem, rows_key=key, **common)
 
-    def _plan_folded(self, src, wv, hwp, pad, zx, ohw, stride, dh, out, **common) -> _Plan:
-        """Channel vectors, kw x channels folded into the reduction (kernels.layers.conv2d_requant)."""
+    def _plan_folded(self, src, wv, hwp, pad, zx, ohw, stride, dh, out, groups: int = 1, **common) -> _Plan:
+        """Channel vectors, kw x channels folded into the reduction (kernels.layers.conv2d_requant);
+        `groups` kernel groups of wv's c input channels each, laid out as images of their own."""
         bb, isa = self.builder_, self.isa.name
         (hp, wp), (oh, ow), (n, c, kh, kw) = hwp, ohw, wv.shape
         extra = v.folded_overhang(ow=ow, stride=stride[1], c=c, kw=kw, width=wp)
         src = bb.emit(relax.op.nn.pad(src, [0, 0, pad[0], pad[2], pad[1], pad[3] + extra, 0, 0], pad_value=float(zx)))
         row = (wp + extra) * c
+        if groups > 1:  # [1, hp, wp', groups * c] -> [groups, hp, wp', c]
+            src = bb.emit(relax.op.permute_dims(relax.op.reshape(src, (hp, wp + extra, groups, c)), [2, 0, 1, 3]))
         if v.conv_input_dtype(isa) != dtype_of(src):  # widened in the same glue kernel
             src = bb.emit(relax.op.astype(src, v.conv_input_dtype(isa)))
-        src = bb.emit(relax.op.reshape(src, (1, hp, row)))
-        lanes = v.lanes_for(isa, n)
+        src = bb.emit(relax.op.reshape(src, (groups, hp, row)))
+        lanes = v.lanes_for(isa, n // groups)
         np_ = round_up(n, lanes)
         func = v.conv2d_requant(hp, row, c, np_, kh, kw, oh, ow, stride, dh, *out,
-                                float_bias=common["int_bias"] is None, lanes=lanes, isa=isa)
-        stem = f"{isa}_conv2d_requant_{hp}x{row}_{np_}x{kh}x{kw}_s{stride[0]}{stride[1]}_"
+                                float_bias=common["int_bias"] is None, lanes=lanes, isa=isa, groups=groups)
+        stem = f"{isa}_conv2d_requant_{hp}x{row}_{np_}x{kh}x{kw}_s{stride[0]}{stride[1]}_{f'g{groups}_' * (groups > 1)}"
         return _Plan(src=src, func=func, packed=v.pack_folded_conv_weights(wv.astype(np.int8), lanes, isa),
                      np_=np_, shape=(1, oh, ow, np_), stem=stem, **common)
 

@@ -2,9 +2,12 @@
 one. A 1-D convolution (NCW/OIW) is a 2-D one on an image one row high (NCHW with H = 1, kernel
 1 x k), so the same kernels serve it on every ISA with nothing new to schedule or keep exact:
 the row axis is what the folded kw x channels reduction and the 8-pixel register blocks run
-along. A grouped convolution (1 < groups < channels) becomes a dense one whose weights are
-block-diagonal (zeros outside each group): exact, and on the same dot-product kernels; depthwise
-(one channel per group) has its own kernel (kernels/depthwise.py)."""
+along. A grouped convolution (1 < groups < channels) runs on the same dot-product kernels with a
+group axis (kernels.layers.conv2d_requant `groups`): each group's output channels must fill whole
+register blocks of lanes, so neighbouring groups are merged into as few "kernel groups" as that
+takes, their weights block-diagonal inside one (zeros outside each model group: exact, and the
+multiply-adds wasted are the merge factor, at worst all groups merged into one dense layer).
+Depthwise (one channel per group) has its own kernel (kernels/depthwise.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -31,20 +34,29 @@ class ConvGeometry:
 
     @property
     def grouped(self) -> bool:
-        """1 < groups, not depthwise: run as a dense layer on `dense_weights()`."""
+        """1 < groups, not depthwise (see kernel_groups)."""
         return self.groups != 1 and not self.depthwise
 
-    def dense_weights(self) -> np.ndarray:
-        """[N, C, kh, kw]: each output channel's group weights at its group's input channels,
-        zeros elsewhere (the identity for groups == 1)."""
-        if self.groups == 1:
-            return self.weights
+    def kernel_groups(self, lanes_for) -> int:
+        """The most kernel groups (a divisor of groups) whose output channels are each whole
+        blocks of lanes (`lanes_for(channels)`, the ISA's choice); 1: one dense layer."""
+        n = self.weights.shape[0]
+        for k in sorted((d for d in range(2, self.groups + 1) if self.groups % d == 0), reverse=True):
+            if (n // k) % lanes_for(n // k) == 0:
+                return k
+        return 1
+
+    def block_weights(self, kernel_groups: int) -> np.ndarray:
+        """[N, C / kernel_groups, kh, kw]: each output channel's weights over its kernel group's
+        input channels, its own model group's at their place, zeros elsewhere (block-diagonal;
+        the weights as they are for groups == kernel_groups, dense ones for kernel_groups 1)."""
         n, cg, kh, kw = self.weights.shape
-        per = n // self.groups
-        dense = np.zeros((n, cg * self.groups, kh, kw), self.weights.dtype)
+        per, merged = n // self.groups, self.groups // kernel_groups
+        out = np.zeros((n, cg * merged, kh, kw), self.weights.dtype)
         for g in range(self.groups):
-            dense[g * per:(g + 1) * per, g * cg:(g + 1) * cg] = self.weights[g * per:(g + 1) * per]
-        return dense
+            at = g % merged  # this group's place among the merged ones
+            out[g * per:(g + 1) * per, at * cg:(at + 1) * cg] = self.weights[g * per:(g + 1) * per]
+        return out
 
 
 def layouts_ok(op: str, attrs) -> bool:

@@ -135,9 +135,11 @@ def _tensorize(sch, isa: Isa, init, lane_loop, k_loop, *, lanes: int, a_dtype: s
 @lru_cache(maxsize=None)
 def conv2d_requant(h: int, row: int, c: int, np_: int, kh: int, kw: int, oh: int, ow: int,
                    stride: tuple[int, int], dh: int, out_scale: float, out_zero: int, out_dtype: str,
-                   float_bias: bool = False, *, lanes: int, isa: str):
+                   float_bias: bool = False, *, lanes: int, isa: str, groups: int = 1):
     """A convolution with its requantize epilogue, on channels-last input flattened per row:
-    X[1, h, row] with row = padded width * c (dtype: the ISA's conv_input). The reduction runs
+    X[groups, h, row] with row = padded width * c (dtype: the ISA's conv_input). `groups` > 1: a
+    grouped convolution, X holding each group's c channels as an image of its own and output
+    channel j reading group j // (np_ / groups), which must be whole blocks of `lanes`. The reduction runs
     over (kh, kw*c) -- kw and the channels folded together, rounded up to 4 with zero weights --
     so a 1-channel first layer wastes no lanes on channel padding and no im2col is built. Weights
     from pack_folded_conv_weights; per-channel int32 zero-point correction, fp32 scale and bias
@@ -149,14 +151,17 @@ def conv2d_requant(h: int, row: int, c: int, np_: int, kh: int, kw: int, oh: int
 
     spec = get(isa)
     kwc = round_up(kw * c, 4)
-    X = te.placeholder((1, h, row), spec.conv_input, name="X")
+    per_group = np_ // groups
+    if per_group * groups != np_ or per_group % lanes:
+        raise ValueError(f"{groups} groups of {np_} output channels are not whole blocks of {lanes} lanes")
+    X = te.placeholder((groups, h, row), spec.conv_input, name="X")
     W = te.placeholder(packed_shape(np_ // lanes, kh, kwc // 4, lanes=lanes, isa=spec), "int8", name="W")
     corr, scale, bias = _epilogue_inputs(np_, float_bias)
     rh, rj = te.reduce_axis((0, kh), "rh"), te.reduce_axis((0, kwc), "rj")
     C = te.compute(
         (oh, ow, np_),
         lambda y, x, j: te.sum(
-            X[0, y * stride[0] + rh * dh, x * stride[1] * c + rj].astype("int32")
+            X[j // per_group, y * stride[0] + rh * dh, x * stride[1] * c + rj].astype("int32")
             * W[packed_index(j // lanes, rh, rj // 4, j % lanes, rj % 4, isa=spec)].astype("int32"), axis=[rh, rj]),
         name="C",
     )

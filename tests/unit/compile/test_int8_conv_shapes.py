@@ -102,6 +102,8 @@ def test_compile_fuses_every_layer_and_matches_the_qdq_model_exactly(qdq, tmp_pa
     # every layer fused: none left to the unfused int32 ops with fp32 between layers
     assert ops["fused"] == ops["conv1d"] + ops["conv2d"] + ops["matmul"] and ops["skipped"] == []
     assert ops["depthwise"] == MODELS[name][2]
+    if name == "grouped2d":  # 4-channel groups merged in pairs to fill 8-lane blocks, not run dense
+        assert sum("_g2_" in k["name"] for k in bundle.manifest["vm"]["kernels"]) == 2
     assert parity.max_abs_diff == 0 and parity.top1_agreement == 1.0
 
 
@@ -128,3 +130,26 @@ def test_every_x86_isa_is_exact(qdq, isa):
     ref = predict(int8, x[:, 0])
     assert float(np.abs(got - ref).max()) == 0.0
     assert float((got.argmax(1) == ref.argmax(1)).mean()) == 1.0
+
+
+def test_grouped_weights_merge_groups_only_as_far_as_whole_lane_blocks_need():
+    """geometry.py: 4 groups of 4 output channels on 8-lane blocks run as 2 kernel groups whose
+    weights are block-diagonal; 16-channel groups stay 4; groups that never fill a block: dense."""
+    from edgeopt.compile.int8.geometry import ConvGeometry
+
+    def geo(n, cg, groups):
+        w = np.arange(1, n * cg * 3 + 1, dtype=np.int64).reshape(n, cg, 1, 3)
+        return ConvGeometry(w, (0, 1, 0, 1), (1, 1), (1, 1), groups, True)
+
+    g = geo(16, 3, 4)
+    assert g.grouped and not g.depthwise and g.kernel_groups(lambda n: 8) == 2
+    b = g.block_weights(2)
+    assert b.shape == (16, 6, 1, 3)
+    assert (b[0:4, 0:3] == g.weights[0:4]).all() and not b[0:4, 3:].any()
+    assert (b[4:8, 3:6] == g.weights[4:8]).all() and not b[4:8, :3].any()
+    assert (b[8:12, 0:3] == g.weights[8:12]).all()  # group 2 opens the second kernel group
+    assert geo(64, 3, 4).kernel_groups(lambda n: 16) == 4
+    assert geo(24, 3, 4).kernel_groups(lambda n: 8 if n <= 8 else 16) == 1
+    dense = geo(24, 3, 4).block_weights(1)
+    assert dense.shape == (24, 12, 1, 3) and (dense[18:, 9:] == geo(24, 3, 4).weights[18:]).all()
+    assert not dense[18:, :9].any()

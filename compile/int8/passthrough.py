@@ -2,7 +2,8 @@
 dequantize(x))) with the same scale and zero point is op on x itself for max pooling, reshapes
 and a bare dequantize; a residual add of two channels-last tensors stays channels-last; a global
 mean reduces a channels-last tensor in place; a 2x2 max-pool after the pixel-vector first layer
-runs inside that layer's kernel. A mixin of the Rewriter (rewriter.py)."""
+runs inside that layer's kernel; a 1-D max-pool after a 1-D layer is a 1 x k one on its twin.
+A mixin of the Rewriter (rewriter.py)."""
 from __future__ import annotations
 
 import numpy as np
@@ -32,6 +33,9 @@ class Passthrough:
         if op == "relax.nn.max_pool2d" and inner.attrs.layout == "NCHW":
             dq = self._same_dq(q, inner.args[0], out)
             return None if dq is None else self._max_pool(inner.attrs, dq)
+        if op == "relax.nn.max_pool1d" and inner.attrs.layout == "NCW":
+            dq = self._same_dq(q, inner.args[0], out)
+            return None if dq is None else self._max_pool1d(inner.attrs, dq)
         if op == "relax.add":
             return self._residual_add(q, inner, out)
         return None
@@ -59,6 +63,22 @@ class Passthrough:
             return relax.op.nn.max_pool2d(x, layout="NCHW", **kwargs)
         out4 = bb.emit(relax.op.nn.max_pool2d(twin[1], layout="NHWC", **kwargs))
         return self._nhwc_view(out4, twin[2], shape_of(twin[1])[3])
+
+    def _max_pool1d(self, a, dq):
+        """A 1-D layer's max-pool on its channels-last one-row twin (a 1 x k 2-D pool)."""
+        bb = self.builder_
+        x = self.visit_expr(dq.args[0])
+        twin = self._twin(x)
+        (k,), (s,), (d,), pad = a.pool_size, a.strides, a.dilation, [int(p) for p in a.padding]
+        if twin is None or twin[0] != "NHWC":
+            return relax.op.nn.max_pool1d(x, pool_size=a.pool_size, strides=a.strides, padding=a.padding,
+                                          dilation=a.dilation, ceil_mode=a.ceil_mode, layout="NCW")
+        out4 = bb.emit(relax.op.nn.max_pool2d(twin[1], pool_size=(1, int(k)), strides=(1, int(s)),
+                                              padding=(0, pad[0], 0, pad[1]), dilation=(1, int(d)),
+                                              ceil_mode=a.ceil_mode, layout="NHWC"))
+        view = bb.emit(relax.op.squeeze(self._nhwc_view(out4, twin[2], shape_of(twin[1])[3]), [2]))
+        self.twins[view] = ("NHWC", out4, twin[2])
+        return view
 
     def _residual_add(self, q, inner, out):
         a, b = (self.orig.get(e) if isinstance(e, relax.Var) else None for e in inner.args)

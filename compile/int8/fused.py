@@ -38,6 +38,7 @@ class _Plan:
     stem: str  # kernel name stem
     rows_key: tuple | None = None  # pixel-vector first layer: its conv2d_rows_requant arguments
     one_d: bool = False  # a conv1d: its output view is NCW [1, n, ow]
+    column: bool = False  # a dilated conv1d, run one column high: output [1, oh, 1, np_]
 
 
 class Fused:
@@ -91,12 +92,14 @@ class Fused:
         twin = self._twin(x)
         if twin is not None and twin[0] == "NHWC":
             src = twin[1]
+            if g.column:  # a 1-D twin [1, 1, T, C] is [1, T, 1, C] as well
+                src = self.builder_.emit(relax.op.reshape(src, (1, shape_of(src)[2], 1, shape_of(src)[3])))
             if shape_of(src)[3] != in_c:
                 src = self.builder_.emit(relax.op.strided_slice(src, axes=[3], begin=[0], end=[in_c]))
             h, wd = shape_of(src)[1:3]
         else:
-            if g.one_d:  # [1, C, W] -> [1, C, 1, W]
-                x = self.builder_.emit(relax.op.expand_dims(x, 2))
+            if g.one_d:  # [1, C, T] -> [1, C, 1, T] (a row) or [1, C, T, 1] (a column)
+                x = self.builder_.emit(relax.op.expand_dims(x, 3 if g.column else 2))
             src = self.builder_.emit(relax.op.permute_dims(x, [0, 2, 3, 1]))
             h, wd = shape_of(x)[2:]
         hp, wp = h + pad[0] + pad[2], wd + pad[1] + pad[3]
@@ -114,7 +117,7 @@ class Fused:
                 return self._plan_rows(src, wv, (h, wd), pad, zx, (oh, ow), out, **common)
             plan = self._plan_folded(src, wv, (hp, wp), pad, zx, (oh, ow), stride, dh, out, groups=kgroups,
                                      **common)
-        plan.one_d = g.one_d
+        plan.one_d, plan.column = g.one_d, g.column
         return plan
 
     def _plan_rows(self, src, wv, hw, pad, zx, ohw, out, **common) -> _Plan:
@@ -184,6 +187,8 @@ class Fused:
         if p.int_bias is None:
             args.append(self._bias(bias, p.n, p.np_))
         out = bb.emit(relax.call_tir(gv, args, relax.TensorType(p.shape, out_dtype)))
+        if p.column:  # as the one-row image every 1-D layer's twin is (the same bytes)
+            out = bb.emit(relax.op.reshape(out, (1, 1, p.shape[1], p.shape[3])))
         self.stats.fused += 1
         self.stats.vnni += self.isa.name == "vnni" and p.rows_key is None and not p.stem.startswith("depthwise")
         if p.rows_key is not None:  # NCHW already

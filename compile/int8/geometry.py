@@ -2,8 +2,12 @@
 one. A 1-D convolution (NCW/OIW) is a 2-D one on an image one row high (NCHW with H = 1, kernel
 1 x k), so the same kernels serve it on every ISA with nothing new to schedule or keep exact:
 the row axis is what the folded kw x channels reduction and the 8-pixel register blocks run
-along. A grouped convolution (1 < groups < channels) runs on the same dot-product kernels with a
-group axis (kernels.layers.conv2d_requant `groups`): each group's output channels must fill whole
+along. A dilated 1-D convolution (a TCN's) is one column high instead (H = time, kernel k x 1),
+since the kernels dilate along H only; [1, 1, T, C] and [1, T, 1, C] channels-last are the same
+bytes, so either view of a 1-D layer's output is a free reshape.
+
+A grouped convolution (1 < groups < channels) runs on the same dot-product kernels with a group
+axis (kernels.layers.conv2d_requant `groups`): each group's output channels must fill whole
 register blocks of lanes, so neighbouring groups are merged into as few "kernel groups" as that
 takes, their weights block-diagonal inside one (zeros outside each model group: exact, and the
 multiply-adds wasted are the merge factor, at worst all groups merged into one dense layer).
@@ -26,6 +30,11 @@ class ConvGeometry:
     dilation: tuple[int, int]
     groups: int
     one_d: bool
+
+    @property
+    def column(self) -> bool:
+        """A 1-D conv laid out one column high (dilated), rather than one row."""
+        return self.one_d and self.weights.shape[3] == 1 and self.weights.shape[2] > 1
 
     @property
     def depthwise(self) -> bool:
@@ -69,14 +78,16 @@ def geometry(op: str, attrs, weights: np.ndarray) -> ConvGeometry:
     pad = [int(p) for p in attrs.padding]
     stride = [int(s) for s in attrs.strides]
     dil = [int(d) for d in attrs.dilation]
-    if op == "relax.nn.conv1d":  # one row: H = 1, the 1-D axis is W
-        return ConvGeometry(w[:, :, None, :], (0, pad[0], 0, pad[1]), (1, stride[0]), (1, dil[0]),
+    if op == "relax.nn.conv1d" and dil[0] == 1:  # one row: H = 1, the 1-D axis is W
+        return ConvGeometry(w[:, :, None, :], (0, pad[0], 0, pad[1]), (1, stride[0]), (1, 1), int(attrs.groups), True)
+    if op == "relax.nn.conv1d":  # dilated: one column, the 1-D axis is H
+        return ConvGeometry(w[:, :, :, None], (pad[0], 0, pad[1], 0), (stride[0], 1), (dil[0], 1),
                             int(attrs.groups), True)
     return ConvGeometry(w, tuple(pad), tuple(stride), tuple(dil), int(attrs.groups), False)
 
 
 def fused_ok(g: ConvGeometry, in_channels: int) -> bool:
-    """What the fused kernels take: no dilation along the row (so none for a 1-D conv), and
-    groups that divide the channels."""
+    """What the fused kernels take: no dilation along the row, and groups that divide the
+    channels."""
     n, cg = g.weights.shape[:2]
     return g.dilation[1] == 1 and n % g.groups == 0 and cg * g.groups == in_channels

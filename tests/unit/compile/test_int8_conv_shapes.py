@@ -20,7 +20,7 @@ from tests.outcomes import not_run
 class Net1D(nn.Module):
     """Strided and padded 1-D convs, a max-pool on the quantized tensor, a grouped one (tanh
     after it: a non-zero zero point, so the padding must be the zero point), a 1-D depthwise
-    one, a global mean over time."""
+    one, a dilated one (run one column high), a global mean over time."""
 
     def __init__(self):
         super().__init__()
@@ -28,7 +28,8 @@ class Net1D(nn.Module):
             nn.Conv1d(10, 16, 5, stride=2, padding=2), nn.ReLU(), nn.MaxPool1d(3, stride=2, padding=1),
             nn.Conv1d(16, 24, 3, padding=1, groups=4), nn.Tanh(),
             nn.Conv1d(24, 24, 3, padding=1, groups=24), nn.ReLU(),
-            nn.Conv1d(24, 12, 1))
+            nn.Conv1d(24, 16, 3, padding=2, dilation=2), nn.ReLU(),
+            nn.Conv1d(16, 12, 1))
         self.fc = nn.Linear(12, 5)
 
     def forward(self, x):

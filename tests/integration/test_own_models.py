@@ -57,6 +57,9 @@ def test_run_own_model(brought, tmp_path, family, fmt):
     manifest = json.loads((tmp_path / "run/bundle/manifest.json").read_text())
     assert manifest["sparsity"]["global"] == pytest.approx(rep["sparsity"]["after_pruning"])
     assert manifest["inputs"][0]["shape"] == [1, *examples.FAMILIES[family].sample_shape]
+    ops = manifest["arithmetic"]["int8_ops"]
+    if family == "kws":  # 1-D convs on the fused int8 kernels, not int32 ops with fp32 between layers
+        assert ops["conv1d"] == 3 and ops["fused"] == ops["conv1d"] + ops["conv2d"] + ops["matmul"]
     spec = json.loads((tmp_path / "run/model/spec.json").read_text())
     # the stage folder says what loading it again takes: these classes live in edgeopt itself
     assert spec["source"]["format"] == fmt and spec["load_requires"]["python_modules"] == []

@@ -41,6 +41,7 @@ class Rewriter(PyExprMutator, Matcher, Fused, Passthrough, Unfused):
             if passed is not None:
                 return passed
         new = super().visit_call_(call)  # args remapped; struct info only on the original
-        rewrite = {"relax.nn.conv2d": self._conv2d, "relax.matmul": self._matmul}.get(op_name(new))
+        rewrite = {"relax.nn.conv2d": self._conv2d, "relax.nn.conv1d": self._conv2d,
+                   "relax.matmul": self._matmul}.get(op_name(new))
         out = rewrite(new, dtype_of(call)) if rewrite else None
         return new if out is None else out

@@ -1,4 +1,4 @@
-"""The unfused rewrite: conv2d/matmul(dequantize(x), dequantize(W)) -> an int32 layer (TVM's own
+"""The unfused rewrite: conv2d/conv1d/matmul(dequantize(x), dequantize(W)) -> an int32 layer (TVM's own
 int32 Relax op, or the ISA's int32 kernel where it has one) followed by the requantization to
 real values, `float(acc - zx * sum(W)) * (sx * sw)`. The rest of the graph (bias, a quantize
 after it) stays as it was. Every layer the fused path (fused.py) does not take comes here."""
@@ -9,7 +9,8 @@ from tvm import relax
 
 from ..kernels import layers
 from ..sizes import round_up
-from .exprs import const_array, dtype_of, shape_of
+from .exprs import const_array, dtype_of, op_name, shape_of
+from .geometry import geometry, layouts_ok
 
 # Below this many output channels the 16-lane int32 kernels waste most of each instruction
 # (LeNet's first conv has 6); such layers use TVM's own int32 ops.
@@ -18,37 +19,44 @@ MIN_KERNEL_CHANNELS = 8
 
 class Unfused:
     def _conv2d(self, call, dtype):
-        a = call.attrs
-        if a.data_layout != "NCHW" or a.kernel_layout != "OIHW" or dtype != "float32":
+        """conv2d, or conv1d as a conv2d one row high (geometry.py)."""
+        op = op_name(call)
+        if not layouts_ok(op, call.attrs) or dtype != "float32":
             return None
         act = self._act(call.args[0])
-        wt = self._weight(call.args[1], 0, "conv2d")
+        wt = self._weight(call.args[1], 0, "conv")
         if act is None or wt is None:
             return None
         x, sx, zx = act
         w, sw = wt
-        wv = const_array(w).astype(np.int64)
+        g = geometry(op, call.attrs, const_array(w))
+        wv = g.weights
         out_ch = wv.shape[0]
         bb = self.builder_
-        pad = [int(p) for p in a.padding]  # top, left, bottom, right
+        if g.one_d:  # [1, C, T] -> [1, C, 1, T] or [1, C, T, 1]: the int8 weights' 2-D view
+            x = bb.emit(relax.op.expand_dims(x, 3 if g.column else 2))
+            w = relax.const(wv.astype(np.int8))
+        pad = g.pad  # top, left, bottom, right
         if any(pad):
             x = bb.emit(relax.op.nn.pad(x, [0, 0, 0, 0, pad[0], pad[2], pad[1], pad[3]], pad_value=float(zx)))
         acc = None
         xshape = shape_of(x)
-        if (self.int32 is not None and int(a.groups) == 1 and dtype_of(x) == "uint8" and xshape and xshape[0] == 1
+        if (self.int32 is not None and g.groups == 1 and dtype_of(x) == "uint8" and xshape and xshape[0] == 1
                 and out_ch >= MIN_KERNEL_CHANNELS):
-            acc = self._int32_conv(x, xshape, wv, a)
+            acc = self._int32_conv(x, xshape, wv, g.stride, g.dilation)
         if acc is None:
             acc = bb.emit(relax.op.nn.conv2d(
-                x, w, strides=a.strides, padding=[0, 0, 0, 0], dilation=a.dilation, groups=a.groups,
+                x, w, strides=g.stride, padding=[0, 0, 0, 0], dilation=g.dilation, groups=g.groups,
                 data_layout="NCHW", kernel_layout="OIHW", out_dtype="int32"))
         if zx:
             corr = (zx * wv.reshape(out_ch, -1).sum(axis=1)).astype(np.int32).reshape(1, out_ch, 1, 1)
             acc = bb.emit(relax.op.subtract(acc, relax.const(corr)))
         scale = (np.float32(sx) * sw).astype(np.float32)
         scale = scale.reshape(1, out_ch, 1, 1) if scale.size > 1 else scale.reshape(())
-        self.stats.conv2d += 1
-        return relax.op.multiply(bb.emit(relax.op.astype(acc, "float32")), relax.const(scale))
+        self.stats.conv1d += g.one_d
+        self.stats.conv2d += not g.one_d
+        real = relax.op.multiply(bb.emit(relax.op.astype(acc, "float32")), relax.const(scale))
+        return relax.op.squeeze(bb.emit(real), [3 if g.column else 2]) if g.one_d else real
 
     def _matmul(self, call, dtype):
         if dtype != "float32":
@@ -100,15 +108,13 @@ class Unfused:
         self.stats.vnni += self.isa.name == "vnni"
         return acc
 
-    def _int32_conv(self, x, xshape, wv: np.ndarray, a):
+    def _int32_conv(self, x, xshape, wv: np.ndarray, stride: tuple, dilation: tuple):
         """x: [1, C, H, W] uint8, already padded with its zero point -> int32 [1, N, OH, OW]"""
         bb = self.builder_
         n, c, kh, kw = wv.shape
         _, _, h, w = xshape
         cp = round_up(c, 4)
         np_ = round_up(n, self.int32.lanes)
-        stride = tuple(int(s) for s in a.strides)
-        dilation = tuple(int(d) for d in a.dilation)
         oh, ow = layers.out_hw(h, w, kh=kh, kw=kw, stride=stride, dilation=dilation)
         hwc = bb.emit(relax.op.permute_dims(relax.op.reshape(x, (c, h, w)), [1, 2, 0]))
         if cp != c:  # extra channels meet zero weights

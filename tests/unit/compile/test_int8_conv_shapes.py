@@ -62,19 +62,23 @@ def _kws():
 MODELS = {"conv1d": (Net1D, (1, 10, 30), 1), "grouped2d": (Grouped2D, (1, 3, 9, 9), 0), "kws": (_kws, (1, 40, 98), 0)}
 
 
-@pytest.fixture(scope="module", params=sorted(MODELS))
-def qdq(request, tmp_path_factory):
-    """(name, QDQ model path, inputs): per-channel min-max PTQ on inputs in [-1, 1]."""
-    cls, shape, _ = MODELS[request.param]
+def _make_qdq(name, d):
+    """(QDQ model path, inputs) of MODELS[name] in `d`: per-channel min-max PTQ on inputs in [-1, 1]."""
+    cls, shape, _ = MODELS[name]
     torch.manual_seed(0)
-    d = tmp_path_factory.mktemp(request.param)
     fp32 = export_onnx(Model(cls().eval(), InputSpec("input", shape)), d / "fp32.onnx")
     pre = ort_ptq.preprocess(fp32, d / "pre.onnx")
     rng = np.random.default_rng(0)
     calib = rng.uniform(-1, 1, (32, *shape[1:])).astype(np.float32)
     int8 = ort_ptq.quantize(pre, d / "int8.onnx", input_name="input", calib=calib, calibrator=Calibrator.minmax,
                             bits=8, per_channel=True)
-    return request.param, int8, rng.uniform(-1, 1, (16, *shape)).astype(np.float32)
+    return int8, rng.uniform(-1, 1, (16, *shape)).astype(np.float32)
+
+
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def qdq(request, tmp_path_factory):
+    """(name, QDQ model path, inputs)"""
+    return (request.param, *_make_qdq(request.param, tmp_path_factory.mktemp(request.param)))
 
 
 def _convs(path):
@@ -155,3 +159,26 @@ def test_grouped_weights_merge_groups_only_as_far_as_whole_lane_blocks_need():
     dense = geo(24, 3, 4).block_weights(1)
     assert dense.shape == (24, 12, 1, 3) and (dense[18:, 9:] == geo(24, 3, 4).weights[18:]).all()
     assert not dense[18:, :9].any()
+
+
+def test_without_fused_kernels_1d_convs_still_run_integer_arithmetic(tmp_path):
+    """No ISA (kernels=None): every conv1d becomes an int32 conv2d one row (or, dilated, one
+    column) high, fp32 between layers, within one output quantization step of the QDQ model."""
+    import tvm
+    from edgeopt.compile.int8 import lower_qdq_to_int8
+    from edgeopt.compile.onnx_model import default_tolerance
+    from tvm import relax
+    from tvm.relax.frontend.onnx import from_onnx
+
+    int8, x = _make_qdq("conv1d", tmp_path)
+    mod, stats = lower_qdq_to_int8(from_onnx(load_onnx(int8), keep_params_in_input=False), kernels=None)
+    assert stats.fused == 0 and stats.conv1d == _convs(int8)[0] == 5
+    assert "relax.nn.conv1d" not in mod["main"].script()
+    target = tvm.target.Target(get_target("host").tvm_target())
+    with target:
+        mod = relax.get_pipeline("zero")(mod)
+    vm = relax.VirtualMachine(relax.build(mod, target), tvm.cpu())
+    got = np.concatenate([vm["main"](tvm.runtime.tensor(xi)).numpy() for xi in x])
+    ref = predict(int8, x[:, 0])
+    assert float(np.abs(got - ref).max()) <= default_tolerance(load_onnx(int8))
+    assert float((got.argmax(1) == ref.argmax(1)).mean()) >= 0.9

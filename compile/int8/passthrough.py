@@ -95,7 +95,12 @@ class Passthrough:
         name = self._name("add_requant_")
         gv = bb.add_func(func.with_attr("global_symbol", name), name)
         out4 = bb.emit(relax.call_tir(gv, [ta[1], tb[1]], relax.TensorType(shape, out_dtype)))
-        return self._nhwc_view(out4, ta[2], shape[3])
+        view = self._nhwc_view(out4, ta[2], shape[3])
+        if len(shape_of(q) or ()) == 3:  # two 1-D layers' outputs: NCW again, the same twin
+            view3 = bb.emit(relax.op.squeeze(view, [2]))
+            self.twins[view3] = self.twins[view]
+            return view3
+        return view
 
     def _global_mean(self, call):
         """mean(dequantize(x), every spatial axis) of a channels-last x (NCHW axes 2, 3 or a 1-D

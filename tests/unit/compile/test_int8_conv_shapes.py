@@ -20,7 +20,7 @@ from tests.outcomes import not_run
 class Net1D(nn.Module):
     """Strided and padded 1-D convs, a max-pool on the quantized tensor, a grouped one (tanh
     after it: a non-zero zero point, so the padding must be the zero point), a 1-D depthwise
-    one, a dilated one (run one column high), a global mean over time."""
+    one, a dilated one (run one column high), a residual add, a global mean over time."""
 
     def __init__(self):
         super().__init__()
@@ -28,12 +28,14 @@ class Net1D(nn.Module):
             nn.Conv1d(10, 16, 5, stride=2, padding=2), nn.ReLU(), nn.MaxPool1d(3, stride=2, padding=1),
             nn.Conv1d(16, 24, 3, padding=1, groups=4), nn.Tanh(),
             nn.Conv1d(24, 24, 3, padding=1, groups=24), nn.ReLU(),
-            nn.Conv1d(24, 16, 3, padding=2, dilation=2), nn.ReLU(),
-            nn.Conv1d(16, 12, 1))
+            nn.Conv1d(24, 16, 3, padding=2, dilation=2), nn.ReLU())
+        self.res = nn.Conv1d(16, 16, 3, padding=1)
+        self.head = nn.Conv1d(16, 12, 1)
         self.fc = nn.Linear(12, 5)
 
     def forward(self, x):
-        return self.fc(self.body(x).mean(dim=2))
+        h = self.body(x)
+        return self.fc(self.head(h + self.res(h)).mean(dim=2))
 
 
 class Grouped2D(nn.Module):
@@ -172,7 +174,7 @@ def test_without_fused_kernels_1d_convs_still_run_integer_arithmetic(tmp_path):
 
     int8, x = _make_qdq("conv1d", tmp_path)
     mod, stats = lower_qdq_to_int8(from_onnx(load_onnx(int8), keep_params_in_input=False), kernels=None)
-    assert stats.fused == 0 and stats.conv1d == _convs(int8)[0] == 5
+    assert stats.fused == 0 and stats.conv1d == _convs(int8)[0] == 6
     assert "relax.nn.conv1d" not in mod["main"].script()
     target = tvm.target.Target(get_target("host").tvm_target())
     with target:

@@ -7,8 +7,9 @@ and constant folding turns the int8 weights back into fp32 constants. The pass (
     conv2d(dequantize(x_u8, sx, zx), dequantize(W_i8, sw, 0))
     matmul(dequantize(x_u8, sx, zx), permute_dims(dequantize(W_i8, sw, 0)))
 
-either as a whole fused layer (fused.py: the layer, its bias and the quantize after it in one
-kernel on the target's ISA, compile/kernels) or, where that does not apply, as an int32 op
+(and conv1d, run as a conv2d one row high; grouped convs on a group axis: geometry.py) either as
+a whole fused layer (fused.py: the layer, its bias and the quantize after it in one kernel on the
+target's ISA, compile/kernels) or, where that does not apply, as an int32 op
 followed by the requantization to real values (unfused.py). Results agree with onnxruntime's
 int8 execution, and the weights stay int8 constants in the compiled library.
 

@@ -1,14 +1,15 @@
-"""`edgeopt sweep [SPEC.toml]`: registered on the main `app` by importing this module from toolkit.cli."""
+"""`edgeopt sweep [SPEC.toml]`: the pruning x quantization x target search on Ray Tune (docs/sweep.md)."""
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from .cli import _stdout_to_stderr, app
+from .options import Quiet, json_flag, print_json, stdout_to_stderr
+
+app = typer.Typer()
+SweepJson = json_flag("sweep.json")
 
 
 def _floats(values: Optional[list[str]], flag: str) -> Optional[list[float]]:
@@ -48,14 +49,14 @@ def sweep_cmd(
     calibrator: Optional[list[str]] = typer.Option(None, help="space: minmax | percentile | entropy"),
     target: Optional[list[str]] = typer.Option(None, help="space: compile targets (`edgeopt targets`)"),
     tune_trials: Optional[list[str]] = typer.Option(None, help="space: MetaSchedule trials (0: untuned)"),
-    as_json: bool = typer.Option(False, "--json", help="print sweep.json on stdout, nothing else"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress on stderr"),
+    as_json: SweepJson = False,
+    quiet: Quiet = False,
 ) -> None:
     """Search pruning x quantization x target on Ray Tune for the accuracy / latency / size Pareto
     front, measured on the boards. Ctrl-C, then the same command, resumes."""
     from edgeopt.errors import UsageError
 
-    from .sweep import require_ray, resolve, run_sweep
+    from ..sweep import require_ray, resolve, run_sweep
 
     require_ray()  # before anything else: one line says how to get the extra
     flags = {"search": search, "samples": samples, "boards": _strs(board), "budget": budget, "model": model,
@@ -67,10 +68,10 @@ def sweep_cmd(
     sweep_spec = resolve(flags, space, spec)
     if num_cpus is not None and num_cpus < 1:
         raise UsageError(f"--num-cpus must be >= 1, got {num_cpus}")
-    with _stdout_to_stderr():  # Ray's and TVM's chatter never reaches stdout
+    with stdout_to_stderr():  # Ray's and TVM's chatter never reaches stdout
         doc = run_sweep(sweep_spec, out=out, address=address, cache=cache, num_cpus=num_cpus, quiet=quiet)
     if as_json:
-        sys.stdout.write(json.dumps(doc) + "\n")
+        print_json(doc)
         return
     t = doc["trials"]
     print(f"{t['finished']} settings ({t['ok']} measured, {t['failed']} failed); Pareto front: {len(doc['front'])}; "

@@ -1,63 +1,30 @@
-"""The `edgeopt` command: a thin shell over the Python API. `main(argv) -> exit code`.
-
-Exit codes (docs/cli.md): 0 ok; 1 other edgeopt error; 2 bad option or value; 3 bad input file;
-4 accuracy budget not met; 5 compile failed; 6 bad bundle; 7 board failure; 8 host key refused;
-70 internal error (a bug: please report it); 130 interrupted.
-"""
+"""The stage commands: run (the whole flow), prune, quantize, compile, targets. Each is a thin
+shell over the stage's Python API (toolkit/pipeline.py, prune/, quantize/, compile/)."""
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import sys
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import typer
 
-from edgeopt.errors import EdgeoptError
+from .options import Factory, Quiet, TestData, ValData, choice, json_flag, print_json, stdout_to_stderr
 
-app = typer.Typer(
-    name="edgeopt",
-    help="Prune, quantize, compile with TVM and run a model on an edge board over SSH.",
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
-
-
-@app.callback()
-def _root() -> None:
-    """edgeopt: model in, a smaller faster model running on a board out, with a report."""
-
-
-@contextlib.contextmanager
-def _stdout_to_stderr() -> Iterator[None]:
-    """Everything written to stdout (by us, torch, TVM's C++ logs) goes to stderr meanwhile,
-    so that --json leaves exactly one JSON document on stdout."""
-    sys.stdout.flush()
-    saved_fd = os.dup(1)
-    saved_obj = sys.stdout
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    try:
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved_fd, 1)
-        os.close(saved_fd)
-        sys.stdout = saved_obj
+app = typer.Typer()
+RunJson = json_flag("one JSON report")
+PruneJson = json_flag("prune.json")
+QuantJson = json_flag("quant.json")
+CompileJson = json_flag("a JSON summary")
 
 
 @app.command()
 def run(
     model: Optional[str] = typer.Option(None, help="built-in name (mlp, cnn, resnet; trained here) or your own model file: a torch.save'd nn.Module, a state dict (+ --factory), TorchScript, a torch.export .pt2, or ONNX [default: mlp]"),
-    factory: Optional[str] = typer.Option(None, help="package.module:function building the model a state dict is for"),
+    factory: Factory = None,
     data: Optional[str] = typer.Option(None, help="'digits' or an .npz: x (samples as the model takes them), y (labels), "
                                                   "optional x_val/y_val, x_test/y_test [default: digits]"),
-    val_data: Optional[Path] = typer.Option(None, help="an .npz (x, y): the validation split (decisions), instead of carving one"),
-    test_data: Optional[Path] = typer.Option(None, help="an .npz (x, y): the held-out test split every accuracy is measured on"),
+    val_data: ValData = None,
+    test_data: TestData = None,
     target: Optional[str] = typer.Option(None, help="compile target name [default: host]"),
     board: Optional[str] = typer.Option(None, help="'local' (embedded SSH board) or user@host[:port] [default: local]"),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file with these options (flags win)"),
@@ -77,13 +44,13 @@ def run(
     variants: Optional[bool] = typer.Option(None, "--variants", help="also leave the dense fp32, pruned fp32 and pruned int8 "
                                             "bundles, untuned and tuned, in --out (for `edgeopt bench DIR`)"),
     tune_trials: Optional[int] = typer.Option(None, help="--variants: MetaSchedule trials per tuned bundle; 0: no tuned ones [default: 16]"),
-    as_json: bool = typer.Option(False, "--json", help="print one JSON report on stdout, nothing else"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress on stderr"),
+    as_json: RunJson = False,
+    quiet: Quiet = False,
 ) -> None:
     """Train (built-ins) or load your model -> prune -> int8 PTQ -> TVM compile -> run on a board -> report."""
-    from .config import resolve
-    from .pipeline import run as run_pipeline
-    from .progress import Progress
+    from ..config import resolve
+    from ..pipeline import run as run_pipeline
+    from ..progress import Progress
 
     flags = {
         "model": model, "factory": factory, "data": data, "val_data": val_data, "test_data": test_data, "target": target, "board": board, "out": out,
@@ -98,15 +65,14 @@ def run(
 
         raise UsageError("--variants needs --out DIR: the bundles are left there", hint="edgeopt run --variants --out DIR")
     progress = Progress(quiet=quiet)
-    with _stdout_to_stderr():  # library chatter never reaches stdout
+    with stdout_to_stderr():  # library chatter never reaches stdout
         report = run_pipeline(cfg, progress=progress)
     if as_json:
-        sys.stdout.write(json.dumps(report) + "\n")
-        sys.stdout.flush()
+        print_json(report)
     else:
         from rich.console import Console
 
-        from .report import render_table
+        from ..report import render_table
 
         Console().print(render_table(report))
         if cfg.out:
@@ -119,8 +85,8 @@ def prune_cmd(
                                           "or your own model file: torch.save'd nn.Module, state dict (+ --factory), "
                                           "TorchScript, torch.export .pt2, ONNX"),
     data: str = typer.Option("digits", help="'digits' or an .npz: x, y, optional x_val/y_val, x_test/y_test"),
-    val_data: Optional[Path] = typer.Option(None, help="an .npz (x, y): the validation split"),
-    test_data: Optional[Path] = typer.Option(None, help="an .npz (x, y): the held-out test split"),
+    val_data: ValData = None,
+    test_data: TestData = None,
     target: float = typer.Option(0.70, help="fraction of prunable weights to zero or remove"),
     method: str = typer.Option("magnitude", help="magnitude (unstructured) | structured (removes neurons/filters)"),
     schedule: str = typer.Option("gradual", help="oneshot | gradual (cubic, fine-tuning between steps)"),
@@ -136,35 +102,35 @@ def prune_cmd(
     distill: bool = typer.Option(False, "--distill", help="distill from the dense model while fine-tuning"),
     finetune_epochs: int = typer.Option(0, help="transfer learning: fine-tune on DATA before pruning"),
     freeze: int = typer.Option(0, help="transfer learning: freeze the first N Linear/Conv layers"),
-    factory: Optional[str] = typer.Option(None, help="package.module:function building the model for a state dict"),
+    factory: Factory = None,
     train_epochs: int = typer.Option(40, help="epochs to train a built-in model first"),
     allow_below_70: bool = typer.Option(False, "--allow-below-70", help="allow a target under 0.70"),
     seed: int = typer.Option(0),
     out: Path = typer.Option(..., help="write pruned.pt, spec.json, prune.json here"),
-    as_json: bool = typer.Option(False, "--json", help="print prune.json on stdout, nothing else"),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    as_json: PruneJson = False,
+    quiet: Quiet = False,
 ) -> None:
     """Prune a model to a sparsity target and report sparsity three ways."""
-    from .prune import Allocation, Importance, Method, PruneConfig, Schedule, Scope
-    from .prune import prune as run_prune
-    from .progress import Progress
+    from ..prune import Allocation, Importance, Method, PruneConfig, Schedule, Scope
+    from ..prune import prune as run_prune
+    from ..progress import Progress
 
     config = PruneConfig(
-        target=target, method=_choice(Method, method, "--method"), schedule=_choice(Schedule, schedule, "--schedule"),
-        scope=_choice(Scope, scope, "--scope"), allocation=_choice(Allocation, allocation, "--allocation"),
-        importance=_choice(Importance, importance, "--importance"), exclude=tuple(exclude or ()), steps=steps,
+        target=target, method=choice(Method, method, "--method"), schedule=choice(Schedule, schedule, "--schedule"),
+        scope=choice(Scope, scope, "--scope"), allocation=choice(Allocation, allocation, "--allocation"),
+        importance=choice(Importance, importance, "--importance"), exclude=tuple(exclude or ()), steps=steps,
         epochs_per_step=epochs, final_epochs=final_epochs, distill=distill, seed=seed, allow_below_70=allow_below_70,
         latency_weighted=latency_weighted,
     )
     config.validate()  # before anything is loaded or trained
-    from .inputs import check_model_spec
+    from ..inputs import check_model_spec
 
     check_model_spec(model)
     progress = Progress(quiet=quiet)
-    with _stdout_to_stderr():  # library chatter never reaches stdout
-        from .data import load_dataset
-        from .inputs import resolve_model
-        from .transfer import finetune
+    with stdout_to_stderr():  # library chatter never reaches stdout
+        from ..data import load_dataset
+        from ..inputs import resolve_model
+        from ..transfer import finetune
 
         with progress.stage("data", f"load data ({data})"):
             dataset = load_dataset(data, val=val_data, test=test_data)
@@ -193,11 +159,11 @@ def prune_cmd(
         result.save(out)
         (out / "prune.json").write_text(json.dumps(doc, indent=2) + "\n")
     if as_json:
-        sys.stdout.write(json.dumps(doc) + "\n")
+        print_json(doc)
     else:
         from rich.console import Console
 
-        from .report import render_prune_table
+        from ..report import render_prune_table
 
         Console().print(render_prune_table(doc))
 
@@ -208,8 +174,8 @@ def quantize_cmd(
                                           "(trained first), or your own model file: torch.save'd nn.Module, state dict "
                                           "(+ --factory), TorchScript, .pt2, or an .onnx (PTQ only)"),
     data: str = typer.Option("digits", help="'digits' or an .npz: x, y, optional x_val/y_val, x_test/y_test"),
-    val_data: Optional[Path] = typer.Option(None, help="an .npz (x, y): the validation split"),
-    test_data: Optional[Path] = typer.Option(None, help="an .npz (x, y): the held-out test split"),
+    val_data: ValData = None,
+    test_data: TestData = None,
     bits: int = typer.Option(8, help="8, 16, or 4 (4-bit weights, 8-bit activations)"),
     scheme: str = typer.Option("uniform", help="uniform (integer QDQ) | kmeans (non-uniform weight sharing, --bits index bits)"),
     calibrator: str = typer.Option("minmax", help="minmax | percentile | entropy: the first PTQ attempt"),
@@ -221,21 +187,21 @@ def quantize_cmd(
     fallback_max_fraction: float = typer.Option(0.5, help="at most this share of the layers may stay float"),
     no_qat: bool = typer.Option(False, "--no-qat", help="never fall back to quantization-aware training"),
     qat_epochs: int = typer.Option(4, help="QAT epochs (the float fine-tune control gets the same)"),
-    factory: Optional[str] = typer.Option(None, help="package.module:function building the model for a state dict"),
+    factory: Factory = None,
     seed: int = typer.Option(0),
     out: Path = typer.Option(..., help="write model.onnx, the quantized model and quant.json here"),
-    as_json: bool = typer.Option(False, "--json", help="print quant.json on stdout, nothing else"),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    as_json: QuantJson = False,
+    quiet: Quiet = False,
 ) -> None:
     """Quantize: PTQ first; other calibrators, per-layer float fallback, then QAT only if the budget is blown.
     Exit code 4 if nothing met the budget (the best attempt is still written)."""
     from edgeopt.errors import AccuracyBudgetError
-    from .inputs import check_model_spec, resolve_model
-    from .progress import Progress
-    from .quantize import Calibrator, QuantConfig, Scheme, quantize
+    from ..inputs import check_model_spec, resolve_model
+    from ..progress import Progress
+    from ..quantize import Calibrator, QuantConfig, Scheme, quantize
 
     config = QuantConfig(
-        bits=bits, scheme=_choice(Scheme, scheme, "--scheme"), calibrator=_choice(Calibrator, calibrator, "--calibrator"),
+        bits=bits, scheme=choice(Scheme, scheme, "--scheme"), calibrator=choice(Calibrator, calibrator, "--calibrator"),
         calibration_samples=calibration_samples, percentile=percentile, per_channel=not per_tensor_weights,
         budget=budget, budget_relative=budget_relative, fallback_max_fraction=fallback_max_fraction, qat=not no_qat,
         qat_epochs=qat_epochs, seed=seed,
@@ -243,13 +209,13 @@ def quantize_cmd(
     config.validate()
     check_model_spec(model)
     progress = Progress(quiet=quiet)
-    with _stdout_to_stderr():  # library chatter never reaches stdout
-        from .data import load_dataset
+    with stdout_to_stderr():  # library chatter never reaches stdout
+        from ..data import load_dataset
 
         with progress.stage("data", f"load data ({data})"):
             dataset = load_dataset(data, val=val_data, test=test_data)
         if model.endswith(".onnx"):
-            from .inputs import check_onnx_fit
+            from ..inputs import check_onnx_fit
 
             source = Path(model)
             check_onnx_fit(source, dataset)
@@ -266,13 +232,13 @@ def quantize_cmd(
     doc = result.to_json()
     doc["accuracy"]["measured_on"] = dataset.splits.get("test")
     if Path(model, "prune.json").is_file():  # carried on to the bundle's manifest by `edgeopt compile`
-        from .pipeline import manifest_sparsity
-        from .prune import PrunedModel
+        from ..pipeline import manifest_sparsity
+        from ..prune import PrunedModel
 
         doc["sparsity"] = manifest_sparsity(PrunedModel.load(Path(model)))
     (out / "quant.json").write_text(json.dumps(doc, indent=2) + "\n")
     if as_json:
-        sys.stdout.write(json.dumps(doc) + "\n")
+        print_json(doc)
     else:
         a = doc["accuracy"]
         if a["quantized"] is None:
@@ -290,7 +256,7 @@ def compile_cmd(
     model: Path = typer.Argument(..., help="an ONNX model (fp32 or QDQ int8), or a torch model file (torch.save'd module, "
                                            "state dict + --factory, TorchScript, .pt2) with --input-shape input=1,..."),
     target: str = typer.Option("host", help="target name; `edgeopt targets` lists them"),
-    factory: Optional[str] = typer.Option(None, help="package.module:function building the model a state dict is for"),
+    factory: Factory = None,
     out: Path = typer.Option(..., help="bundle directory to write (replaced only once the new one is complete)"),
     input_shape: Optional[list[str]] = typer.Option(None, help="NAME=1,3,32,32 for an input with a symbolic shape (repeatable)"),
     tune: bool = typer.Option(False, "--tune", help="tune with MetaSchedule (host targets); the database is cached"),
@@ -302,14 +268,14 @@ def compile_cmd(
     scale: float = typer.Option(1.0, help="input preprocessing the model expects, recorded in the manifest: x * scale"),
     mean: Optional[list[float]] = typer.Option(None, help="... then (x - mean) / std, per channel (repeatable)"),
     std: Optional[list[float]] = typer.Option(None, help="see --mean"),
-    as_json: bool = typer.Option(False, "--json", help="print a JSON summary on stdout, nothing else"),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    as_json: CompileJson = False,
+    quiet: Quiet = False,
 ) -> None:
     """Compile an ONNX model with TVM into a bundle (model.so + manifest.json) for a target."""
     from edgeopt.compile import compile_onnx, get_target
 
     from edgeopt.errors import InputError, UsageError
-    from .progress import Progress
+    from ..progress import Progress
 
     tgt = get_target(target)
     shapes = {}
@@ -324,7 +290,7 @@ def compile_cmd(
     if not model.is_file():
         raise InputError(f"model not found: {model}", hint="pass an .onnx file or a torch model file")
     progress = Progress(quiet=quiet)
-    with _stdout_to_stderr():  # library chatter never reaches stdout
+    with stdout_to_stderr():  # library chatter never reaches stdout
         model, extra = _compile_source(model, shapes, factory, out)
         with progress.stage("compile", f"TVM compile {model.name} for {tgt.name}" + (f", tuning {trials} trials" if tune else "")) as st:
             bar = None
@@ -364,7 +330,7 @@ def compile_cmd(
         "outputs": bundle.manifest["outputs"],
     }
     if as_json:
-        sys.stdout.write(json.dumps(doc) + "\n")
+        print_json(doc)
     else:
         p = doc["parity"]
         print(f"bundle {bundle.path} ({bundle.bytes:,} bytes) for {t['name']} ({t['triple']}, mcpu {t['mcpu']}); "
@@ -375,7 +341,7 @@ def _compile_source(model: Path, shapes: dict, factory: str | None, out: Path) -
     """(the ONNX to compile, manifest additions). A torch model file is exported to ONNX first with
     the --input-shape given; the pruning stage's sparsity comes along from a quant.json beside it."""
     from edgeopt.errors import InputError, UsageError
-    from .loader import ModelFormat, load, sniff
+    from ..loader import ModelFormat, load, sniff
 
     extra: dict = {}
     quant_json = model.parent / "quant.json"
@@ -395,8 +361,8 @@ def _compile_source(model: Path, shapes: dict, factory: str | None, out: Path) -
         raise UsageError(f"{model} is a torch model: give its input shape, --input-shape input=1,C,H,W (or 1,C,L or 1,F)")
     shape = tuple(next(iter(shapes.values())))
     loaded = load(model, factory=factory, sample_shape=shape)
-    from .export import export_onnx
-    from .models import InputSpec, Model
+    from ..export import export_onnx
+    from ..models import InputSpec, Model
 
     onnx_path = out.parent / f".{out.name}.source.onnx"
     try:
@@ -415,88 +381,3 @@ def targets_cmd() -> None:
 
     for t in TARGETS.values():
         print(f"{t.name:<12} {t.arch:<8} {t.description}")
-
-
-def _choice(enum, value: str, flag: str):
-    try:
-        return enum(value)
-    except ValueError:
-        from edgeopt.errors import UsageError
-
-        raise UsageError(f"{flag} must be one of {', '.join(e.value for e in enum)}, got {value!r}") from None
-
-
-def _error(message: str) -> None:
-    print(f"edgeopt: error: {message}", file=sys.stderr)
-
-
-INTERRUPTED = "interrupted (Ctrl-C); on a board, the command stops with its session"
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    # typer turns a KeyboardInterrupt into a silent exit code 130; a flag set by our own SIGINT
-    # handler tells that apart, so Ctrl-C always gets its line
-    interrupted: list[bool] = []
-
-    def on_sigint(signum, frame):
-        interrupted.append(True)
-        raise KeyboardInterrupt
-
-    import signal
-    import threading
-
-    previous = signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None
-    try:
-        return _main(argv, interrupted)
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
-
-
-def _main(argv: list[str], interrupted: list[bool]) -> int:
-    try:
-        # without standalone mode, click returns a command's typer.Exit code instead of raising it
-        code = app(args=argv, prog_name="edgeopt", standalone_mode=False)
-        if interrupted:
-            _error(INTERRUPTED)
-            return 130
-        return code if isinstance(code, int) else 0
-    except typer.Exit as exc:
-        if interrupted:
-            _error(INTERRUPTED)
-            return 130
-        return exc.exit_code
-    except typer.TyperException as exc:  # typer's (vendored) click: usage errors and the like
-        if type(exc).__name__ == "NoArgsIsHelpError":
-            print(exc.format_message(), file=sys.stderr)
-            return 2
-        ctx = getattr(exc, "ctx", None)
-        cmd = ctx.command_path if ctx is not None else "edgeopt"
-        _error(f"{exc.format_message()} (see '{cmd} --help')")
-        return getattr(exc, "exit_code", 2)
-    except EdgeoptError as exc:
-        _error(str(exc))
-        return exc.exit_code
-    except (KeyboardInterrupt, typer.Abort):
-        _error(INTERRUPTED)
-        return 130
-    except Exception as exc:  # a bug: one line by default, the traceback on request
-        if os.environ.get("EDGEOPT_DEBUG"):
-            raise
-        _error(f"internal error: {type(exc).__name__}: {exc} (set EDGEOPT_DEBUG=1 for the traceback, and please report it)")
-        return 70
-
-
-def entry_point() -> None:
-    try:
-        code = main()
-    except KeyboardInterrupt:  # a second Ctrl-C while the first one's clean-up ran
-        _error(INTERRUPTED)
-        code = 130
-    sys.exit(code)
-
-
-from . import cli_board  # noqa: E402,F401  (registers the board commands on `app`)
-from . import cli_report  # noqa: E402,F401  (registers `edgeopt report ...` on `app`)
-from . import cli_sweep  # noqa: E402,F401  (registers `edgeopt sweep` on `app`)

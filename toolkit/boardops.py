@@ -13,6 +13,7 @@ import numpy as np
 
 from edgeopt.compile import Bundle
 
+from .bench.options import MIN_REPEAT_MS, BenchOptions
 from .deploy import Connection, Deployment, agent_digest, run_agent
 from edgeopt.errors import BoardError, UsageError
 
@@ -74,8 +75,8 @@ def reference(bundle: Bundle, *, onnx: Path | None = None, data: Path | None = N
     return x, predict(source, x), None
 
 
-def bench(conn: Connection, bundle: Bundle, *, runs: int = 200, warmup: int = 20, threads: list[int | None] = (None,),
-          baseline: str | None = None, min_repeat_ms: float = 0.0, onnx: Path | None = None, data: Path | None = None,
+def bench(conn: Connection, bundle: Bundle, *, runs: int = BenchOptions.runs, warmup: int = BenchOptions.warmup,
+          threads: list[int | None] = (None,), baseline: str | None = None, min_repeat_ms: float = MIN_REPEAT_MS, onnx: Path | None = None, data: Path | None = None,
           keep_samples: bool = False) -> dict:
     """Deploy, then the benchmark protocol once per thread count, with parity against the host's
     onnxruntime reference. The result's top level is the first thread count's; `sweep` has all."""

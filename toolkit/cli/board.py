@@ -9,8 +9,9 @@ from typing import Annotated, Iterator, Optional
 
 import typer
 
+from ..bench.options import MIN_REPEAT_MS, BenchOptions
 from . import qemu
-from .options import BOARD_HELP, Board, BoardArg, Json, LocalPort, Quiet, Timeout, TrustNewHost, emit, quiet_stdout, sub_app
+from .options import BOARD_HELP, default, Board, BoardArg, Json, LocalPort, Quiet, Timeout, TrustNewHost, emit, quiet_stdout, sub_app
 
 app = typer.Typer()
 board_app = sub_app("Provision, inspect and clean a board.")
@@ -49,7 +50,7 @@ def deploy_cmd(
     bundle: Path = typer.Argument(..., help="a bundle directory (edgeopt compile --out)"),
     board: Board = "local",
     trust_new_host: TrustNewHost = False,
-    local_port: LocalPort = None,
+    local_port: LocalPort = default(BenchOptions, "local_port"),
     timeout: Timeout = None,
     as_json: Json = False,
 ) -> None:
@@ -75,24 +76,24 @@ def bench_cmd(
                                                   "with a manifest.json; edgeopt run --variants --out DIR)"),
     board: Optional[list[str]] = typer.Option(None, help=BOARD_HELP + ", or a [groups] name; repeat for a fleet "
                                                          "(boards run in parallel) [default: local]"),
-    runs: int = typer.Option(200, help="timed inferences per engine (one bundle: in 5 repeats; several: over --rounds)"),
-    warmup: int = typer.Option(20, help="inferences run first and discarded"),
+    runs: int = typer.Option(default(BenchOptions, "runs"), help="timed inferences per engine (one bundle: in 5 repeats; several: over --rounds)"),
+    warmup: int = typer.Option(default(BenchOptions, "warmup"), help="inferences run first and discarded"),
     threads: Optional[str] = typer.Option(None, help="thread count(s) on the board, e.g. 1,2,4 to sweep (one bundle on one board) [default: all cores]"),
     baseline: Optional[str] = typer.Option(None, help="'ort': also run the bundle's model.onnx with onnxruntime on the board; "
                                                       "'none': do not [default: none for one bundle, ort for a report]"),
-    min_repeat_ms: float = typer.Option(0.0, help="one bundle: each repeat lasts at least this long (more runs if needed)"),
+    min_repeat_ms: float = typer.Option(MIN_REPEAT_MS, help="one bundle: each repeat lasts at least this long (more runs if needed)"),
     onnx: Optional[Path] = typer.Option(None, help="one bundle: ONNX model for the host reference outputs [default: the bundle's model.onnx]"),
     data: Optional[Path] = typer.Option(None, help=".npz whose x holds the inputs for parity (and y the labels: accuracy on the board) "
                                                    "[default: 32 seeded random inputs; DIR/eval.npz of a variants dir]"),
     keep_samples: bool = typer.Option(False, "--keep-samples", help="one bundle: include every timed sample in the JSON"),
     out: Optional[Path] = typer.Option(None, help="write report.json, report.md and the PNG plots here "
                                                   "[default with several bundles or boards: ./bench-report]"),
-    rounds: int = typer.Option(10, help="report: interleaved rounds; each round runs every variant and baseline in turn"),
-    profile_runs: int = typer.Option(20, help="report: inferences per variant for the per-operator profile (0: none)"),
+    rounds: int = typer.Option(default(BenchOptions, "rounds"), help="report: interleaved rounds; each round runs every variant and baseline in turn"),
+    profile_runs: int = typer.Option(default(BenchOptions, "profile_runs"), help="report: inferences per variant for the per-operator profile (0: none)"),
     history: Optional[Path] = typer.Option(None, help="report: append the run to this JSON-lines file [default: the user data dir's history.jsonl]"),
     no_history: bool = typer.Option(False, "--no-history", help="report: do not record the run in the history"),
     trust_new_host: TrustNewHost = False,
-    local_port: LocalPort = None,
+    local_port: LocalPort = default(BenchOptions, "local_port"),
     timeout: Timeout = None,
     as_json: Json = False,
     quiet: Quiet = False,
@@ -114,12 +115,11 @@ def bench_cmd(
     single = len(bundle) == 1 and len(boards) == 1 and out is None and boards[0] not in load_groups() and not dir_of_bundles
     if not single:
         from ..bench.api import run as run_report
-        from ..bench.runner import BenchOptions
         from ..progress import Progress
 
         if len(thread_list) > 1:
             raise UsageError("--threads with a list sweeps one bundle on one board; a report takes one thread count")
-        for flag, given in (("--min-repeat-ms", min_repeat_ms != 0.0), ("--onnx", onnx is not None),
+        for flag, given in (("--min-repeat-ms", min_repeat_ms != MIN_REPEAT_MS), ("--onnx", onnx is not None),
                             ("--keep-samples", keep_samples)):
             if given:
                 raise UsageError(f"{flag} applies to one bundle on one board only",

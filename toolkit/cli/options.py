@@ -3,9 +3,11 @@ sub-app factory, and the output helpers (stdout kept for the one JSON document).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Iterator, Optional
 
@@ -30,12 +32,30 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="no progress on stder
 TrustNewHost = Annotated[bool, typer.Option("--trust-new-host", help="record an unknown board's host key")]
 Board = Annotated[str, typer.Option(help=BOARD_HELP)]
 BoardArg = Annotated[str, typer.Argument(help="a name from boards.toml, or user@host[:port]")]
-LocalPort = Annotated[Optional[int], typer.Option(help="port for the local board [default: a free one]")]
+LocalPort = Annotated[int, typer.Option(help="port for the local board (0: a free one)")]
 Timeout = Annotated[Optional[float], typer.Option(help=TIMEOUT_HELP)]
 Factory = Annotated[Optional[str], typer.Option(help="package.module:function building the model a state dict is for")]
 ValData = Annotated[Optional[Path], typer.Option(help="an .npz (x, y): the validation split (decisions), instead of carving one")]
 TestData = Annotated[Optional[Path], typer.Option(help="an .npz (x, y): the held-out test split every accuracy is measured on")]
 History = Annotated[Optional[Path], typer.Option(help=HISTORY_HELP)]
+
+
+def default(model: type, name: str) -> Any:
+    """The default of `name` in a stage's config model (a pydantic model or a dataclass), an
+    enum as its value: the one source of every CLI default (tests/unit/toolkit/test_cli_defaults.py)."""
+    fields = getattr(model, "model_fields", None)
+    if fields is not None:
+        value = fields[name].get_default(call_default_factory=True)
+    else:
+        field = {f.name: f for f in dataclasses.fields(model)}[name]
+        value = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+    return value.value if isinstance(value, Enum) else value
+
+
+def given(ctx: typer.Context, values: dict[str, Any]) -> dict[str, Any]:
+    """The options the user gave (on the command line), not those left at their default: a
+    config file's value wins over a default, a flag wins over the file."""
+    return {k: v for k, v in values.items() if ctx.get_parameter_source(k).name != "DEFAULT"}
 
 
 def sub_app(help: str) -> typer.Typer:

@@ -6,6 +6,7 @@ from typing import Optional
 
 import typer
 
+from ..qemu import MODES
 from .options import Json, emit, quiet_stdout, sub_app
 
 app = sub_app("The QEMU-emulated aarch64 board: build its image, start and stop it.")
@@ -35,7 +36,7 @@ def build_cmd(
 
 @app.command("up")
 def up_cmd(
-    mode: str = typer.Option("user", help="user (arm64 sshd under qemu-user in a chroot; fast) | system (qemu-system-aarch64; boots a kernel)"),
+    mode: str = typer.Option(MODES[0], help="user (arm64 sshd under qemu-user in a chroot; fast) | system (qemu-system-aarch64; boots a kernel)"),
     port: Optional[int] = typer.Option(None, help="loopback port for its SSH server [default: a free one]"),
     cpu: Optional[str] = typer.Option(None, help="emulated core [default: cortex-a72 in user mode, cortex-a57 in system mode]"),
     as_json: Json = False,
@@ -57,7 +58,6 @@ def down_cmd(
 ) -> None:
     """Stop the emulated board and remove everything `up` created: processes, mounts, the binfmt
     entry (if `up` registered it), its known_hosts lines and boards.toml table."""
-    from ..qemu import MODES
     from ..qemu.board import down
 
     with quiet_stdout(as_json):

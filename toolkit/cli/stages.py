@@ -8,7 +8,12 @@ from typing import Optional
 
 import typer
 
-from .options import Factory, Quiet, TestData, ValData, choice, json_flag, print_json, stdout_to_stderr
+from ..config import CompileConfig, RunConfig
+from ..progress import Progress
+from ..prune import PruneConfig
+from ..quantize import QuantConfig
+from .options import (DATA_HELP, Factory, LocalPort, Quiet, TestData, TrustNewHost, ValData, choice, default, given, json_flag,
+                      print_json, stdout_to_stderr)
 
 app = typer.Typer()
 RunJson = json_flag("one JSON report")
@@ -19,31 +24,32 @@ CompileJson = json_flag("a JSON summary")
 
 @app.command()
 def run(
-    model: Optional[str] = typer.Option(None, help="built-in name (mlp, cnn, resnet; trained here) or your own model file: a torch.save'd nn.Module, a state dict (+ --factory), TorchScript, a torch.export .pt2, or ONNX [default: mlp]"),
+    ctx: typer.Context,
+    model: str = typer.Option(default(RunConfig, "model"), help="built-in name (mlp, cnn, resnet; trained here) or your own model file: a torch.save'd nn.Module, a state dict (+ --factory), TorchScript, a torch.export .pt2, or ONNX"),
     factory: Factory = None,
-    data: Optional[str] = typer.Option(None, help="'digits' or an .npz: x (samples as the model takes them), y (labels), "
-                                                  "optional x_val/y_val, x_test/y_test [default: digits]"),
+    data: str = typer.Option(default(RunConfig, "data"), help="'digits' or an .npz: x (samples as the model takes them), y (labels), "
+                                                               "optional x_val/y_val, x_test/y_test"),
     val_data: ValData = None,
     test_data: TestData = None,
-    target: Optional[str] = typer.Option(None, help="compile target name [default: host]"),
-    board: Optional[str] = typer.Option(None, help="'local' (embedded SSH board) or user@host[:port] [default: local]"),
+    target: str = typer.Option(default(RunConfig, "target"), help="compile target name (an emulated board: its own)"),
+    board: str = typer.Option(default(RunConfig, "board"), help="'local' (embedded SSH board) or user@host[:port]"),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file with these options (flags win)"),
     out: Optional[Path] = typer.Option(None, help="keep every stage's artifact in this directory"),
-    local_port: Optional[int] = typer.Option(None, help="port for the local board [default: a free one]"),
-    sparsity: Optional[float] = typer.Option(None, help="pruning target, a fraction [default: 0.70]"),
-    allow_below_70: Optional[bool] = typer.Option(None, "--allow-below-70", help="allow a sparsity target under 0.70"),
-    method: Optional[str] = typer.Option(None, help="pruning: magnitude (unstructured) | structured [default: magnitude]"),
-    schedule: Optional[str] = typer.Option(None, help="pruning schedule: oneshot | gradual [default: gradual]"),
-    distill: Optional[bool] = typer.Option(None, "--distill", help="distill from the dense model while fine-tuning"),
-    calibrator: Optional[str] = typer.Option(None, help="minmax | percentile | entropy [default: minmax]"),
-    budget: Optional[float] = typer.Option(None, help="allowed accuracy drop, a fraction (0.01 = 1 point)"),
-    epochs: Optional[int] = typer.Option(None, help="training epochs [default: 20]"),
-    seed: Optional[int] = typer.Option(None, help="random seed [default: 0]"),
+    local_port: LocalPort = default(RunConfig, "local_port"),
+    sparsity: float = typer.Option(default(RunConfig, "sparsity"), help="pruning target, a fraction"),
+    allow_below_70: bool = typer.Option(False, "--allow-below-70", help="allow a sparsity target under 0.70"),
+    method: str = typer.Option(default(RunConfig, "method"), help="pruning: magnitude (unstructured) | structured"),
+    schedule: str = typer.Option(default(RunConfig, "schedule"), help="pruning schedule: oneshot | gradual"),
+    distill: bool = typer.Option(False, "--distill", help="distill from the dense model while fine-tuning"),
+    calibrator: str = typer.Option(default(RunConfig, "calibrator"), help="minmax | percentile | entropy"),
+    budget: float = typer.Option(default(RunConfig, "budget"), help="allowed accuracy drop, a fraction (0.01 = 1 point)"),
+    epochs: int = typer.Option(default(RunConfig, "epochs"), help="training epochs (built-in models)"),
+    seed: int = typer.Option(default(RunConfig, "seed"), help="random seed"),
     threads: Optional[int] = typer.Option(None, help="threads on the board [default: all its cores]"),
-    trust_new_host: Optional[bool] = typer.Option(None, "--trust-new-host", help="record an unknown board's host key"),
-    variants: Optional[bool] = typer.Option(None, "--variants", help="also leave the dense fp32, pruned fp32 and pruned int8 "
-                                            "bundles, untuned and tuned, in --out (for `edgeopt bench DIR`)"),
-    tune_trials: Optional[int] = typer.Option(None, help="--variants: MetaSchedule trials per tuned bundle; 0: no tuned ones [default: 16]"),
+    trust_new_host: TrustNewHost = False,
+    variants: bool = typer.Option(False, "--variants", help="also leave the dense fp32, pruned fp32 and pruned int8 "
+                                  "bundles, untuned and tuned, in --out (for `edgeopt bench DIR`)"),
+    tune_trials: int = typer.Option(default(RunConfig, "tune_trials"), help="--variants: MetaSchedule trials per tuned bundle; 0: no tuned ones"),
     as_json: RunJson = False,
     quiet: Quiet = False,
 ) -> None:
@@ -52,13 +58,14 @@ def run(
     from ..pipeline import run as run_pipeline
     from ..progress import Progress
 
-    flags = {
+    # flags given win over the --config file, which wins over RunConfig's defaults
+    flags = given(ctx, {
         "model": model, "factory": factory, "data": data, "val_data": val_data, "test_data": test_data, "target": target, "board": board, "out": out,
         "local_port": local_port, "sparsity": sparsity, "allow_below_70": allow_below_70,
         "method": method, "schedule": schedule, "distill": distill,
         "calibrator": calibrator, "budget": budget, "epochs": epochs, "seed": seed,
         "threads": threads, "trust_new_host": trust_new_host, "variants": variants, "tune_trials": tune_trials,
-    }
+    })
     cfg = resolve(flags, config)
     if cfg.variants and cfg.out is None:
         from edgeopt.errors import UsageError
@@ -84,36 +91,35 @@ def prune_cmd(
     model: str = typer.Argument(..., help="built-in name (mlp, cnn, resnet; trained here first), a stage directory, "
                                           "or your own model file: torch.save'd nn.Module, state dict (+ --factory), "
                                           "TorchScript, torch.export .pt2, ONNX"),
-    data: str = typer.Option("digits", help="'digits' or an .npz: x, y, optional x_val/y_val, x_test/y_test"),
+    data: str = typer.Option(default(RunConfig, "data"), help=DATA_HELP),
     val_data: ValData = None,
     test_data: TestData = None,
-    target: float = typer.Option(0.70, help="fraction of prunable weights to zero or remove"),
-    method: str = typer.Option("magnitude", help="magnitude (unstructured) | structured (removes neurons/filters)"),
-    schedule: str = typer.Option("gradual", help="oneshot | gradual (cubic, fine-tuning between steps)"),
-    scope: str = typer.Option("global", help="global (one threshold) | layer (same ratio per layer)"),
-    allocation: str = typer.Option("uniform", help="uniform | sensitivity (per-layer ratios from a scan)"),
+    target: float = typer.Option(default(PruneConfig, "target"), help="fraction of prunable weights to zero or remove"),
+    method: str = typer.Option(default(PruneConfig, "method"), help="magnitude (unstructured) | structured (removes neurons/filters)"),
+    schedule: str = typer.Option(default(PruneConfig, "schedule"), help="oneshot | gradual (cubic, fine-tuning between steps)"),
+    scope: str = typer.Option(default(PruneConfig, "scope"), help="global (one threshold) | layer (same ratio per layer)"),
+    allocation: str = typer.Option(default(PruneConfig, "allocation"), help="uniform | sensitivity (per-layer ratios from a scan)"),
     latency_weighted: bool = typer.Option(False, "--latency-weighted",
                                           help="sensitivity allocation also weighs each layer's TVM latency"),
-    importance: str = typer.Option("l1", help="l1 | l2 (structured: norm of a channel's weights)"),
+    importance: str = typer.Option(default(PruneConfig, "importance"), help="l1 | l2 (structured: norm of a channel's weights)"),
     exclude: Optional[list[str]] = typer.Option(None, help="a layer name never to prune (repeatable)"),
-    steps: int = typer.Option(4, help="gradual: pruning steps"),
-    epochs: int = typer.Option(2, help="fine-tuning epochs after each step (the last step gets --final-epochs)"),
-    final_epochs: int = typer.Option(6, help="fine-tuning epochs after the last step"),
+    steps: int = typer.Option(default(PruneConfig, "steps"), help="gradual: pruning steps"),
+    epochs: int = typer.Option(default(PruneConfig, "epochs_per_step"),
+                               help="fine-tuning epochs after each step (the last step gets --final-epochs)"),
+    final_epochs: int = typer.Option(default(PruneConfig, "final_epochs"), help="fine-tuning epochs after the last step"),
     distill: bool = typer.Option(False, "--distill", help="distill from the dense model while fine-tuning"),
-    finetune_epochs: int = typer.Option(0, help="transfer learning: fine-tune on DATA before pruning"),
+    finetune_epochs: int = typer.Option(0, help="transfer learning: fine-tune on DATA before pruning (0: no)"),
     freeze: int = typer.Option(0, help="transfer learning: freeze the first N Linear/Conv layers"),
     factory: Factory = None,
-    train_epochs: int = typer.Option(40, help="epochs to train a built-in model first"),
+    train_epochs: int = typer.Option(default(RunConfig, "epochs"), help="epochs to train a built-in model first"),
     allow_below_70: bool = typer.Option(False, "--allow-below-70", help="allow a target under 0.70"),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(default(PruneConfig, "seed"), help="random seed"),
     out: Path = typer.Option(..., help="write pruned.pt, spec.json, prune.json here"),
     as_json: PruneJson = False,
     quiet: Quiet = False,
 ) -> None:
     """Prune a model to a sparsity target and report sparsity three ways."""
-    from ..prune import Allocation, Importance, Method, PruneConfig, Schedule, Scope
-    from ..prune import prune as run_prune
-    from ..progress import Progress
+    from ..prune import Allocation, Importance, Method, Schedule, Scope
 
     config = PruneConfig(
         target=target, method=choice(Method, method, "--method"), schedule=choice(Schedule, schedule, "--schedule"),
@@ -128,17 +134,12 @@ def prune_cmd(
     check_model_spec(model)
     progress = Progress(quiet=quiet)
     with stdout_to_stderr():  # library chatter never reaches stdout
-        from ..data import load_dataset
         from ..inputs import resolve_model
+        from ..stages import data_stage, prune_stage
         from ..transfer import finetune
 
-        with progress.stage("data", f"load data ({data})"):
-            dataset = load_dataset(data, val=val_data, test=test_data)
-            if not dataset.labelled:
-                from edgeopt.errors import InputError
-
-                raise InputError(f"{data} has no labels: pruning fine-tunes on labels and reports accuracy",
-                                 hint="add y (and x_test/y_test) to the .npz")
+        dataset = data_stage(data, val=val_data, test=test_data, progress=progress, labels=(
+            "pruning fine-tunes on labels and reports accuracy", "add y (and x_test/y_test) to the .npz"))
         with progress.stage("model", f"load model ({model})") as st:
             dense, how = resolve_model(model, dataset, factory=factory, train_epochs=train_epochs, seed=seed)
             st["note"] = f"{how}; accuracy {dense.accuracy:.4f} ({dataset.splits.get('test')})"
@@ -147,17 +148,10 @@ def prune_cmd(
             with progress.stage("finetune", f"fine-tune on {data} ({finetune_epochs} epochs, {freeze} frozen)") as st:
                 dense, transfer = finetune(dense, dataset, epochs=finetune_epochs, freeze=freeze, seed=seed)
                 st["note"] = f"accuracy {dense.accuracy:.4f}"
-        with progress.stage("prune", f"prune to {target:.0%} ({method}, {schedule})") as st:
-            result = run_prune(dense, dataset, config=config,
-                               on_step=lambda s: progress.console.print(
-                                   f"  step {s['step']}: removed {s['removed']:.3f}, val accuracy {s['val_accuracy']:.4f}")
-                               if not quiet else None)
-            st["note"] = f"sparsity {result.global_sparsity:.4f}, accuracy {result.accuracy_after:.4f}"
-        doc = result.to_json()
-        if transfer:
-            doc["transfer"] = transfer
-        result.save(out)
-        (out / "prune.json").write_text(json.dumps(doc, indent=2) + "\n")
+        result = prune_stage(dense, dataset, config=config, out=out, progress=progress, transfer=transfer,
+                             on_step=None if quiet else lambda s: progress.console.print(
+                                 f"  step {s['step']}: removed {s['removed']:.3f}, val accuracy {s['val_accuracy']:.4f}"))
+    doc = result.to_json()
     if as_json:
         print_json(doc)
     else:
@@ -173,22 +167,22 @@ def quantize_cmd(
     model: str = typer.Argument(..., help="a stage directory (pruned.pt/model.pt + spec.json), a built-in name "
                                           "(trained first), or your own model file: torch.save'd nn.Module, state dict "
                                           "(+ --factory), TorchScript, .pt2, or an .onnx (PTQ only)"),
-    data: str = typer.Option("digits", help="'digits' or an .npz: x, y, optional x_val/y_val, x_test/y_test"),
+    data: str = typer.Option(default(RunConfig, "data"), help=DATA_HELP),
     val_data: ValData = None,
     test_data: TestData = None,
-    bits: int = typer.Option(8, help="8, 16, or 4 (4-bit weights, 8-bit activations)"),
-    scheme: str = typer.Option("uniform", help="uniform (integer QDQ) | kmeans (non-uniform weight sharing, --bits index bits)"),
-    calibrator: str = typer.Option("minmax", help="minmax | percentile | entropy: the first PTQ attempt"),
-    percentile: float = typer.Option(99.99, help="percentile calibrator's percentile"),
-    calibration_samples: int = typer.Option(256, help="training samples used to calibrate"),
+    bits: int = typer.Option(default(QuantConfig, "bits"), help="8, 16, or 4 (4-bit weights, 8-bit activations)"),
+    scheme: str = typer.Option(default(QuantConfig, "scheme"), help="uniform (integer QDQ) | kmeans (non-uniform weight sharing, --bits index bits)"),
+    calibrator: str = typer.Option(default(QuantConfig, "calibrator"), help="minmax | percentile | entropy: the first PTQ attempt"),
+    percentile: float = typer.Option(default(QuantConfig, "percentile"), help="percentile calibrator's percentile"),
+    calibration_samples: int = typer.Option(default(QuantConfig, "calibration_samples"), help="training samples used to calibrate"),
     per_tensor_weights: bool = typer.Option(False, "--per-tensor-weights", help="one weight scale per tensor, not per channel"),
-    budget: float = typer.Option(0.01, help="allowed top-1 drop below the float model, a fraction (0.01 = 1 point)"),
+    budget: float = typer.Option(default(QuantConfig, "budget"), help="allowed top-1 drop below the float model, a fraction (0.01 = 1 point)"),
     budget_relative: bool = typer.Option(False, "--budget-relative", help="--budget is a fraction of the float accuracy"),
-    fallback_max_fraction: float = typer.Option(0.5, help="at most this share of the layers may stay float"),
+    fallback_max_fraction: float = typer.Option(default(QuantConfig, "fallback_max_fraction"), help="at most this share of the layers may stay float"),
     no_qat: bool = typer.Option(False, "--no-qat", help="never fall back to quantization-aware training"),
-    qat_epochs: int = typer.Option(4, help="QAT epochs (the float fine-tune control gets the same)"),
+    qat_epochs: int = typer.Option(default(QuantConfig, "qat_epochs"), help="QAT epochs (the float fine-tune control gets the same)"),
     factory: Factory = None,
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(default(QuantConfig, "seed"), help="random seed"),
     out: Path = typer.Option(..., help="write model.onnx, the quantized model and quant.json here"),
     as_json: QuantJson = False,
     quiet: Quiet = False,
@@ -197,8 +191,7 @@ def quantize_cmd(
     Exit code 4 if nothing met the budget (the best attempt is still written)."""
     from edgeopt.errors import AccuracyBudgetError
     from ..inputs import check_model_spec, resolve_model
-    from ..progress import Progress
-    from ..quantize import Calibrator, QuantConfig, Scheme, quantize
+    from ..quantize import Calibrator, Scheme, quantize
 
     config = QuantConfig(
         bits=bits, scheme=choice(Scheme, scheme, "--scheme"), calibrator=choice(Calibrator, calibrator, "--calibrator"),
@@ -255,17 +248,18 @@ def quantize_cmd(
 def compile_cmd(
     model: Path = typer.Argument(..., help="an ONNX model (fp32 or QDQ int8), or a torch model file (torch.save'd module, "
                                            "state dict + --factory, TorchScript, .pt2) with --input-shape input=1,..."),
-    target: str = typer.Option("host", help="target name; `edgeopt targets` lists them"),
+    target: str = typer.Option(default(CompileConfig, "target"), help="target name; `edgeopt targets` lists them"),
     factory: Factory = None,
     out: Path = typer.Option(..., help="bundle directory to write (replaced only once the new one is complete)"),
     input_shape: Optional[list[str]] = typer.Option(None, help="NAME=1,3,32,32 for an input with a symbolic shape (repeatable)"),
     tune: bool = typer.Option(False, "--tune", help="tune with MetaSchedule (host targets); the database is cached"),
-    trials: int = typer.Option(64, help="tuning trials in all, shared evenly by the tasks (with --tune)"),
-    tune_threads: int = typer.Option(1, help="threads the tuned schedules are made for (with --tune); 1 suits small "
+    trials: int = typer.Option(default(CompileConfig, "tune_trials"),
+                               help="tuning trials in all, most to the heaviest tasks (with --tune)"),
+    tune_threads: int = typer.Option(default(CompileConfig, "tune_threads"), help="threads the tuned schedules are made for (with --tune); 1 suits small "
                                              "models, whose kernels are too short to gain from a parallel launch"),
     no_onnx: bool = typer.Option(False, "--no-onnx", help="leave the ONNX model out of the bundle (no onnxruntime baseline on the board)"),
     float_arith: bool = typer.Option(False, "--float-arith", help="int8 QDQ models: keep TVM's fp32 arithmetic instead of int8 x int8 -> int32 kernels"),
-    scale: float = typer.Option(1.0, help="input preprocessing the model expects, recorded in the manifest: x * scale"),
+    scale: float = typer.Option(default(CompileConfig, "scale"), help="input preprocessing the model expects, recorded in the manifest: x * scale"),
     mean: Optional[list[float]] = typer.Option(None, help="... then (x - mean) / std, per channel (repeatable)"),
     std: Optional[list[float]] = typer.Option(None, help="see --mean"),
     as_json: CompileJson = False,
@@ -304,7 +298,7 @@ def compile_cmd(
                 task = bar.add_task("tuning", total=trials)
                 bar.start()
             try:
-                declared = scale != 1.0 or bool(mean) or bool(std)
+                declared = scale != default(CompileConfig, "scale") or bool(mean) or bool(std)
                 pre = {"scale": scale, "mean": list(mean or [0.0]), "std": list(std or [1.0]), "declared": True} if declared else None
                 bundle, parity = compile_onnx(
                     model, target=tgt, out_dir=out, input_shapes=(shapes if model.suffix == ".onnx" and extra.get("onnx_given") else None) or None,

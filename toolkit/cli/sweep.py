@@ -6,7 +6,8 @@ from typing import Optional
 
 import typer
 
-from .options import Quiet, json_flag, print_json, stdout_to_stderr
+from ..sweep.spec import SweepSpec
+from .options import Quiet, default, given, json_flag, print_json, stdout_to_stderr
 
 app = typer.Typer()
 SweepJson = json_flag("sweep.json")
@@ -29,18 +30,20 @@ def _strs(values: Optional[list[str]]) -> Optional[list[str]]:
 
 @app.command("sweep")
 def sweep_cmd(
+    ctx: typer.Context,
     spec: Optional[Path] = typer.Argument(None, help="SPEC.toml: [sweep] options and a [space] table (flags win)"),
     out: Path = typer.Option(..., help="results, the front's bundles, best/, and the resumable state (.tune/)"),
     address: Optional[str] = typer.Option(None, help="an existing Ray cluster (HOST:PORT); default: RAY_ADDRESS, else a local Ray"),
     cache: Optional[Path] = typer.Option(None, help="stage cache directory, shared by sweeps [default: OUT/.stages]"),
     num_cpus: Optional[int] = typer.Option(None, help="CPUs of the local Ray [default: all]"),
-    search: Optional[str] = typer.Option(None, help="grid | optuna [default: grid]"),
-    samples: Optional[int] = typer.Option(None, help="optuna: trials in all [default: 16]"),
-    board: Optional[list[str]] = typer.Option(None, help="board or [groups] name (repeatable) [default: local]"),
-    budget: Optional[float] = typer.Option(None, help="allowed validation-accuracy drop below the dense model, a fraction [default: 0.01]"),
-    model: Optional[str] = typer.Option(None, help="built-in model [default: mlp]"),
-    data: Optional[str] = typer.Option(None, help="'digits' or an .npz with x, y [default: digits]"),
-    epochs: Optional[int] = typer.Option(None, help="training epochs of the dense model [default: 40]"),
+    search: str = typer.Option(default(SweepSpec, "search"), help="grid | optuna"),
+    samples: int = typer.Option(default(SweepSpec, "samples"), help="optuna: trials in all"),
+    board: list[str] = typer.Option(default(SweepSpec, "boards"), help="board or [groups] name (repeatable)"),
+    budget: float = typer.Option(default(SweepSpec, "budget"),
+                                 help="allowed validation-accuracy drop below the dense model, a fraction"),
+    model: str = typer.Option(default(SweepSpec, "model"), help="built-in model"),
+    data: str = typer.Option(default(SweepSpec, "data"), help="'digits' or an .npz with x, y"),
+    epochs: int = typer.Option(default(SweepSpec, "epochs"), help="training epochs of the dense model"),
     concurrency: Optional[int] = typer.Option(None, help="trials at once [default: as many as the CPUs allow]"),
     method: Optional[list[str]] = typer.Option(None, help="space: pruning methods (magnitude, structured)"),
     sparsity: Optional[list[str]] = typer.Option(None, help="space: sparsity targets, fractions >= 0.70"),
@@ -59,8 +62,11 @@ def sweep_cmd(
     from ..sweep import require_ray, resolve, run_sweep
 
     require_ray()  # before anything else: one line says how to get the extra
-    flags = {"search": search, "samples": samples, "boards": _strs(board), "budget": budget, "model": model,
-             "data": data, "epochs": epochs, "concurrency": concurrency}
+    # flags given win over SPEC.toml, which wins over SweepSpec's defaults
+    flags = given(ctx, {"search": search, "samples": samples, "board": board, "budget": budget, "model": model,
+                        "data": data, "epochs": epochs, "concurrency": concurrency})
+    if "board" in flags:
+        flags["boards"] = _strs(flags.pop("board"))
     space = {"method": _strs(method), "sparsity": _floats(sparsity, "--sparsity"),
              "bits": [int(b) for b in _floats(bits, "--bits")] if bits else None, "scheme": _strs(scheme),
              "calibrator": _strs(calibrator), "target": _strs(target),

@@ -33,7 +33,8 @@ AGENT_SCHEMA = "edgeopt.agent/1"
 REMOTE_ROOT = PurePosixPath(".edgeopt")  # relative to the login directory, as SFTP and exec both see it
 AGENT_SOURCE = Path(__file__).resolve().parent.parent / "board"
 # what the agent must never import on a board (it reports every top-level module it imported)
-HOST_ONLY_MODULES = frozenset({"torch", "onnx", "paramiko", "edgeopt", "toolkit", "compile"})
+# (the tests check the same list: tests/unit/board, tests/integration)
+HOST_ONLY_MODULES = frozenset({"torch", "onnx", "paramiko", "asyncssh", "sklearn", "edgeopt", "toolkit", "compile"})
 
 # What the host reads of a board command's output at most (docs/reliability.md); past either cap
 # the command is stopped. The agent's JSON is a few KB, 200 kept samples a few more.
@@ -162,12 +163,10 @@ def agent_files() -> list[Path]:
 
 
 def agent_digest() -> str:
-    h = hashlib.sha256()
-    for f in agent_files():
-        h.update(f.relative_to(AGENT_SOURCE.parent).as_posix().encode() + b"\0" + f.read_bytes())
-    return h.hexdigest()[:16]
+    """The digest the uploaded agent reports for itself (board/agent/version.py)."""
+    from edgeopt.board.agent.version import digest
 
-
+    return digest([str(f) for f in agent_files()], str(AGENT_SOURCE.parent))
 
 
 def fingerprint(key: paramiko.PKey) -> str:

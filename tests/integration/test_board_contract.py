@@ -20,12 +20,12 @@ import pytest
 
 from edgeopt.board.local import LocalBoard
 from edgeopt.toolkit.cli import main
-from edgeopt.toolkit.deploy import BoardSpec, Connection, Deployment, agent_digest
+from edgeopt.toolkit.deploy import HOST_ONLY_MODULES, BoardSpec, Connection, Deployment, agent_digest
 
 from .. import qemuboard
 from . import sshd
 
-BANNED = {"torch", "onnx", "paramiko", "edgeopt", "toolkit", "compile"}
+BANNED = HOST_ONLY_MODULES
 
 
 @dataclasses.dataclass

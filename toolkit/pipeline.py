@@ -23,10 +23,10 @@ from . import original
 from .onnx_run import predict
 from .progress import Progress
 from .prune import PruneConfig, PrunedModel
-from .quantize import QuantConfig, QuantizedModel, quantize
+from .quantize import QuantConfig
 from .report import build_report, config_hash
 from .sparsity import global_sparsity_of_onnx
-from .stages import data_stage, prune_stage
+from .stages import data_stage, prune_stage, quantize_stage
 
 PARITY_SAMPLES = 32
 GRAPH_FORMATS = ("onnx", "torchscript", "exported")  # converted to torch layers, BatchNorm folded
@@ -123,16 +123,15 @@ def _run(config, workdir: Path, target, prune_cfg, quant_cfg, progress: Progress
 
     pruned = prune_stage(dense, data, config=prune_cfg, out=workdir / "pruned", progress=progress)
 
-    with progress.stage("quantize", "int8 quantization (PTQ first) -> QDQ ONNX") as st:
-        qdir = workdir / "quantized"
-        quant: QuantizedModel = quantize(pruned.model, data, config=quant_cfg, out_dir=qdir)
-        if not quant.within_budget:
-            raise AccuracyBudgetError(
-                f"quantization lost more than the budget {config.budget} even after {quant.steps[-1]['name']}",
-                hint=f"see {qdir / 'quant.json'} for every step; raise --budget or prune less",
-            )
-        sparsity_onnx = global_sparsity_of_onnx(quant.path, pruned.params_before)
-        st["note"] = f"accuracy {quant.accuracy_quantized:.4f}, sparsity in int8 ONNX {sparsity_onnx:.4f}"
+    qdir = workdir / "quantized"
+    quant = quantize_stage(pruned.model, data, config=quant_cfg, out=qdir, progress=progress,
+                           title="int8 quantization (PTQ first) -> QDQ ONNX", sparsity=manifest_sparsity(pruned))
+    if not quant.within_budget:
+        raise AccuracyBudgetError(
+            f"quantization lost more than the budget {config.budget} even after {quant.steps[-1]['name']}",
+            hint=f"see {qdir / 'quant.json'} for every step; raise --budget or prune less",
+        )
+    sparsity_onnx = global_sparsity_of_onnx(quant.path, pruned.params_before)
 
     with progress.stage("compile", f"TVM compile for {target.name}") as st:
         reference_x = data.x_test[:PARITY_SAMPLES]

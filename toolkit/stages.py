@@ -10,6 +10,7 @@ from edgeopt.errors import InputError
 from .data import Dataset, load_dataset
 from .progress import Progress
 from .prune import PruneConfig, PrunedModel, prune
+from .quantize import QuantConfig, QuantizedModel, quantize
 
 
 def data_stage(data: str, *, val: Path | None, test: Path | None, progress: Progress,
@@ -34,3 +35,14 @@ def prune_stage(dense, data: Dataset, *, config: PruneConfig, out: Path, progres
         pruned.save(out)
         st["note"] = f"sparsity {pruned.global_sparsity:.4f}, accuracy {pruned.accuracy_after:.4f}"
     return pruned
+
+
+def quantize_stage(source, data: Dataset, *, config: QuantConfig, out: Path, progress: Progress, title: str,
+                   on_step: Callable[[dict], None] | None = None, sparsity: dict | None = None) -> QuantizedModel:
+    """Quantize `source` (a Model, or an ONNX file: PTQ only) and write the artifact (the float and
+    quantized ONNX, quant.json) to `out`; `sparsity`: the pruning stage's, carried on in quant.json."""
+    with progress.stage("quantize", title) as st:
+        quant = quantize(source, data, config=config, out_dir=out, on_step=on_step, sparsity=sparsity)
+        st["note"] = (f"path {quant.quant_path}, accuracy {quant.accuracy_float:.4f} -> {quant.accuracy_quantized:.4f}"
+                      if quant.accuracy_quantized is not None else "calibrated on unlabelled data: no accuracy")
+    return quant

@@ -191,7 +191,7 @@ def quantize_cmd(
     Exit code 4 if nothing met the budget (the best attempt is still written)."""
     from edgeopt.errors import AccuracyBudgetError
     from ..inputs import check_model_spec, resolve_model
-    from ..quantize import Calibrator, Scheme, quantize
+    from ..quantize import Calibrator, Scheme
 
     config = QuantConfig(
         bits=bits, scheme=choice(Scheme, scheme, "--scheme"), calibrator=choice(Calibrator, calibrator, "--calibrator"),
@@ -203,10 +203,9 @@ def quantize_cmd(
     check_model_spec(model)
     progress = Progress(quiet=quiet)
     with stdout_to_stderr():  # library chatter never reaches stdout
-        from ..data import load_dataset
+        from ..stages import data_stage, quantize_stage
 
-        with progress.stage("data", f"load data ({data})"):
-            dataset = load_dataset(data, val=val_data, test=test_data)
+        dataset = data_stage(data, val=val_data, test=test_data, progress=progress)
         if model.endswith(".onnx"):
             from ..inputs import check_onnx_fit
 
@@ -216,20 +215,18 @@ def quantize_cmd(
             with progress.stage("model", f"load model ({model})") as st:
                 source, how = resolve_model(model, dataset, factory=factory, seed=seed)
                 st["note"] = f"{how}; " + (f"accuracy {source.accuracy:.4f}" if source.accuracy is not None else "no labels: no accuracy")
-        with progress.stage("quantize", f"quantize ({scheme}, {bits} bits, budget {budget})") as st:
-            result = quantize(source, dataset, config=config, out_dir=out, on_step=lambda s: progress.console.print(
-                f"  {s['name']}: validation accuracy {s['val_accuracy']:.4f}"
-                f"{'' if s['within_budget'] else ' (over budget)'}") if not quiet else None)
-            st["note"] = (f"path {result.quant_path}, accuracy {result.accuracy_float:.4f} -> {result.accuracy_quantized:.4f}"
-                          if result.accuracy_quantized is not None else "calibrated on unlabelled data: no accuracy")
-    doc = result.to_json()
-    doc["accuracy"]["measured_on"] = dataset.splits.get("test")
-    if Path(model, "prune.json").is_file():  # carried on to the bundle's manifest by `edgeopt compile`
-        from ..pipeline import manifest_sparsity
-        from ..prune import PrunedModel
+        sparsity = None
+        if Path(model, "prune.json").is_file():  # carried on to the bundle's manifest by `edgeopt compile`
+            from ..pipeline import manifest_sparsity
+            from ..prune import PrunedModel
 
-        doc["sparsity"] = manifest_sparsity(PrunedModel.load(Path(model)))
-    (out / "quant.json").write_text(json.dumps(doc, indent=2) + "\n")
+            sparsity = manifest_sparsity(PrunedModel.load(Path(model)))
+        result = quantize_stage(source, dataset, config=config, out=out, progress=progress, sparsity=sparsity,
+                                title=f"quantize ({scheme}, {bits} bits, budget {budget})",
+                                on_step=None if quiet else lambda s: progress.console.print(
+                                    f"  {s['name']}: validation accuracy {s['val_accuracy']:.4f}"
+                                    f"{'' if s['within_budget'] else ' (over budget)'}"))
+    doc = result.to_json()
     if as_json:
         print_json(doc)
     else:

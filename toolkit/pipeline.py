@@ -12,10 +12,10 @@ import numpy as np
 
 from edgeopt.compile import compile_onnx, get_target
 
-from .boards import check_board, open_board
+from .boards.names import check_board, open_board
 from .config import RunConfig
 from .data import Dataset
-from .deploy import Connection, Deployment
+from .boards.deploy import Connection, Deployment
 from edgeopt.errors import AccuracyBudgetError, InputError
 from .inputs import check_model_spec, resolve_model, train_builtin
 from .models import BUILTIN_MODELS, Model
@@ -66,8 +66,8 @@ def dense_onnx(workdir: Path, dense: Model) -> Path:
 def _target_name(config: RunConfig) -> str:
     """--target if given; else what an emulated board runs (aarch64), else the host."""
     if "target" not in config.model_fields_set:
-        from .qemu.board import TARGET
-        from .boards import QEMU_KINDS
+        from .boards.qemu.board import TARGET
+        from .boards.names import QEMU_KINDS
 
         if config.board in QEMU_KINDS:
             return TARGET

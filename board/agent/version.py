@@ -1,5 +1,5 @@
 """The agent's own identity: the digest of its files, computed with the same `digest` the host
-uses (toolkit.deploy.agent_digest), so the host can check it runs the agent it uploaded."""
+uses (toolkit.boards.deploy.agent_digest), so the host can check it runs the agent it uploaded."""
 from __future__ import annotations
 
 import hashlib
@@ -28,7 +28,7 @@ def agent_digest() -> str:
 
 def digest(files: list, parent: str) -> str:
     """sha256 over each file's path (relative to `parent`, with /) and bytes: the host's
-    toolkit.deploy.agent_digest calls this too, so both sides hash the same way."""
+    toolkit.boards.deploy.agent_digest calls this too, so both sides hash the same way."""
     h = hashlib.sha256()
     for f in files:
         rel = os.path.relpath(f, parent).replace(os.sep, "/")

@@ -3,7 +3,7 @@ python3 and TVM runtime) and checked against the QDQ model as written (edgeopt.r
 on the host, dequantize -> fp32 op -> quantize, no fused integer kernels):
 max abs diff 0, top-1 agreement 1.0 on 8 inputs. cortex-a76 runs the dot-product (sdot) kernels,
 cortex-a72 the NEON ones. The same run counts guest instructions per inference
-(toolkit/qemu/count.py), so the counting path is exercised too."""
+(toolkit/boards/qemu/count.py), so the counting path is exercised too."""
 from __future__ import annotations
 
 import numpy as np
@@ -21,8 +21,8 @@ CASES = [("cortex-a76", "cortex-a76", "dotprod"), ("cortex-a72", "cortex-a72", "
 
 @pytest.fixture(scope="module")
 def rootfs():
-    from edgeopt.toolkit.qemu.build import find
-    from edgeopt.toolkit.qemu.count import plugin
+    from edgeopt.toolkit.boards.qemu.build import find
+    from edgeopt.toolkit.boards.qemu.count import plugin
 
     image = find()
     if image is None:
@@ -36,7 +36,7 @@ def rootfs():
 def test_fused_int8_layers_are_exact_on_the_emulated_core(model, target, cpu, isa, rootfs, tmp_path):
     import json
 
-    from edgeopt.toolkit.qemu.count import Engine, count
+    from edgeopt.toolkit.boards.qemu.count import Engine, count
 
     m = make(model, tmp_path / "m")
     bundle, _ = compile_onnx(m["int8"], target=get_target(target), out_dir=tmp_path / "b")

@@ -5,7 +5,7 @@ from pathlib import PurePosixPath
 import pytest
 
 from edgeopt.board.local import LocalBoard
-from edgeopt.toolkit.deploy import HOST_ONLY_MODULES, Connection, Deployment
+from edgeopt.toolkit.boards.deploy import HOST_ONLY_MODULES, Connection, Deployment
 from edgeopt.errors import AgentError, BoardError, BoardUnreachableError, HostKeyError
 
 
@@ -62,7 +62,7 @@ def test_unreachable_board():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens here once closed
-    from edgeopt.toolkit.deploy import BoardSpec
+    from edgeopt.toolkit.boards.deploy import BoardSpec
 
     spec = BoardSpec(kind="ssh", host="127.0.0.1", port=port, use_ssh_agent=False, connect_timeout_s=2)
     with pytest.raises(BoardUnreachableError, match="cannot reach"):

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from edgeopt.toolkit.cli import main
-from edgeopt.toolkit.deploy import HOST_ONLY_MODULES
+from edgeopt.toolkit.boards.deploy import HOST_ONLY_MODULES
 
 pytestmark = pytest.mark.slow
 

@@ -41,5 +41,5 @@ class BenchOptions:
         return math.ceil(self.runs / self.rounds_used)
 
 
-# one bundle on one board (`edgeopt bench BUNDLE`, toolkit/boardops.py): each repeat's minimum length
+# one bundle on one board (`edgeopt bench BUNDLE`, toolkit/boards/ops.py): each repeat's minimum length
 MIN_REPEAT_MS = 0.0

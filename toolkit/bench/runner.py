@@ -11,8 +11,8 @@ from typing import Callable
 
 import numpy as np
 
-from ..boards import open_board, with_options
-from ..deploy import Connection, Deployment
+from ..boards.names import open_board, with_options
+from ..boards.deploy import Connection, Deployment
 from edgeopt.errors import InputError
 from ..original import FILE as ORIGINAL
 from .options import BenchOptions
@@ -30,7 +30,7 @@ class HostInputs:
 
 
 def host_inputs(variants: list[Variant], data: Path | None, workdir: Path) -> HostInputs:
-    from ..boardops import reference
+    from ..boards.ops import reference
 
     refs, reasons = {}, {}
     for v in variants:

@@ -27,8 +27,8 @@ def _check_timeout(timeout: float | None) -> None:
 
 @contextlib.contextmanager
 def _connected(board: str, *, trust_new_host: bool, local_port: int | None, timeout: float | None = None) -> Iterator:
-    from ..boards import check_board, open_board, with_options
-    from ..deploy import Connection
+    from ..boards.names import check_board, open_board, with_options
+    from ..boards.deploy import Connection
 
     _check_timeout(timeout)
     check_board(board, local_port=local_port or 0)
@@ -56,7 +56,7 @@ def deploy_cmd(
 ) -> None:
     """Upload the agent and a bundle to a board's content-addressed store (only what is missing
     or damaged there), after checking the bundle's architecture against the board's."""
-    from ..boardops import deploy
+    from ..boards.ops import deploy
 
     b = _load_bundle(bundle)
     with quiet_stdout(as_json):
@@ -103,13 +103,13 @@ def bench_cmd(
     host's onnxruntime. Several bundles (variants) and/or boards: interleaved rounds, each variant
     against onnxruntime on the same board, boards in parallel, one report (report.json, report.md,
     plots) in --out, appended to the history. Exit code 9: some boards failed (the report has the others)."""
-    from ..boardops import bench, parse_threads
+    from ..boards.ops import bench, parse_threads
     from edgeopt.errors import InputError, UsageError
 
     thread_list = parse_threads(threads)
     _check_timeout(timeout)
     boards = list(board or ["local"])
-    from ..boardconf import load_groups
+    from ..boards.config import load_groups
 
     dir_of_bundles = bundle[0].is_dir() and not (bundle[0] / "manifest.json").is_file()
     single = len(bundle) == 1 and len(boards) == 1 and out is None and boards[0] not in load_groups() and not dir_of_bundles
@@ -175,7 +175,7 @@ def bench_cmd(
             print(f"{'onnxruntime':<12} {r['threads']:>7} {bl['p50']:>9.4f} {bl['p90']:>9.4f} {bl['p99']:>9.4f} "
                   f"{bl['mean']:>9.4f} {bl['std']:>8.4f} {bl['runs']:>6}")
     if doc["board"].get("emulated"):
-        from ..qemu.board import EMULATED_NOTE
+        from ..boards.qemu.board import EMULATED_NOTE
 
         print(f"note: {EMULATED_NOTE}")
         ins = doc.get("instructions_per_inference") or {}
@@ -202,7 +202,7 @@ def setup_cmd(
     """Install the agent's runtime (TVM runtime, numpy) into ~/.edgeopt/venv on the board; the
     host downloads the wheels, so the board needs no internet."""
     from edgeopt.errors import InputError
-    from ..provision import setup
+    from ..boards.provision import setup
 
     if wheels is not None and not wheels.is_dir():
         raise InputError(f"wheel directory not found: {wheels}")
@@ -222,7 +222,7 @@ def info_cmd(
     as_json: Json = False,
 ) -> None:
     """Board facts (arch, CPU, cores, memory, kernel, Python, TVM runtime) and its bundle store."""
-    from ..boardops import info
+    from ..boards.ops import info
 
     with quiet_stdout(as_json):
         with _connected(board, trust_new_host=trust_new_host, local_port=None, timeout=timeout) as conn:
@@ -246,7 +246,7 @@ def clean_cmd(
 ) -> None:
     """Prune the board's bundle store to the N most recently deployed bundles (and remove stale
     agents and leftover temporary files)."""
-    from ..boardops import clean
+    from ..boards.ops import clean
     from edgeopt.errors import UsageError
 
     if keep < 0:
@@ -265,7 +265,7 @@ def doctor_cmd(
 ) -> None:
     """Check the host toolchain (TVM and tvm-ffi versions, cross compiler, QEMU) and, with
     --board, the board's SSH access and runtime; say what to fix. Exit 1 if anything fails."""
-    from ..boardops import board_checks, host_checks
+    from ..boards.ops import board_checks, host_checks
     from edgeopt.errors import EdgeoptError
 
     with quiet_stdout(as_json):

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from ..qemu import MODES
+from ..boards.qemu import MODES
 from .options import Json, emit, quiet_stdout, sub_app
 
 app = sub_app("The QEMU-emulated aarch64 board: build its image, start and stop it.")
@@ -23,7 +23,7 @@ def build_cmd(
     a second build with the same recipe does nothing. Needs root; ~10-15 minutes the first time."""
     import time
 
-    from ..qemu.build import build
+    from ..boards.qemu.build import build
 
     t = time.monotonic()
     with quiet_stdout(as_json):
@@ -43,7 +43,7 @@ def up_cmd(
 ) -> None:
     """Start the emulated board, record its host keys in the toolkit's known_hosts and write it
     to boards.toml as `qemu` (user mode) or `qemu-system` (system mode)."""
-    from ..qemu.board import up
+    from ..boards.qemu.board import up
 
     with quiet_stdout(as_json):
         doc = up(mode, port=port, cpu=cpu)
@@ -58,7 +58,7 @@ def down_cmd(
 ) -> None:
     """Stop the emulated board and remove everything `up` created: processes, mounts, the binfmt
     entry (if `up` registered it), its known_hosts lines and boards.toml table."""
-    from ..qemu.board import down
+    from ..boards.qemu.board import down
 
     with quiet_stdout(as_json):
         docs = [down(m) for m in ([mode] if mode else MODES)]
@@ -69,8 +69,8 @@ def down_cmd(
 @app.command("status")
 def status_cmd(as_json: Json = False) -> None:
     """Is the image built; which modes are up, on which port and core."""
-    from ..qemu.board import status
-    from ..qemu.build import find
+    from ..boards.qemu.board import status
+    from ..boards.qemu.build import find
 
     image = find()
     doc = {"image": {"key": image.key, "dir": str(image.dir), "built_at": image.meta["built_at"]} if image else None,

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from edgeopt.toolkit.deploy import HOST_ONLY_MODULES
+from edgeopt.toolkit.boards.deploy import HOST_ONLY_MODULES
 
 REPO = Path(__file__).resolve().parents[3]
 # and onnxruntime: optional on a board, loaded only for a baseline (none is asked here)

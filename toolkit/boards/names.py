@@ -9,7 +9,7 @@ import socket
 from pathlib import Path
 from typing import Iterator
 
-from .boardconf import load_boards
+from .config import load_boards
 from .deploy import TIMEOUT_ENV, BoardSpec, apply_ssh_config
 from .qemu.board import BOARD_KINDS as QEMU_KINDS  # qemu, qemu-system
 from .qemu.board import check as _check_qemu

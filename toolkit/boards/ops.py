@@ -13,7 +13,7 @@ import numpy as np
 
 from edgeopt.compile import Bundle
 
-from .bench.options import MIN_REPEAT_MS, BenchOptions
+from ..bench.options import MIN_REPEAT_MS, BenchOptions
 from .deploy import Connection, Deployment, agent_digest, run_agent
 from edgeopt.errors import BoardError, UsageError
 
@@ -70,7 +70,7 @@ def reference(bundle: Bundle, *, onnx: Path | None = None, data: Path | None = N
     source = onnx or (bundle.path / ONNX_IN_BUNDLE if ONNX_IN_BUNDLE in bundle.files else None)
     if source is None:
         return x, None, f"bundle has no {ONNX_IN_BUNDLE} and no --onnx was given: no host reference to compare with"
-    from .onnx_run import predict
+    from ..onnx_run import predict
 
     return x, predict(source, x), None
 
@@ -112,7 +112,7 @@ def bench(conn: Connection, bundle: Bundle, *, runs: int = BenchOptions.runs, wa
     result["board"]["name"] = conn.spec.name
     result["board"]["address"] = conn.spec.address
     result["board"]["emulated"] = conn.spec.kind.startswith("qemu")  # the QEMU board: not hardware latencies
-    if result["board"]["emulated"]:  # the work per inference on the emulated core (toolkit/qemu/count.py)
+    if result["board"]["emulated"]:  # the work per inference on the emulated core (toolkit/boards/qemu/count.py)
         from .qemu.count import for_bench
 
         shape = bundle.manifest["inputs"][0]["shape"]
@@ -244,7 +244,7 @@ def host_checks() -> list[dict]:
 
 
 def _known_hosts_files() -> list[Path]:
-    from .boardconf import toolkit_known_hosts, user_known_hosts
+    from .config import toolkit_known_hosts, user_known_hosts
 
     return [p for p in (user_known_hosts(), toolkit_known_hosts()) if p.exists()] or [Path("(none yet)")]
 

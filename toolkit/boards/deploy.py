@@ -21,7 +21,7 @@ import paramiko
 
 from edgeopt.compile.bundle import Bundle, sha256_file
 
-from .boardconf import toolkit_known_hosts, user_known_hosts, user_ssh_config
+from .config import toolkit_known_hosts, user_known_hosts, user_ssh_config
 from edgeopt.errors import (AgentError, BoardConnectionLostError, BoardError, BoardOutputError, BoardTimeoutError,
                             BoardUnreachableError, BundleError, HostKeyError)
 
@@ -31,7 +31,7 @@ logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
 AGENT_SCHEMA = "edgeopt.agent/1"
 REMOTE_ROOT = PurePosixPath(".edgeopt")  # relative to the login directory, as SFTP and exec both see it
-AGENT_SOURCE = Path(__file__).resolve().parent.parent / "board"
+AGENT_SOURCE = Path(__file__).resolve().parents[2] / "board"  # toolkit/boards/deploy.py -> board/
 # what the agent must never import on a board (it reports every top-level module it imported)
 # (the tests check the same list: tests/unit/board, tests/integration)
 HOST_ONLY_MODULES = frozenset({"torch", "onnx", "paramiko", "asyncssh", "sklearn", "edgeopt", "toolkit", "compile"})
@@ -591,7 +591,7 @@ class Deployment:
     has been checked against the board's `uname -m`."""
 
     def __init__(self, conn: Connection, bundle: Bundle) -> None:
-        from .bundlecheck import check_bundle
+        from ..bundlecheck import check_bundle
 
         check_bundle(bundle.path, bundle.manifest)  # names, library: before anything is sent
         self.conn = conn
@@ -685,7 +685,7 @@ class Deployment:
 
 def run_agent(conn: Connection, agent_dir: PurePosixPath, verb: str, *args: str, timeout_s: float | None = None,
               python: str | None = None) -> dict:
-    from .agentdoc import parse
+    from ..agentdoc import parse
 
     spec = conn.spec
     argv = [python or conn.python(), "-I", "-B", "-c", AGENT_BOOT, str(agent_dir), verb, *args]

@@ -23,9 +23,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edgeopt.compile import Bundle, compile_onnx, get_target  # noqa: E402
-from edgeopt.toolkit.boardops import bench  # noqa: E402
-from edgeopt.toolkit.boards import open_board  # noqa: E402
-from edgeopt.toolkit.deploy import Connection  # noqa: E402
+from edgeopt.toolkit.boards.ops import bench  # noqa: E402
+from edgeopt.toolkit.boards.names import open_board  # noqa: E402
+from edgeopt.toolkit.boards.deploy import Connection  # noqa: E402
 
 
 def build_mlp(tmp: Path) -> Bundle:

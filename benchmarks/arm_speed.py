@@ -1,5 +1,5 @@
 """An Arm speed figure without Arm hardware: guest instructions executed per inference on
-emulated Arm cores (QEMU user mode + our TCG plugin, toolkit/qemu/count.py), per model x target
+emulated Arm cores (QEMU user mode + our TCG plugin, toolkit/boards/qemu/count.py), per model x target
 x engine: onnxruntime's aarch64 build fp32 and int8 (QDQ), TVM fp32 untuned, TVM int8 fused.
 
     python benchmarks/arm_speed.py [--models mlp cnn resnet mobilenetv2] [--targets cortex-a76 ...]
@@ -20,9 +20,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edgeopt.compile import compile_onnx, get_target  # noqa: E402
-from edgeopt.toolkit.qemu.build import require_image  # noqa: E402
-from edgeopt.toolkit.qemu.count import Engine, count  # noqa: E402
-from edgeopt.toolkit.qemu.user import TARGET_CPU  # noqa: E402
+from edgeopt.toolkit.boards.qemu.build import require_image  # noqa: E402
+from edgeopt.toolkit.boards.qemu.count import Engine, count  # noqa: E402
+from edgeopt.toolkit.boards.qemu.user import TARGET_CPU  # noqa: E402
 from tests.e2e.arm_models import make  # noqa: E402
 
 ENGINES = ("onnxruntime fp32", "onnxruntime int8", "tvm fp32", "tvm int8")
@@ -117,7 +117,7 @@ def markdown(doc: dict, argv: list[str]) -> str:
         "",
         "**These are not hardware numbers, and not times.** Each figure is the number of Arm instructions the",
         "program executed per inference on a QEMU-emulated core (QEMU 7.2 user mode, TCG plugin",
-        "toolkit/qemu/insn_count.c: every executed translated block adds its instruction count; the guest",
+        "toolkit/boards/qemu/insn_count.c: every executed translated block adds its instruction count; the guest",
         "marks the start and end of the timed runs), for the same model, the same input, the same core, one",
         "thread. `cortex-a55` runs on the emulated A76 (QEMU 7.2 has no A55; the A76 has the same dot-product",
         "instructions, so the count is the A55 build's but on a different micro-architecture). Engines:",

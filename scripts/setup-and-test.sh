@@ -33,7 +33,7 @@ SECONDS=0
 echo "qemu image ready in ${SECONDS} s" >&2
 # The instruction-count plugin (docs/benchmarks.md): qemu-plugin.h from Debian's qemu source
 # package (fetched once into the cache), built with gcc.
-"$VENV/bin/python" -c "from edgeopt.toolkit.qemu.count import plugin; plugin()"
+"$VENV/bin/python" -c "from edgeopt.toolkit.boards.qemu.count import plugin; plugin()"
 
 # Under this script a test skipped for a missing capability is a failure (tests/conftest.py).
 export EDGEOPT_STRICT_SKIPS=1

@@ -14,7 +14,7 @@ import pytest
 
 def unavailable_reason() -> str | None:
     from edgeopt.errors import EdgeoptError
-    from edgeopt.toolkit.qemu import host
+    from edgeopt.toolkit.boards.qemu import host
 
     try:
         host.require()
@@ -34,7 +34,7 @@ def image():
         reason = unavailable_reason()
         if reason:
             pytest.skip(f"QEMU board: {reason}")
-        from edgeopt.toolkit.qemu.build import build
+        from edgeopt.toolkit.boards.qemu.build import build
 
         t = time.monotonic()
         _image, built = build()
@@ -59,7 +59,7 @@ def config_dir(path: Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def running(mode: str, **kw) -> Iterator[dict]:
-    from edgeopt.toolkit.qemu.board import down, up
+    from edgeopt.toolkit.boards.qemu.board import down, up
 
     image()
     t = time.monotonic()
@@ -72,14 +72,14 @@ def running(mode: str, **kw) -> Iterator[dict]:
 
 
 def spec(mode: str, doc: dict):
-    from edgeopt.toolkit.qemu.board import spec_for
+    from edgeopt.toolkit.boards.qemu.board import spec_for
 
     return spec_for(mode, doc, image())
 
 
 def host_snapshot() -> dict:
     """What a board could leave behind on the host."""
-    from edgeopt.toolkit.qemu import host
+    from edgeopt.toolkit.boards.qemu import host
 
     mounts = set()
     with open("/proc/self/mountinfo") as f:

@@ -2,14 +2,19 @@
 from __future__ import annotations
 
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgeopt.errors import InputError, UsageError
-from .prune import Method, Schedule
-from .quantize import Calibrator
+from .prune import Method, PruneConfig, Schedule
+from .quantize import Calibrator, QuantConfig
+
+# the training defaults (also inputs.py's for a built-in model trained by `prune`/`quantize`)
+TRAIN_EPOCHS = 40
+TRAIN_LR = 3e-3
 
 
 class RunConfig(BaseModel):
@@ -26,16 +31,17 @@ class RunConfig(BaseModel):
     local_port: int = Field(0, ge=0, le=65535)
     trust_new_host: bool = False
     seed: int = 0
-    epochs: int = Field(40, ge=1)
-    lr: float = Field(3e-3, gt=0.0)
-    sparsity: float = Field(0.70, gt=0.0, lt=1.0)
+    epochs: int = Field(TRAIN_EPOCHS, ge=1)
+    lr: float = Field(TRAIN_LR, gt=0.0)
+    # the stages' own defaults: one source (PruneConfig, QuantConfig)
+    sparsity: float = Field(PruneConfig.target, gt=0.0, lt=1.0)
     allow_below_70: bool = False
-    method: Method = Method.magnitude
-    schedule: Schedule = Schedule.gradual
+    method: Method = PruneConfig.method
+    schedule: Schedule = PruneConfig.schedule
     distill: bool = False
-    calibrator: Calibrator = Calibrator.minmax
-    calibration_samples: int = Field(256, ge=1)
-    budget: float = Field(0.01, ge=0.0, lt=1.0)
+    calibrator: Calibrator = QuantConfig.calibrator
+    calibration_samples: int = Field(QuantConfig.calibration_samples, ge=1)
+    budget: float = Field(QuantConfig.budget, ge=0.0, lt=1.0)
     warmup: int = Field(10, ge=0)
     repeat: int = Field(5, ge=1)
     min_repeat_ms: float = Field(100.0, ge=0.0)
@@ -67,3 +73,13 @@ def resolve(flags: dict[str, Any], config_file: Path | None = None) -> RunConfig
         where = ".".join(str(p) for p in err["loc"]) or "config"
         src = f" in {config_file}" if config_file and where in (values.keys() - flags.keys()) else ""
         raise UsageError(f"bad value for {where.replace('_', '-')}{src}: {err['msg']}") from None
+
+
+@dataclass(frozen=True)
+class CompileConfig:
+    """`edgeopt compile`'s options: the defaults its flags show."""
+
+    target: str = RunConfig.model_fields["target"].default
+    tune_trials: int = 64  # with --tune: MetaSchedule trials in all, three quarters to the heavy tasks (compile/tune.py)
+    tune_threads: int = 1  # small models' kernels are too short to gain from a parallel launch
+    scale: float = 1.0  # input preprocessing recorded in the manifest: x * scale, then (x - mean) / std

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .config import TRAIN_EPOCHS, TRAIN_LR
 from .data import Dataset
 from edgeopt.errors import InputError
 import torch
@@ -11,11 +12,8 @@ from .loader import load
 from .models import BUILTIN_MODELS, InputSpec, Model, build_model
 from .train import evaluate, seed_everything, train
 
-DEFAULT_TRAIN_EPOCHS = 40
-DEFAULT_LR = 3e-3
 
-
-def train_builtin(name: str, data: Dataset, *, epochs: int = DEFAULT_TRAIN_EPOCHS, lr: float = DEFAULT_LR,
+def train_builtin(name: str, data: Dataset, *, epochs: int = TRAIN_EPOCHS, lr: float = TRAIN_LR,
                   seed: int = 0) -> Model:
     seed_everything(seed)
     if len(data.input_shape) != 4 and name != "mlp":
@@ -89,8 +87,8 @@ def score(model: Model, data: Dataset) -> float | None:
     return evaluate(model.module, data.x_test, data.y_test) if data.labelled else None
 
 
-def resolve_model(spec: str, data: Dataset, *, factory: str | None = None, train_epochs: int = DEFAULT_TRAIN_EPOCHS,
-                  seed: int = 0, lr: float = DEFAULT_LR) -> tuple[Model, str]:
+def resolve_model(spec: str, data: Dataset, *, factory: str | None = None, train_epochs: int = TRAIN_EPOCHS,
+                  seed: int = 0, lr: float = TRAIN_LR) -> tuple[Model, str]:
     """A built-in name (trained here on `data`), a stage directory (model.pt or pruned.pt with
     spec.json), or a user's model file (see loader.py). Returns (model, what was found)."""
     if spec in BUILTIN_MODELS:

@@ -12,20 +12,21 @@ import numpy as np
 
 from edgeopt.compile import compile_onnx, get_target
 
-from .boards import check_board, open_board
+from .boards.names import check_board, open_board
 from .config import RunConfig
-from .data import Dataset, load_dataset
-from .deploy import Connection, Deployment
+from .data import Dataset
+from .boards.deploy import Connection, Deployment
 from edgeopt.errors import AccuracyBudgetError, InputError
 from .inputs import check_model_spec, resolve_model, train_builtin
 from .models import BUILTIN_MODELS, Model
 from . import original
 from .onnx_run import predict
 from .progress import Progress
-from .prune import PruneConfig, PrunedModel, prune
-from .quantize import QuantConfig, QuantizedModel, quantize
+from .prune import PruneConfig, PrunedModel
+from .quantize import QuantConfig
 from .report import build_report, config_hash
 from .sparsity import global_sparsity_of_onnx
+from .stages import data_stage, prune_stage, quantize_stage
 
 PARITY_SAMPLES = 32
 GRAPH_FORMATS = ("onnx", "torchscript", "exported")  # converted to torch layers, BatchNorm folded
@@ -65,8 +66,8 @@ def dense_onnx(workdir: Path, dense: Model) -> Path:
 def _target_name(config: RunConfig) -> str:
     """--target if given; else what an emulated board runs (aarch64), else the host."""
     if "target" not in config.model_fields_set:
-        from .qemu.board import TARGET
-        from .boards import QEMU_KINDS
+        from .boards.qemu.board import TARGET
+        from .boards.names import QEMU_KINDS
 
         if config.board in QEMU_KINDS:
             return TARGET
@@ -101,12 +102,9 @@ def run(config: RunConfig, *, progress: Progress | None = None) -> dict:
 
 def _run(config, workdir: Path, target, prune_cfg, quant_cfg, progress: Progress) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
-    with progress.stage("data", f"load data ({config.data})") as st:
-        data = load_dataset(config.data, val=config.val_data, test=config.test_data)
-        st["note"] = f"samples {tuple(data.input_shape[1:])}, {len(data.x_train)} train / {len(data.x_val)} val / {len(data.x_test)} test"
-        if not data.labelled:
-            raise InputError(f"{config.data} has no labels: `run` fine-tunes while pruning and reports accuracy",
-                             hint="add y (and x_test/y_test) to the .npz; unlabelled calibration data goes to `edgeopt quantize`")
+    data = data_stage(config.data, val=config.val_data, test=config.test_data, progress=progress, labels=(
+        "`run` fine-tunes while pruning and reports accuracy",
+        "add y (and x_test/y_test) to the .npz; unlabelled calibration data goes to `edgeopt quantize`"))
 
     builtin = config.model in BUILTIN_MODELS
     with progress.stage("train" if builtin else "model", f"train {config.model}" if builtin else f"load model ({config.model})") as st:
@@ -123,21 +121,17 @@ def _run(config, workdir: Path, target, prune_cfg, quant_cfg, progress: Progress
 
         prune_cfg = dataclasses.replace(prune_cfg, scope=Scope.layer)
 
-    with progress.stage("prune", f"prune to {config.sparsity:.0%} ({config.method.value}, {config.schedule.value})") as st:
-        pruned: PrunedModel = prune(dense, data, config=prune_cfg)
-        pruned.save(workdir / "pruned")
-        st["note"] = f"sparsity {pruned.global_sparsity:.4f}, accuracy {pruned.accuracy_after:.4f}"
+    pruned = prune_stage(dense, data, config=prune_cfg, out=workdir / "pruned", progress=progress)
 
-    with progress.stage("quantize", "int8 quantization (PTQ first) -> QDQ ONNX") as st:
-        qdir = workdir / "quantized"
-        quant: QuantizedModel = quantize(pruned.model, data, config=quant_cfg, out_dir=qdir)
-        if not quant.within_budget:
-            raise AccuracyBudgetError(
-                f"quantization lost more than the budget {config.budget} even after {quant.steps[-1]['name']}",
-                hint=f"see {qdir / 'quant.json'} for every step; raise --budget or prune less",
-            )
-        sparsity_onnx = global_sparsity_of_onnx(quant.path, pruned.params_before)
-        st["note"] = f"accuracy {quant.accuracy_quantized:.4f}, sparsity in int8 ONNX {sparsity_onnx:.4f}"
+    qdir = workdir / "quantized"
+    quant = quantize_stage(pruned.model, data, config=quant_cfg, out=qdir, progress=progress,
+                           title="int8 quantization (PTQ first) -> QDQ ONNX", sparsity=manifest_sparsity(pruned))
+    if not quant.within_budget:
+        raise AccuracyBudgetError(
+            f"quantization lost more than the budget {config.budget} even after {quant.steps[-1]['name']}",
+            hint=f"see {qdir / 'quant.json'} for every step; raise --budget or prune less",
+        )
+    sparsity_onnx = global_sparsity_of_onnx(quant.path, pruned.params_before)
 
     with progress.stage("compile", f"TVM compile for {target.name}") as st:
         reference_x = data.x_test[:PARITY_SAMPLES]

@@ -85,7 +85,7 @@ def build_report(*, config, dense, pruned, quant, sparsity_onnx, bundle, host_pa
 def _emulated(result: dict) -> dict:
     if not result.get("emulated"):
         return {"emulated": False}
-    from .qemu.board import EMULATED_NOTE
+    from .boards.qemu.board import EMULATED_NOTE
 
     return {"emulated": True, "note": EMULATED_NOTE}
 

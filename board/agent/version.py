@@ -1,5 +1,5 @@
-"""The agent's own identity: the digest of its files, computed the way the host computes it
-(toolkit.deploy.agent_digest), so the host can check it runs the agent it uploaded."""
+"""The agent's own identity: the digest of its files, computed with the same `digest` the host
+uses (toolkit.boards.deploy.agent_digest), so the host can check it runs the agent it uploaded."""
 from __future__ import annotations
 
 import hashlib
@@ -23,6 +23,12 @@ def agent_digest() -> str:
         # the agent folder's top level, and the board package itself
         if f and (os.path.dirname(f) == parent or f.startswith(_BOARD + os.sep)) and f not in listed:
             files.append(f)
+    return digest(files, parent)
+
+
+def digest(files: list, parent: str) -> str:
+    """sha256 over each file's path (relative to `parent`, with /) and bytes: the host's
+    toolkit.boards.deploy.agent_digest calls this too, so both sides hash the same way."""
     h = hashlib.sha256()
     for f in files:
         rel = os.path.relpath(f, parent).replace(os.sep, "/")

@@ -3,8 +3,9 @@ python3 and TVM runtime) and checked against the QDQ model as written (edgeopt.r
 on the host, dequantize -> fp32 op -> quantize, no fused integer kernels):
 max abs diff 0, top-1 agreement 1.0 on 8 inputs. cortex-a76 runs the dot-product (sdot) kernels,
 cortex-a72 the NEON ones. Besides the four models of issue 19, a small 1-D conv model and a
-grouped-conv one (tests/e2e/arm_models.py) check the layers run as 2-D / dense ones. The same run counts guest instructions per inference
-(toolkit/qemu/count.py), so the counting path is exercised too."""
+grouped-conv one (tests/e2e/arm_models.py) check the layers run as 2-D / dense ones. The same run
+counts guest instructions per inference (toolkit/boards/qemu/count.py), so the counting path is
+exercised too."""
 from __future__ import annotations
 
 import numpy as np
@@ -22,8 +23,8 @@ CASES = [("cortex-a76", "cortex-a76", "dotprod"), ("cortex-a72", "cortex-a72", "
 
 @pytest.fixture(scope="module")
 def rootfs():
-    from edgeopt.toolkit.qemu.build import find
-    from edgeopt.toolkit.qemu.count import plugin
+    from edgeopt.toolkit.boards.qemu.build import find
+    from edgeopt.toolkit.boards.qemu.count import plugin
 
     image = find()
     if image is None:
@@ -41,7 +42,7 @@ SHAPE_LAYERS = {"conv1d": {"conv1d": 3, "depthwise": 1, "grouped": 1}, "grouped"
 def test_fused_int8_layers_are_exact_on_the_emulated_core(model, target, cpu, isa, rootfs, tmp_path):
     import json
 
-    from edgeopt.toolkit.qemu.count import Engine, count
+    from edgeopt.toolkit.boards.qemu.count import Engine, count
 
     m = make(model, tmp_path / "m")
     bundle, _ = compile_onnx(m["int8"], target=get_target(target), out_dir=tmp_path / "b")

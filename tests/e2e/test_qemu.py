@@ -29,7 +29,7 @@ def cfg(tmp_path_factory):
 
 
 def left_behind(before: dict, after: dict) -> list[str]:
-    from edgeopt.toolkit.boardconf import cache_dir
+    from edgeopt.toolkit.boards.config import cache_dir
 
     ours = str(cache_dir() / "qemu")
     out = [f"mount {m}" for m in sorted(after["mounts"] - before["mounts"])]
@@ -41,8 +41,8 @@ def left_behind(before: dict, after: dict) -> list[str]:
 
 
 def test_user_mode_up_down_leaves_nothing(cfg):
-    from edgeopt.toolkit.deploy import Connection
-    from edgeopt.toolkit.qemu import host, state
+    from edgeopt.toolkit.boards.deploy import Connection
+    from edgeopt.toolkit.boards.qemu import host, state
 
     before = qemuboard.host_snapshot()
     with qemuboard.running("user") as doc:
@@ -78,9 +78,9 @@ def test_every_arm_target_runs_on_its_core(target, cfg, quantized_onnx, digits, 
     has no Cortex-A55: the A76, the closest core it has with the A55's dot product), against
     onnxruntime on the host."""
     from edgeopt.compile import compile_onnx, get_target
-    from edgeopt.toolkit.boardops import bench
-    from edgeopt.toolkit.deploy import Connection
-    from edgeopt.toolkit.qemu.user import TARGET_CPU
+    from edgeopt.toolkit.boards.ops import bench
+    from edgeopt.toolkit.boards.deploy import Connection
+    from edgeopt.toolkit.boards.qemu.user import TARGET_CPU
 
     bundle, _ = compile_onnx(quantized_onnx, target=get_target(target), out_dir=tmp_path / "bundle", onnx_copy=True)
     data = tmp_path / "x.npz"
@@ -101,7 +101,7 @@ def test_every_arm_target_runs_on_its_core(target, cfg, quantized_onnx, digits, 
     assert r["bundle"]["library_sha256"] == bundle.library_sha256
     assert p["samples"] == 32 and p["top1_agreement"] >= 0.99
     assert p["max_abs_diff"] <= bundle.manifest["parity"]["tolerance"]
-    ins = r["instructions_per_inference"]  # counted on the board's own core (toolkit/qemu/count.py)
+    ins = r["instructions_per_inference"]  # counted on the board's own core (toolkit/boards/qemu/count.py)
     assert ins["available"], ins.get("reason")
     assert ins["cpu"] == cpu and ins["tvm"] > 0
 
@@ -139,7 +139,7 @@ def test_e2e_user_mode(cfg, capsys):
 def test_e2e_system_mode(cfg, capsys):
     """The same on a booted aarch64 kernel (Cortex-A57, systemd, the image's sshd), through a
     forwarded loopback port; `down` then leaves no process behind."""
-    from edgeopt.toolkit.qemu import state
+    from edgeopt.toolkit.boards.qemu import state
 
     before = qemuboard.host_snapshot()
     with qemuboard.running("system") as doc:
@@ -158,7 +158,7 @@ def test_e2e_system_mode(cfg, capsys):
 
 def test_run_starts_and_stops_the_board_when_it_is_not_up(cfg, capsys):
     """`--board qemu` with nothing up: started for the command, stopped after."""
-    from edgeopt.toolkit.qemu import state
+    from edgeopt.toolkit.boards.qemu import state
 
     qemuboard.image()
     assert state.load("user") is None

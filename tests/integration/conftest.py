@@ -1,7 +1,7 @@
 import pytest
 
 from edgeopt.board.local import LocalBoard
-from edgeopt.toolkit.deploy import BoardSpec
+from edgeopt.toolkit.boards.deploy import BoardSpec
 
 
 @pytest.fixture(scope="module")

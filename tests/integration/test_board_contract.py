@@ -20,12 +20,12 @@ import pytest
 
 from edgeopt.board.local import LocalBoard
 from edgeopt.toolkit.cli import main
-from edgeopt.toolkit.deploy import BoardSpec, Connection, Deployment, agent_digest
+from edgeopt.toolkit.boards.deploy import HOST_ONLY_MODULES, BoardSpec, Connection, Deployment, agent_digest
 
 from .. import qemuboard
 from . import sshd
 
-BANNED = {"torch", "onnx", "paramiko", "edgeopt", "toolkit", "compile"}
+BANNED = HOST_ONLY_MODULES
 
 
 @dataclasses.dataclass
@@ -354,7 +354,7 @@ def test_no_retry_on_auth_or_host_key_failure(board, root, trusted, tmp_path):
 
 
 def test_ssh_config_alias(board, root, trusted, tmp_path, monkeypatch):
-    from edgeopt.toolkit.boards import board_spec
+    from edgeopt.toolkit.boards.names import board_spec
 
     home = tmp_path / "home"
     (home / ".ssh").mkdir(parents=True)

@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 
 from edgeopt.errors import (BoardConnectionLostError, BoardError, BoardUnreachableError, BundleError)
-from edgeopt.toolkit import boardops
+from edgeopt.toolkit.boards import ops as boardops
 from edgeopt.toolkit.cli import main
-from edgeopt.toolkit.deploy import BoardSpec, Connection, Deployment
+from edgeopt.toolkit.boards.deploy import BoardSpec, Connection, Deployment
 
 from . import sshd
 

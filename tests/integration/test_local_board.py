@@ -5,7 +5,7 @@ from pathlib import PurePosixPath
 import pytest
 
 from edgeopt.board.local import LocalBoard
-from edgeopt.toolkit.deploy import Connection, Deployment
+from edgeopt.toolkit.boards.deploy import HOST_ONLY_MODULES, Connection, Deployment
 from edgeopt.errors import AgentError, BoardError, BoardUnreachableError, HostKeyError
 
 
@@ -62,7 +62,7 @@ def test_unreachable_board():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens here once closed
-    from edgeopt.toolkit.deploy import BoardSpec
+    from edgeopt.toolkit.boards.deploy import BoardSpec
 
     spec = BoardSpec(kind="ssh", host="127.0.0.1", port=port, use_ssh_agent=False, connect_timeout_s=2)
     with pytest.raises(BoardUnreachableError, match="cannot reach"):
@@ -87,7 +87,7 @@ def test_deploy_and_agent_over_ssh(spec, host_bundle, local_board):
                         "--min-repeat-ms", "5")
         assert doc["bundle"]["library_sha256"] == host_bundle.library_sha256
         assert doc["latency_ms"]["runs"] >= 2
-        for banned in ("torch", "onnx", "paramiko", "edgeopt", "toolkit", "compile"):
+        for banned in HOST_ONLY_MODULES:
             assert banned not in doc["imports"]
         # the agent and the bundle are on the board, content-addressed
         assert (local_board.home / dep.bundle_dir / "model.so").is_file()

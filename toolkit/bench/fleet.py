@@ -11,8 +11,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
-from ..boardconf import load_groups
-from ..boards import check_board
+from ..boards.config import load_groups
+from ..boards.names import check_board
 from edgeopt.errors import EdgeoptError
 from .runner import BenchOptions, HostInputs, bench_board
 from .variants import Variant
@@ -123,7 +123,7 @@ def _guess_identity(name: str) -> str | None:
     try:
         if name == "local":
             return THIS_MACHINE
-        from ..boards import board_spec
+        from ..boards.names import board_spec
 
         return cpu_identity(board_spec(name).host)
     except (EdgeoptError, OSError):

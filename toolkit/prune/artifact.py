@@ -25,6 +25,7 @@ class PrunedModel:
     sensitivity: dict | None = None
     allocation: dict[str, float] | None = None
     layer_latency_share: dict[str, float] | None = None
+    transfer: dict | None = None  # the transfer-learning fine-tune before pruning, if there was one
     meta: dict | None = None  # what load() read, for a faithful re-save
 
     @property
@@ -55,6 +56,7 @@ class PrunedModel:
             "allocation": self.allocation,
             "sensitivity": self.sensitivity,
             "layer_latency_share": self.layer_latency_share,
+            **({"transfer": self.transfer} if self.transfer else {}),
         }
 
     def save(self, directory: Path) -> Path:
@@ -70,4 +72,4 @@ class PrunedModel:
         layers = [LayerSparsity.from_json(l) for l in meta["layers"]]
         return cls(model, layers, meta["accuracy"]["before"], meta["accuracy"]["after"],
                    steps=meta.get("steps", []), sensitivity=meta.get("sensitivity"),
-                   allocation=meta.get("allocation"), meta=meta)
+                   allocation=meta.get("allocation"), transfer=meta.get("transfer"), meta=meta)

@@ -28,6 +28,8 @@ class QuantizedModel:
     float_layers: list[str] = field(default_factory=list)  # kept in float by the fallback
     within_budget: bool = True
     validation: dict = field(default_factory=dict)
+    measured_on: str | None = None  # the test split the accuracies are measured on
+    sparsity: dict | None = None  # the pruning stage's, carried to the bundle's manifest (compile)
 
     def to_json(self) -> dict:
         return {
@@ -37,11 +39,13 @@ class QuantizedModel:
                              "calibrator": self.calibrator.value, "float_layers": self.float_layers,
                              "file": self.path.name},
             "accuracy": {"float": self.accuracy_float, "quantized": self.accuracy_quantized,
-                         "drop": None if self.accuracy_quantized is None else self.accuracy_float - self.accuracy_quantized},
+                         "drop": None if self.accuracy_quantized is None else self.accuracy_float - self.accuracy_quantized,
+                         "measured_on": self.measured_on},
             "within_budget": self.within_budget,
             "validation": self.validation,
             "steps": self.steps,
             "config": self.config.to_json(),
+            **({"sparsity": self.sparsity} if self.sparsity else {}),
         }
 
     def save(self, directory: Path) -> Path:
@@ -57,4 +61,4 @@ class QuantizedModel:
         q = meta["quantization"]
         return cls(directory / q["file"], meta["accuracy"]["float"], meta["accuracy"]["quantized"], QuantConfig(**cfg),
                    meta["steps"], q["path"], Calibrator(q["calibrator"]), q["float_layers"], meta["within_budget"],
-                   meta.get("validation", {}))
+                   meta.get("validation", {}), meta["accuracy"].get("measured_on"), meta.get("sparsity"))

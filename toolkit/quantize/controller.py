@@ -25,9 +25,10 @@ EPS = 1e-9
 
 
 def quantize(source: Model | Path, data: Dataset, *, config: QuantConfig, out_dir: Path,
-             on_step: Callable[[dict], None] | None = None) -> QuantizedModel:
+             on_step: Callable[[dict], None] | None = None, sparsity: dict | None = None) -> QuantizedModel:
     """`source` is a torch Model (all steps, QAT included) or an ONNX file (PTQ steps only).
-    Writes the float ONNX (model.onnx), the chosen quantized model and quant.json to `out_dir`."""
+    Writes the float ONNX (model.onnx), the chosen quantized model and quant.json to `out_dir`.
+    `sparsity`: the pruning stage's, carried in quant.json on to the bundle's manifest."""
     config.validate()
     out_dir.mkdir(parents=True, exist_ok=True)
     fp32 = out_dir / "model.onnx"
@@ -45,7 +46,8 @@ def quantize(source: Model | Path, data: Dataset, *, config: QuantConfig, out_di
     x_val, y_val = data.x_val, data.y_val
     calib = data.calibration(config.calibration_samples, seed=config.seed)
     if not data.labelled:
-        return _calibrate_only(fp32, data, config=config, out_dir=out_dir, input_name=input_name, calib=calib)
+        return _calibrate_only(fp32, data, config=config, out_dir=out_dir, input_name=input_name, calib=calib,
+                               sparsity=sparsity)
 
     with tempfile.TemporaryDirectory(prefix="edgeopt-quant-") as tmp:
         work = Path(tmp)
@@ -140,6 +142,7 @@ def quantize(source: Model | Path, data: Dataset, *, config: QuantConfig, out_di
         quant_path=choice["path"], calibrator=choice["calibrator"], float_layers=choice.get("float_layers", []),
         within_budget=within,
         validation={"float_accuracy": float_val, "budget": budget, "samples": int(len(y_val))},
+        measured_on=data.splits.get("test"), sparsity=sparsity,
     )
     result.save(out_dir)
     return result
@@ -148,7 +151,8 @@ def quantize(source: Model | Path, data: Dataset, *, config: QuantConfig, out_di
 UNLABELLED = "the data has no labels: calibrated on it, no accuracy measured or claimed"
 
 
-def _calibrate_only(fp32: Path, data: Dataset, *, config: QuantConfig, out_dir: Path, input_name: str, calib) -> QuantizedModel:
+def _calibrate_only(fp32: Path, data: Dataset, *, config: QuantConfig, out_dir: Path, input_name: str, calib,
+                    sparsity: dict | None = None) -> QuantizedModel:
     """Unlabelled calibration data: one PTQ pass with the chosen calibrator, nothing scored."""
     with tempfile.TemporaryDirectory(prefix="edgeopt-quant-") as tmp:
         pre = ort_ptq.preprocess(fp32, Path(tmp) / "pre.onnx")
@@ -161,7 +165,8 @@ def _calibrate_only(fp32: Path, data: Dataset, *, config: QuantConfig, out_dir: 
             "note": UNLABELLED}
     result = QuantizedModel(path=final, accuracy_float=None, accuracy_quantized=None, config=config, steps=[step],
                             quant_path="ptq", calibrator=config.calibrator, within_budget=True,
-                            validation={"note": UNLABELLED, "calibration_samples": int(len(calib))})
+                            validation={"note": UNLABELLED, "calibration_samples": int(len(calib))},
+                            measured_on=data.splits.get("test"), sparsity=sparsity)
     result.save(out_dir)
     return result
 

@@ -5,7 +5,15 @@ front, trials on Ray Tune, measured on boards. Ray and Optuna are the optional e
     from edgeopt.toolkit.sweep import resolve, run_sweep
     doc = run_sweep(resolve({"epochs": 3}, {"sparsity": [0.7, 0.8]}), out=Path("sweep-out"))
 """
-from .api import require_ray, run_sweep
 from .spec import Search, SweepSpec, resolve
 
 __all__ = ["Search", "SweepSpec", "require_ray", "resolve", "run_sweep"]
+
+
+def __getattr__(name: str):
+    # the runner loads on first use: the CLI reads SweepSpec's defaults without it
+    if name in ("require_ray", "run_sweep"):
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edgeopt.errors import InputError, UsageError
 
+from ..config import TRAIN_EPOCHS, TRAIN_LR
 from ..prune import Method, PruneConfig, Schedule
 from ..quantize import Calibrator, QuantConfig
 from ..quantize.config import Scheme
@@ -35,11 +36,12 @@ class Space(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    method: list[Method] = [Method.magnitude]
-    sparsity: list[float] = [0.70]
-    bits: list[int] = [8]
-    scheme: list[Scheme] = [Scheme.uniform]
-    calibrator: list[Calibrator] = [Calibrator.minmax]
+    # each stage's own default (PruneConfig, QuantConfig): one source
+    method: list[Method] = [PruneConfig.method]
+    sparsity: list[float] = [PruneConfig.target]
+    bits: list[int] = [QuantConfig.bits]
+    scheme: list[Scheme] = [QuantConfig.scheme]
+    calibrator: list[Calibrator] = [QuantConfig.calibrator]
     target: list[str] = ["host"]
     tune_trials: list[int] = [0]
 
@@ -56,15 +58,16 @@ class SweepSpec(BaseModel):
 
     model: str = "mlp"
     data: str = "digits"
-    epochs: int = Field(40, ge=1)
-    lr: float = Field(3e-3, gt=0.0)
+    # the run's and the stages' own defaults (RunConfig, PruneConfig, QuantConfig): one source
+    epochs: int = Field(TRAIN_EPOCHS, ge=1)
+    lr: float = Field(TRAIN_LR, gt=0.0)
     seed: int = 0
-    schedule: Schedule = Schedule.gradual
-    prune_steps: int = Field(4, ge=1)
-    prune_epochs: int = Field(2, ge=0)  # fine-tuning epochs per pruning step
-    final_epochs: int = Field(6, ge=0)
-    calibration_samples: int = Field(256, ge=1)
-    budget: float = Field(0.01, ge=0.0, lt=1.0)  # allowed validation-accuracy drop below the dense model
+    schedule: Schedule = PruneConfig.schedule
+    prune_steps: int = Field(PruneConfig.steps, ge=1)
+    prune_epochs: int = Field(PruneConfig.epochs_per_step, ge=0)  # fine-tuning epochs per pruning step
+    final_epochs: int = Field(PruneConfig.final_epochs, ge=0)
+    calibration_samples: int = Field(QuantConfig.calibration_samples, ge=1)
+    budget: float = Field(QuantConfig.budget, ge=0.0, lt=1.0)  # allowed validation-accuracy drop below the dense model
     boards: list[str] = ["local"]
     search: Search = Search.grid
     samples: int = Field(16, ge=1)  # optuna: trials in all

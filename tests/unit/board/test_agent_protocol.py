@@ -17,7 +17,7 @@ def agent(*args):
 
 
 def test_version_is_cheap_and_matches_the_host_digest():
-    from edgeopt.toolkit.deploy import agent_digest
+    from edgeopt.toolkit.boards.deploy import agent_digest
 
     code, doc = agent("version")
     assert code == 0 and doc["agent_digest"] == agent_digest()

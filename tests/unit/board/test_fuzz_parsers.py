@@ -9,7 +9,7 @@ import string
 import pytest
 from edgeopt.board.agent.bundle import plain_name
 from edgeopt.toolkit import agentdoc
-from edgeopt.toolkit.boardconf import _read
+from edgeopt.toolkit.boards.config import _read
 from edgeopt.toolkit.bundlecheck import bad_name_reason, check_bundle
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

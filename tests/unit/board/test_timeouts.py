@@ -3,8 +3,7 @@ an exit code that is a signal is named."""
 from __future__ import annotations
 
 import pytest
-from edgeopt.toolkit.boards import with_env_timeout
-from edgeopt.toolkit.deploy import (
+from edgeopt.toolkit.boards.deploy import (
     DEFAULT_TIMEOUT_S,
     EMULATED_TIMEOUT_SCALE,
     VERB_TIMEOUT_S,
@@ -12,6 +11,7 @@ from edgeopt.toolkit.deploy import (
     describe_exit,
     signal_name,
 )
+from edgeopt.toolkit.boards.names import with_env_timeout
 
 from edgeopt.errors import UsageError
 

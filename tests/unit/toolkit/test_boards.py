@@ -28,7 +28,7 @@ def one_line(err: str) -> str:
 
 
 def test_boards_toml_and_local_file_wins(user):
-    from edgeopt.toolkit.boards import board_spec
+    from edgeopt.toolkit.boards.names import board_spec
 
     home, cfg, cwd = user
     (cfg / "boards.toml").write_text('[boards.rzv2l]\nhost = "10.0.0.5"\nuser = "root"\nport = 2222\ntarget = "cortex-a55"\n'
@@ -41,7 +41,7 @@ def test_boards_toml_and_local_file_wins(user):
 
 
 def test_user_at_host_and_ssh_config(user):
-    from edgeopt.toolkit.boards import board_spec
+    from edgeopt.toolkit.boards.names import board_spec
 
     home, cfg, cwd = user
     key = home / ".ssh" / "id_board"
@@ -61,7 +61,7 @@ def test_user_at_host_and_ssh_config(user):
     ('[boards.x\nhost = "h"\n', "not valid TOML"),
 ])
 def test_bad_boards_toml(user, text, match):
-    from edgeopt.toolkit.boards import board_spec
+    from edgeopt.toolkit.boards.names import board_spec
 
     (user[1] / "boards.toml").write_text(text)
     with pytest.raises(InputError, match=match):
@@ -69,14 +69,14 @@ def test_bad_boards_toml(user, text, match):
 
 
 def test_unreadable_board_name(user):
-    from edgeopt.toolkit.boards import board_spec
+    from edgeopt.toolkit.boards.names import board_spec
 
     with pytest.raises(UsageError, match="boards.toml"):
         board_spec("no such board!")
 
 
 def test_thread_lists():
-    from edgeopt.toolkit.boardops import parse_threads
+    from edgeopt.toolkit.boards.ops import parse_threads
 
     assert parse_threads("1,2,4") == [1, 2, 4] and parse_threads(None) == [None]
     for bad in ("a,b", "0", "1,-2"):
@@ -85,7 +85,7 @@ def test_thread_lists():
 
 
 def test_refused_connections_are_retried_with_backoff():
-    from edgeopt.toolkit.deploy import BoardSpec, Connection
+    from edgeopt.toolkit.boards.deploy import BoardSpec, Connection
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -98,7 +98,7 @@ def test_refused_connections_are_retried_with_backoff():
 
 
 def test_unresolvable_host_is_not_retried():
-    from edgeopt.toolkit.deploy import BoardSpec, Connection
+    from edgeopt.toolkit.boards.deploy import BoardSpec, Connection
 
     c = Connection(BoardSpec(kind="ssh", host="no-such-host.invalid", use_ssh_agent=False, retry_backoff_s=0.01))
     with pytest.raises(BoardUnreachableError):

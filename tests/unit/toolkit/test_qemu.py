@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from edgeopt.toolkit.boardconf import load_boards
+from edgeopt.toolkit.boards.config import load_boards
 from edgeopt.errors import BoardError, HostKeyError
-from edgeopt.toolkit.qemu import host, recipe, register
-from edgeopt.toolkit.qemu.user import cpuinfo
+from edgeopt.toolkit.boards.qemu import host, recipe, register
+from edgeopt.toolkit.boards.qemu.user import cpuinfo
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKqX0eR1Jm3b1rM0b0b0b0b0b0b0b0b0b0b0b0b0b0b0"
 

@@ -9,8 +9,10 @@ import socket
 from pathlib import Path
 from typing import Iterator
 
-from .boardconf import load_boards
+from .config import load_boards
 from .deploy import TIMEOUT_ENV, BoardSpec, apply_ssh_config
+from .qemu.board import BOARD_KINDS as QEMU_KINDS  # qemu, qemu-system
+from .qemu.board import check as _check_qemu
 from edgeopt.errors import BoardError, UsageError
 
 _SSH = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>[A-Za-z0-9_.\-]+|\[[0-9a-fA-F:]+\])(?::(?P<port>\d+))?$")
@@ -33,10 +35,7 @@ def _local(*, local_port: int = 0, **_: object) -> Iterator[BoardSpec]:
         )
 
 
-BOARD_KINDS = {"local": _local}
-from .qemu.board import BOARD_KINDS as QEMU_KINDS, check as _check_qemu  # noqa: E402  (qemu, qemu-system)
-
-BOARD_KINDS.update(QEMU_KINDS)
+BOARD_KINDS = {"local": _local, **QEMU_KINDS}  # the boards edgeopt starts itself
 
 
 def _hint() -> str:

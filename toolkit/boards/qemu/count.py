@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from ..boardconf import cache_dir
+from ..config import cache_dir
 
 from .host import QemuHostError
 
@@ -209,7 +209,7 @@ def count(*, rootfs: Path, cpu: str, engine: Engine, model: Path, x, warmup: int
                      output=np.load(t / "y.npy"))
 
 
-def main() -> None:  # python -m edgeopt.toolkit.qemu.count ENGINE MODEL X.npy --cpu CPU
+def main() -> None:  # python -m edgeopt.toolkit.boards.qemu.count ENGINE MODEL X.npy --cpu CPU
     import argparse
 
     import numpy as np

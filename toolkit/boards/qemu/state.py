@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from ..boardconf import cache_dir
+from ..config import cache_dir
 from . import MODES
 
 

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .boardconf import cache_dir
+from .config import cache_dir
 from .deploy import Connection
 from edgeopt.errors import BoardError, UsageError
 

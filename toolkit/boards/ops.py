@@ -13,6 +13,7 @@ import numpy as np
 
 from edgeopt.compile import Bundle
 
+from ..bench.options import MIN_REPEAT_MS, BenchOptions
 from .deploy import Connection, Deployment, agent_digest, run_agent
 from edgeopt.errors import BoardError, UsageError
 
@@ -69,13 +70,13 @@ def reference(bundle: Bundle, *, onnx: Path | None = None, data: Path | None = N
     source = onnx or (bundle.path / ONNX_IN_BUNDLE if ONNX_IN_BUNDLE in bundle.files else None)
     if source is None:
         return x, None, f"bundle has no {ONNX_IN_BUNDLE} and no --onnx was given: no host reference to compare with"
-    from .onnx_run import predict
+    from ..onnx_run import predict
 
     return x, predict(source, x), None
 
 
-def bench(conn: Connection, bundle: Bundle, *, runs: int = 200, warmup: int = 20, threads: list[int | None] = (None,),
-          baseline: str | None = None, min_repeat_ms: float = 0.0, onnx: Path | None = None, data: Path | None = None,
+def bench(conn: Connection, bundle: Bundle, *, runs: int = BenchOptions.runs, warmup: int = BenchOptions.warmup,
+          threads: list[int | None] = (None,), baseline: str | None = None, min_repeat_ms: float = MIN_REPEAT_MS, onnx: Path | None = None, data: Path | None = None,
           keep_samples: bool = False) -> dict:
     """Deploy, then the benchmark protocol once per thread count, with parity against the host's
     onnxruntime reference. The result's top level is the first thread count's; `sweep` has all."""
@@ -111,7 +112,7 @@ def bench(conn: Connection, bundle: Bundle, *, runs: int = 200, warmup: int = 20
     result["board"]["name"] = conn.spec.name
     result["board"]["address"] = conn.spec.address
     result["board"]["emulated"] = conn.spec.kind.startswith("qemu")  # the QEMU board: not hardware latencies
-    if result["board"]["emulated"]:  # the work per inference on the emulated core (toolkit/qemu/count.py)
+    if result["board"]["emulated"]:  # the work per inference on the emulated core (toolkit/boards/qemu/count.py)
         from .qemu.count import for_bench
 
         shape = bundle.manifest["inputs"][0]["shape"]
@@ -243,7 +244,7 @@ def host_checks() -> list[dict]:
 
 
 def _known_hosts_files() -> list[Path]:
-    from .boardconf import toolkit_known_hosts, user_known_hosts
+    from .config import toolkit_known_hosts, user_known_hosts
 
     return [p for p in (user_known_hosts(), toolkit_known_hosts()) if p.exists()] or [Path("(none yet)")]
 

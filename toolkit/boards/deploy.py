@@ -21,7 +21,7 @@ import paramiko
 
 from edgeopt.compile.bundle import Bundle, sha256_file
 
-from .boardconf import toolkit_known_hosts, user_known_hosts, user_ssh_config
+from .config import toolkit_known_hosts, user_known_hosts, user_ssh_config
 from edgeopt.errors import (AgentError, BoardConnectionLostError, BoardError, BoardOutputError, BoardTimeoutError,
                             BoardUnreachableError, BundleError, HostKeyError)
 
@@ -31,9 +31,10 @@ logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
 AGENT_SCHEMA = "edgeopt.agent/1"
 REMOTE_ROOT = PurePosixPath(".edgeopt")  # relative to the login directory, as SFTP and exec both see it
-AGENT_SOURCE = Path(__file__).resolve().parent.parent / "board"
+AGENT_SOURCE = Path(__file__).resolve().parents[2] / "board"  # toolkit/boards/deploy.py -> board/
 # what the agent must never import on a board (it reports every top-level module it imported)
-HOST_ONLY_MODULES = frozenset({"torch", "onnx", "paramiko", "edgeopt", "toolkit", "compile"})
+# (the tests check the same list: tests/unit/board, tests/integration)
+HOST_ONLY_MODULES = frozenset({"torch", "onnx", "paramiko", "asyncssh", "sklearn", "edgeopt", "toolkit", "compile"})
 
 # What the host reads of a board command's output at most (docs/reliability.md); past either cap
 # the command is stopped. The agent's JSON is a few KB, 200 kept samples a few more.
@@ -162,12 +163,10 @@ def agent_files() -> list[Path]:
 
 
 def agent_digest() -> str:
-    h = hashlib.sha256()
-    for f in agent_files():
-        h.update(f.relative_to(AGENT_SOURCE.parent).as_posix().encode() + b"\0" + f.read_bytes())
-    return h.hexdigest()[:16]
+    """The digest the uploaded agent reports for itself (board/agent/version.py)."""
+    from edgeopt.board.agent.version import digest
 
-
+    return digest([str(f) for f in agent_files()], str(AGENT_SOURCE.parent))
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -592,7 +591,7 @@ class Deployment:
     has been checked against the board's `uname -m`."""
 
     def __init__(self, conn: Connection, bundle: Bundle) -> None:
-        from .bundlecheck import check_bundle
+        from ..bundlecheck import check_bundle
 
         check_bundle(bundle.path, bundle.manifest)  # names, library: before anything is sent
         self.conn = conn
@@ -686,7 +685,7 @@ class Deployment:
 
 def run_agent(conn: Connection, agent_dir: PurePosixPath, verb: str, *args: str, timeout_s: float | None = None,
               python: str | None = None) -> dict:
-    from .agentdoc import parse
+    from ..agentdoc import parse
 
     spec = conn.spec
     argv = [python or conn.python(), "-I", "-B", "-c", AGENT_BOOT, str(agent_dir), verb, *args]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..boardconf import config_dir, toolkit_known_hosts, user_known_hosts
+from ..config import config_dir, toolkit_known_hosts, user_known_hosts
 from edgeopt.errors import BoardError, HostKeyError
 
 MARK = "edgeopt-qemu"

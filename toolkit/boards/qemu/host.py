@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -127,3 +128,13 @@ def sbin(name: str) -> str:
     child given its own environment looks its program up in that environment's PATH."""
     return shutil.which(name, path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin",
                                                        "/usr/bin", "/bin"])) or name
+
+
+def ssh_ready(port: int, *, connect_timeout: float = 3) -> bool:
+    """sshd's banner on 127.0.0.1:port, not just something (slirp, a starting qemu) accepting the connection."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=connect_timeout) as s:
+            s.settimeout(5)
+            return s.recv(64).startswith(b"SSH-")
+    except OSError:
+        return False

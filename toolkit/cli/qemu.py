@@ -1,82 +1,76 @@
-"""`edgeopt board qemu build|up|down|status`: the emulated aarch64 board (docs/qemu.md).
-
-Registered on the `board` command group by importing this module from toolkit.cli_board."""
+"""`edgeopt board qemu build|up|down|status`: the emulated aarch64 board (docs/qemu.md)."""
 from __future__ import annotations
 
-import contextlib
 import sys
 from typing import Optional
 
 import typer
 
-from .cli import _stdout_to_stderr
-from .cli_board import _emit, board_app
+from ..boards.qemu import MODES
+from .options import Json, emit, quiet_stdout, sub_app
 
-qemu_app = typer.Typer(help="The QEMU-emulated aarch64 board: build its image, start and stop it.",
-                       no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None)
-board_app.add_typer(qemu_app, name="qemu")
+app = sub_app("The QEMU-emulated aarch64 board: build its image, start and stop it.")
 
 
-@qemu_app.command("build")
+@app.command("build")
 def build_cmd(
     mirror: Optional[str] = typer.Option(None, help="Debian mirror URI for the image [default: this machine's apt sources]"),
     force: bool = typer.Option(False, "--force", help="rebuild even if the cached image is current"),
-    as_json: bool = typer.Option(False, "--json", help="print one JSON document on stdout, nothing else"),
+    as_json: Json = False,
 ) -> None:
     """Build the arm64 Debian bookworm image (OpenSSH, Python, the TVM runtime and onnxruntime
     in ~/.edgeopt/venv; kernel, initrd and ext4 image for system mode). Cached by recipe hash:
     a second build with the same recipe does nothing. Needs root; ~10-15 minutes the first time."""
     import time
 
-    from .qemu.build import build
+    from ..boards.qemu.build import build
 
     t = time.monotonic()
-    with _stdout_to_stderr() if as_json else contextlib.nullcontext():
+    with quiet_stdout(as_json):
         image, built = build(mirror=mirror, force=force, progress=lambda m: print(m, file=sys.stderr))
     doc = {"image": image.key, "dir": str(image.dir), "built": built, "seconds": round(time.monotonic() - t, 1),
            "times": image.meta.get("times", {}), "host_keys": image.host_keys}
-    _emit(doc, as_json, f"{'built' if built else 'cached'} image {image.key} in {image.dir}"
+    emit(doc, as_json, f"{'built' if built else 'cached'} image {image.key} in {image.dir}"
                         + (f" ({doc['seconds']:.0f} s)" if built else ""))
 
 
-@qemu_app.command("up")
+@app.command("up")
 def up_cmd(
-    mode: str = typer.Option("user", help="user (arm64 sshd under qemu-user in a chroot; fast) | system (qemu-system-aarch64; boots a kernel)"),
+    mode: str = typer.Option(MODES[0], help="user (arm64 sshd under qemu-user in a chroot; fast) | system (qemu-system-aarch64; boots a kernel)"),
     port: Optional[int] = typer.Option(None, help="loopback port for its SSH server [default: a free one]"),
     cpu: Optional[str] = typer.Option(None, help="emulated core [default: cortex-a72 in user mode, cortex-a57 in system mode]"),
-    as_json: bool = typer.Option(False, "--json", help="print one JSON document on stdout, nothing else"),
+    as_json: Json = False,
 ) -> None:
     """Start the emulated board, record its host keys in the toolkit's known_hosts and write it
     to boards.toml as `qemu` (user mode) or `qemu-system` (system mode)."""
-    from .qemu.board import up
+    from ..boards.qemu.board import up
 
-    with _stdout_to_stderr() if as_json else contextlib.nullcontext():
+    with quiet_stdout(as_json):
         doc = up(mode, port=port, cpu=cpu)
-    _emit(doc, as_json, f"board {doc['board']} up ({mode} mode, {doc['cpu']}) on 127.0.0.1:{doc['port']} "
+    emit(doc, as_json, f"board {doc['board']} up ({mode} mode, {doc['cpu']}) on 127.0.0.1:{doc['port']} "
                         f"in {doc['start_s']:.1f} s; use --board {doc['board']}")
 
 
-@qemu_app.command("down")
+@app.command("down")
 def down_cmd(
     mode: Optional[str] = typer.Option(None, help="user | system [default: both]"),
-    as_json: bool = typer.Option(False, "--json", help="print one JSON document on stdout, nothing else"),
+    as_json: Json = False,
 ) -> None:
     """Stop the emulated board and remove everything `up` created: processes, mounts, the binfmt
     entry (if `up` registered it), its known_hosts lines and boards.toml table."""
-    from .qemu import MODES
-    from .qemu.board import down
+    from ..boards.qemu.board import down
 
-    with _stdout_to_stderr() if as_json else contextlib.nullcontext():
+    with quiet_stdout(as_json):
         docs = [down(m) for m in ([mode] if mode else MODES)]
-    _emit({"stopped": docs}, as_json,
+    emit({"stopped": docs}, as_json,
           "\n".join(f"{d['mode']} mode: {'stopped' if d['was_up'] else 'was not up'}" for d in docs))
 
 
-@qemu_app.command("status")
-def status_cmd(as_json: bool = typer.Option(False, "--json", help="print one JSON document on stdout, nothing else")) -> None:
+@app.command("status")
+def status_cmd(as_json: Json = False) -> None:
     """Is the image built; which modes are up, on which port and core."""
-    from .qemu.board import status
-    from .qemu.build import find
+    from ..boards.qemu.board import status
+    from ..boards.qemu.build import find
 
     image = find()
     doc = {"image": {"key": image.key, "dir": str(image.dir), "built_at": image.meta["built_at"]} if image else None,
@@ -85,4 +79,4 @@ def status_cmd(as_json: bool = typer.Option(False, "--json", help="print one JSO
     for b in doc["boards"]:
         lines.append(f"{b['mode']:<8} " + (f"up as --board {b['board']} on 127.0.0.1:{b['port']} ({b['cpu']}, pid {b['pid']})"
                                            if b["up"] else ("STALE: run `edgeopt board qemu down`" if b.get("stale") else "down")))
-    _emit(doc, as_json, "\n".join(lines))
+    emit(doc, as_json, "\n".join(lines))

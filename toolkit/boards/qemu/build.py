@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..boardconf import cache_dir
+from ..config import cache_dir
 from edgeopt.errors import BoardError
 from . import host, recipe as rcp
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -64,15 +63,6 @@ def cpuinfo(cpu: str, features: list[str], n: int) -> str:
     return "".join(f"processor\t: {i}\n" + "\n".join(block) + "\n\n" for i in range(n))
 
 
-def _banner(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
-            s.settimeout(5)
-            return s.recv(64).startswith(b"SSH-")
-    except OSError:
-        return False
-
-
 def up(image: Image, port: int, cpu: str | None = None) -> dict:
     cpu = cpu or DEFAULT_CPU
     known = cpus()
@@ -116,7 +106,7 @@ def up(image: Image, port: int, cpu: str | None = None) -> dict:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             break
-        if _banner(port):
+        if host.ssh_ready(port, connect_timeout=2):
             return doc
         time.sleep(0.2)
     tail = (rd / "sshd.log").read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]

@@ -73,14 +73,17 @@ def boards_files() -> list[Path]:
     return [Path.cwd() / "boards.toml", config_dir() / "boards.toml"]
 
 
-def _read(path: Path) -> dict[str, BoardEntry]:
+def _toml(path: Path) -> dict:
     try:
-        doc = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read {path}: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"{path} is not valid TOML: {exc}") from None
-    boards = doc.get("boards", {})
+
+
+def _read(path: Path) -> dict[str, BoardEntry]:
+    boards = _toml(path).get("boards", {})
     if not isinstance(boards, dict):
         raise InputError(f"{path}: [boards] must be a table of [boards.NAME] tables")
     out = {}
@@ -134,13 +137,7 @@ def load_groups() -> dict[str, list[str]]:
     for path in reversed(boards_files()):
         if not path.is_file():
             continue
-        try:
-            doc = tomllib.loads(path.read_text())
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"cannot read {path}: {exc}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise InputError(f"{path} is not valid TOML: {exc}") from None
-        table = doc.get("groups", {})
+        table = _toml(path).get("groups", {})
         if not isinstance(table, dict):
             raise InputError(f"{path}: [groups] must be a table of NAME = [\"board\", ...]")
         for name, members in table.items():

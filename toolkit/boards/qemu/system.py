@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import time
 
 from edgeopt.errors import BoardError
@@ -15,16 +14,6 @@ from .build import Image
 DEFAULT_CPU = "cortex-a57"  # boots in ~50 s; plain 'max' takes ~140 s
 BOOT_TIMEOUT_S = 420
 MEMORY_MB = 2048
-
-
-def _ssh_ready(port: int) -> bool:
-    """sshd's banner, not just slirp accepting the connection."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=3) as s:
-            s.settimeout(5)
-            return s.recv(64).startswith(b"SSH-")
-    except OSError:
-        return False
 
 
 def _alive(pid: int | None) -> bool:
@@ -72,7 +61,7 @@ def up(image: Image, port: int, cpu: str | None = None, smp: int | None = None) 
     while time.monotonic() < deadline:
         if not _alive(doc["pid"]):
             break
-        if _ssh_ready(port):
+        if host.ssh_ready(port):
             doc["boot_s"] = round(time.time() - doc["started"], 1)
             state.save("system", doc)
             return doc

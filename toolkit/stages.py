@@ -1,0 +1,48 @@
+"""The stages as `edgeopt run` (pipeline.py) and the single-stage commands run them: each shows
+its progress, makes its artifact and writes it, the same way from either."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from edgeopt.errors import InputError
+
+from .data import Dataset, load_dataset
+from .progress import Progress
+from .prune import PruneConfig, PrunedModel, prune
+from .quantize import QuantConfig, QuantizedModel, quantize
+
+
+def data_stage(data: str, *, val: Path | None, test: Path | None, progress: Progress,
+               labels: tuple[str, str] | None = None) -> Dataset:
+    """Load the data set; `labels`: (why this stage needs labels, the hint), checked here."""
+    with progress.stage("data", f"load data ({data})") as st:
+        dataset = load_dataset(data, val=val, test=test)
+        st["note"] = (f"samples {tuple(dataset.input_shape[1:])}, {len(dataset.x_train)} train / "
+                      f"{len(dataset.x_val)} val / {len(dataset.x_test)} test")
+        if labels and not dataset.labelled:
+            why, hint = labels
+            raise InputError(f"{data} has no labels: {why}", hint=hint)
+    return dataset
+
+
+def prune_stage(dense, data: Dataset, *, config: PruneConfig, out: Path, progress: Progress,
+                on_step: Callable[[dict], None] | None = None, transfer: dict | None = None) -> PrunedModel:
+    """Prune `dense` (a Model) and write the artifact (pruned.pt, spec.json, prune.json) to `out`."""
+    with progress.stage("prune", f"prune to {config.target:.0%} ({config.method.value}, {config.schedule.value})") as st:
+        pruned = prune(dense, data, config=config, on_step=on_step)
+        pruned.transfer = transfer
+        pruned.save(out)
+        st["note"] = f"sparsity {pruned.global_sparsity:.4f}, accuracy {pruned.accuracy_after:.4f}"
+    return pruned
+
+
+def quantize_stage(source, data: Dataset, *, config: QuantConfig, out: Path, progress: Progress, title: str,
+                   on_step: Callable[[dict], None] | None = None, sparsity: dict | None = None) -> QuantizedModel:
+    """Quantize `source` (a Model, or an ONNX file: PTQ only) and write the artifact (the float and
+    quantized ONNX, quant.json) to `out`; `sparsity`: the pruning stage's, carried on in quant.json."""
+    with progress.stage("quantize", title) as st:
+        quant = quantize(source, data, config=config, out_dir=out, on_step=on_step, sparsity=sparsity)
+        st["note"] = (f"path {quant.quant_path}, accuracy {quant.accuracy_float:.4f} -> {quant.accuracy_quantized:.4f}"
+                      if quant.accuracy_quantized is not None else "calibrated on unlabelled data: no accuracy")
+    return quant

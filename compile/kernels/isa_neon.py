@@ -27,8 +27,9 @@ def intrinsic(lanes: int, a_dtype: str = "uint8") -> str:
     from tvm.s_tir import TensorIntrin
     from tvm.script import tirx as T
 
-    if lanes % 8:
-        raise ValueError(f"the NEON kernel takes a multiple of 8 lanes, got {lanes}")
+    if lanes % 4:
+        raise ValueError(f"the NEON kernel takes a multiple of 4 lanes, got {lanes}")
+    wide = 8 if lanes % 8 == 0 else 4  # weights loaded 8 at a time (smlal + smlal2 on one register)
 
     @T.prim_func(s_tir=True)
     def desc(
@@ -59,7 +60,8 @@ def intrinsic(lanes: int, a_dtype: str = "uint8") -> str:
                 for g in T.unroll(0, lanes // 4):  # smlal v.4s, w.4h, a.h[k] (smlal2 on the high halves)
                     C[T.ramp(g * 4, 1, 4)] = C.vload([g * 4], dtype="int32x4") + T.call_llvm_pure_intrin(
                         T.llvm_lookup_intrinsic_id(SMULL),
-                        T.Shuffle([B.vload([k, g // 2 * 8], "int16x8")], [g % 2 * 4 + i for i in range(4)]),
+                        T.Shuffle([B.vload([k, g * 4 // wide * wide], f"int16x{wide}")],
+                                  [g * 4 % wide + i for i in range(4)]),
                         T.Shuffle([a], [k, k, k, k]), dtype="int32x4")
 
     name = f"edgeopt_neon_smlal_{lanes}x4_{a_dtype}"
@@ -69,7 +71,7 @@ def intrinsic(lanes: int, a_dtype: str = "uint8") -> str:
 
 ISA = register(Isa(
     name="neon", arch="aarch64", requires=frozenset({"neon"}), priority=10,
-    lanes=lambda n: 8 if n <= 8 else 16,
+    lanes=lambda n: 4 if n <= 4 else 8 if n <= 8 else 16,  # a thin (pruned) layer wastes no lanes
     weight_block=lambda lanes: (4, lanes),
     weight_index=lambda lane, k4: (k4, lane),
     lanes_outer=False, intrinsic=intrinsic, weight_dtype="int16",

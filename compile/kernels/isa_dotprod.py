@@ -86,4 +86,6 @@ ISA = register(Isa(
     weight_block=lambda lanes: (lanes, 4),
     weight_index=lambda lane, k4: (lane, k4),
     lanes_outer=True, intrinsic=intrinsic, dots_per_4=1, act_shift=ACT_SHIFT,
+    # 16 lanes: 6 columns x 4 accumulators + 4 weight registers + the broadcast activations <= 32
+    max_cols=lambda lanes: 96 // lanes,
 ))

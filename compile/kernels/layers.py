@@ -43,7 +43,7 @@ def packed_index(*idx, isa: Isa):
 def pack_inner(full: np.ndarray, isa: Isa) -> np.ndarray:
     """[..., lanes, K4, 4] (lane-major, reduction in chunks of 4) -> [..., K4, *weight_block]."""
     *lead, lanes, k4s, _ = full.shape
-    out = np.zeros((*lead, k4s, *isa.weight_block(lanes)), full.dtype)
+    out = np.zeros((*lead, k4s, *isa.weight_block(lanes)), isa.weight_dtype)
     for lane in range(lanes):
         for k4 in range(4):
             out[(Ellipsis, slice(None), *isa.weight_index(lane, k4))] = full[..., lane, :, k4]
@@ -155,7 +155,7 @@ def conv2d_requant(h: int, row: int, c: int, np_: int, kh: int, kw: int, oh: int
     if per_group * groups != np_ or per_group % lanes:
         raise ValueError(f"{groups} groups of {np_} output channels are not whole blocks of {lanes} lanes")
     X = te.placeholder((groups, h, row), spec.conv_input, name="X")
-    W = te.placeholder(packed_shape(np_ // lanes, kh, kwc // 4, lanes=lanes, isa=spec), "int8", name="W")
+    W = te.placeholder(packed_shape(np_ // lanes, kh, kwc // 4, lanes=lanes, isa=spec), spec.weight_dtype, name="W")
     corr, scale, bias = _epilogue_inputs(np_, float_bias)
     rh, rj = te.reduce_axis((0, kh), "rh"), te.reduce_axis((0, kwc), "rj")
     C = te.compute(
@@ -170,7 +170,8 @@ def conv2d_requant(h: int, row: int, c: int, np_: int, kh: int, kw: int, oh: int
     sch = s_tir.Schedule(te.create_prim_func([X, W, corr, scale, *([bias] if float_bias else []), Y]))
     blk = sch.get_sblock("C")
     y, x, j, r_h, r_j = sch.get_loops(blk)
-    cols = next(d for d in (8, 7, 5, 4, 3, 2, 1) if ow % d == 0)  # independent accumulators per step
+    # independent accumulators per step, within the ISA's register budget
+    cols = next(d for d in (8, 7, 6, 5, 4, 3, 2, 1) if ow % d == 0 and d <= spec.max_cols(lanes))
     xo, xi = sch.split(x, [None, cols])
     jo, ji = sch.split(j, [None, lanes])
     jo_, jr = sch.split(r_j, [None, 4])
@@ -190,7 +191,7 @@ def gemm_requant(m: int, cols: int, kp: int, np_: int, out_scale: float, out_zer
 
     spec = get(isa)
     A = te.placeholder((m, cols), "uint8", name="A")
-    W = te.placeholder(packed_shape(np_ // lanes, kp // 4, lanes=lanes, isa=spec), "int8", name="W")
+    W = te.placeholder(packed_shape(np_ // lanes, kp // 4, lanes=lanes, isa=spec), spec.weight_dtype, name="W")
     corr, scale, bias = _epilogue_inputs(np_, float_bias)
     k = te.reduce_axis((0, kp), name="k")
     C = te.compute(

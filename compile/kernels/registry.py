@@ -36,6 +36,13 @@ changes. At import the module calls `register(Isa(...))` with:
     act_shift      int: what the intrinsic takes off each uint8 activation before multiplying
                    (dotprod: 128, so that sdot multiplies int8 by int8); the fused layer adds
                    act_shift * sum(weights) back through its integer correction. Default 0.
+    weight_dtype   str: how the packed weights are stored: "int8", or "int16" (widened once when
+                   packing, for ISAs whose instruction multiplies int16: no widening per step).
+                   The intrinsic's B buffer has this dtype. Default "int8".
+    max_cols       (lanes: int) -> int: the most output columns (pixels) a convolution's register
+                   block may hold: cols * lanes/4 int32 accumulators plus the step's weights and
+                   activations must fit the register file, or LLVM spills accumulators on every
+                   step. Default: 8.
     int32_layers   Int32Layers or None: kernels for the conv2d/matmul layers that do not end in a
                    quantize (so stay unfused, int32 out). None: TVM's own int32 Relax ops.
 
@@ -76,6 +83,8 @@ class Isa:
     dots_per_4: int = 1
     rows_intrinsic: Callable[[], str] | None = None
     act_shift: int = 0
+    weight_dtype: str = "int8"
+    max_cols: Callable[[int], int] = lambda lanes: 8
     int32_layers: Int32Layers | None = None
 
     def runs_on(self, arch: str, features) -> bool:

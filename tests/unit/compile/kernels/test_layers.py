@@ -1,7 +1,9 @@
 """compile/kernels/layers.py on every registered ISA, against numpy: exact integer results.
 
-A kernel whose instructions the host CPU lacks cannot run here: that test ends NOT RUN with its
-reason (tests/outcomes.py), never passed. test_machine_code_has_the_instruction compiles each
+A kernel whose instructions the host CPU lacks runs on an emulated core that has them when it
+is an Arm one (cross-compiled, run by the QEMU board image's python under qemu-aarch64 -cpu
+cortex-a76 / cortex-a72: tests/arm_qemu.py); otherwise, or without QEMU and the image, that test
+ends NOT RUN with its reason (tests/outcomes.py), never passed. test_machine_code_has_the_instruction compiles each
 ISA's kernel for a CPU that has it and checks the instruction is in the machine code: a separate,
 weaker check that does pass anywhere.
 """
@@ -11,6 +13,7 @@ from edgeopt.compile import get_target
 from edgeopt.compile.kernels import get, layers, names
 from edgeopt.compile.sizes import round_up
 
+from tests import arm_qemu
 from tests.outcomes import not_run
 
 # An LLVM CPU that has each ISA's instructions, and one instruction its kernels must contain.
@@ -18,19 +21,42 @@ from tests.outcomes import not_run
 _ARM = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a76", "mattr": ["+neon", "+dotprod"]}
 ISA_PROBE = {"vnni": ({"kind": "llvm", "mcpu": "icelake-server"}, "vpdpbusd"),
              "avx2": ({"kind": "llvm", "mcpu": "haswell"}, "vpmaddwd"),
-             "dotprod": (_ARM, "sdot")}
+             "dotprod": (_ARM, "sdot"),
+             "neon": ({**_ARM, "mcpu": "cortex-a72", "mattr": ["+neon"]}, "smlal")}
+# every ISA; the Arm ones run on emulated cores here (marked qemu)
+ISAS = [pytest.param(n, marks=pytest.mark.qemu) if get(n).arch == "aarch64" else n for n in names()]
 
 
-def _build_on_host(func, isa: str):
-    """The host's build of `func`, or NOT RUN when the host CPU cannot execute `isa`."""
-    import tvm
-
+def _where(isa: str) -> str:
+    """"host" when the host CPU has `isa`, "emulated" for an Arm ISA this machine can run under
+    QEMU (tests/arm_qemu.py); otherwise the test ends NOT RUN."""
     info = get_target("host").describe()
     spec = get(isa)
-    if not spec.runs_on(info["arch"], info["cpu_features"]):
+    if spec.runs_on(info["arch"], info["cpu_features"]):
+        return "host"
+    why = arm_qemu.missing(isa) if spec.arch == "aarch64" else None
+    if spec.arch != "aarch64" or why is not None:
         missing = sorted(spec.requires - set(info["cpu_features"])) or [spec.arch]
-        not_run(f"the host CPU ({info['arch']}, {info['mcpu']}) lacks {', '.join(missing)} for the {isa} kernels")
-    return tvm.compile(func, target=tvm.target.Target(get_target("host").tvm_target()))
+        not_run(f"the host CPU ({info['arch']}, {info['mcpu']}) lacks {', '.join(missing)} for the {isa} kernels"
+                + (f", and they cannot run emulated: {why}" if why else ""))
+    return "emulated"
+
+
+def _kernel(func, isa: str):
+    """`func` built for the host, as call(*arrays) -> the output (the last array, written in
+    place); NOT RUN when the host CPU lacks `isa` (the kernels without an emulated batch)."""
+    import tvm
+
+    if _where(isa) != "host":
+        not_run(f"the {isa} kernels of this kind have no emulated check")
+    lib = tvm.compile(func, target=tvm.target.Target(get_target("host").tvm_target()))
+
+    def on_host(*arrays):
+        tensors = [tvm.runtime.tensor(a) for a in arrays]
+        lib(*tensors)
+        return tensors[-1].numpy()
+
+    return on_host
 
 
 def _kernel_corr(corr, wsum, isa):
@@ -55,31 +81,80 @@ def _conv_case(isa, h, w, c, n, kh, kw, stride):
     return func, lanes, np_, oh, ow, extra
 
 
-@pytest.mark.parametrize("isa", names())
-@pytest.mark.parametrize("h, w, c, n, kh, kw, stride", [(28, 28, 1, 6, 5, 5, 1), (14, 14, 6, 16, 5, 5, 1),
-                                                        (16, 16, 16, 32, 3, 3, 2), (9, 11, 3, 20, 3, 2, 2)])
-def test_fused_conv_requant_is_exact(isa, h, w, c, n, kh, kw, stride):
-    """The fused layer (folded kw*c reduction, integer accumulation, requantize epilogue)."""
-    import tvm
+CONV = [(28, 28, 1, 6, 5, 5, 1), (14, 14, 6, 16, 5, 5, 1), (16, 16, 16, 32, 3, 3, 2), (9, 11, 3, 20, 3, 2, 2),
+        (12, 12, 1, 4, 5, 5, 1)]
+GEMM = [(1, 784, 128), (1, 200, 70), (4, 33, 10), (1, 56, 4)]
 
+
+def _conv_job(isa, h, w, c, n, kh, kw, stride):
+    """(func, its arrays with the output last, the expected output) of a fused conv case."""
     func, lanes, np_, oh, ow, extra = _conv_case(isa, h, w, c, n, kh, kw, stride)
-    lib = _build_on_host(func, isa)
     rng = np.random.default_rng(n)
     x = rng.integers(0, 256, (1, h, w + extra, c), dtype=np.uint8)
     wt = rng.integers(-128, 128, (n, c, kh, kw), dtype=np.int8)
     corr = rng.integers(-3000, 3000, np_).astype(np.int32)
     scale = (rng.random(np_) * 1e-3).astype(np.float32)
-    out = tvm.runtime.tensor(np.zeros((1, oh, ow, np_), np.uint8))
-    lib(tvm.runtime.tensor(x.reshape(1, h, -1).astype(layers.conv_input_dtype(isa))),
-        tvm.runtime.tensor(layers.pack_folded_conv_weights(wt, lanes, isa)),
-        tvm.runtime.tensor(_kernel_corr(corr, wt.reshape(n, -1).sum(axis=1, dtype=np.int64), isa)),
-        tvm.runtime.tensor(scale), out)
+    arrays = [x.reshape(1, h, -1).astype(layers.conv_input_dtype(isa)), layers.pack_folded_conv_weights(wt, lanes, isa),
+              _kernel_corr(corr, wt.reshape(n, -1).sum(axis=1, dtype=np.int64), isa), scale,
+              np.zeros((1, oh, ow, np_), np.uint8)]
     acc = np.zeros((oh, ow, np_), np.int64)
     for i in range(kh):
         for j in range(kw):
             patch = x[0, i: i + stride * (oh - 1) + 1: stride, j: j + stride * (ow - 1) + 1: stride].astype(np.int64)
             acc[:, :, :n] += np.einsum("hwc,nc->hwn", patch, wt[:, :, i, j].astype(np.int64))
-    assert np.array_equal(out.numpy()[0], _requantized(acc, corr, scale, 3))
+    return func, arrays, _requantized(acc, corr, scale, 3)[None]
+
+
+def _gemm_job(isa, m, k, n):
+    lanes = layers.lanes_for(isa, n)
+    kp, np_ = round_up(k, 4), round_up(n, lanes)
+    func = layers.gemm_requant(m, kp + 8, kp, np_, 0.1, 3, "uint8", isa=isa, lanes=lanes)
+    rng = np.random.default_rng(k)
+    a = np.zeros((m, kp + 8), np.uint8)  # read in place from a wider row, as from a padded layer
+    a[:, :k] = rng.integers(0, 256, (m, k))
+    wt = rng.integers(-128, 128, (n, k), dtype=np.int8)
+    corr = rng.integers(-3000, 3000, np_).astype(np.int32)
+    scale = (rng.random(np_) * 1e-3).astype(np.float32)
+    arrays = [a, layers.pack_weights(wt, kp=kp, isa=isa, lanes=lanes),
+              _kernel_corr(corr, wt.sum(axis=1, dtype=np.int64), isa), scale, np.zeros((m, np_), np.uint8)]
+    acc = np.zeros((m, np_), np.int64)
+    acc[:, :n] = a[:, :k].astype(np.int64) @ wt.astype(np.int64).T
+    return func, arrays, _requantized(acc, corr, scale, 3)
+
+
+JOBS = {"conv": (_conv_job, CONV), "gemm": (_gemm_job, GEMM)}
+
+
+@pytest.fixture(scope="module")
+def emulated():
+    """(isa, kind, case) -> the kernel's output on the ISA's emulated core. On first use for an
+    ISA, every conv and gemm case of it is built and run in ONE emulated process (Python and
+    TVM's runtime take tens of seconds to start under QEMU; the kernels, milliseconds)."""
+    done = {}
+
+    def output(isa, kind, case):
+        if isa not in done:
+            done[isa] = arm_qemu.run_on_core(isa, {(k, c): job(isa, *c)[:2] for k, (job, cases) in JOBS.items()
+                                                   for c in cases})
+        return done[isa][(kind, case)]
+
+    return output
+
+
+def _output(isa, kind, case, emulated):
+    func, arrays, want = JOBS[kind][0](isa, *case)
+    if _where(isa) == "host":
+        return _kernel(func, isa)(*arrays), want
+    return emulated(isa, kind, case), want
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("case", CONV)
+def test_fused_conv_requant_is_exact(isa, case, emulated):
+    """The fused layer (folded kw*c reduction, integer accumulation, requantize epilogue); Arm
+    ISAs on their emulated cores (cortex-a76 dotprod, cortex-a72 neon)."""
+    out, want = _output(isa, "conv", case, emulated)
+    assert np.array_equal(out, want)
 
 
 @pytest.mark.parametrize("isa", names())
@@ -127,27 +202,25 @@ def test_pixel_vectorized_first_layer_is_exact(oh, ow, n, kh, kw, pool, isa):
     """conv2d_rows_requant (one input channel, 8 output pixels per step, kernel rows paired;
     ragged widths, padded channel blocks, even and odd kernel heights; with and without the 2x2
     max-pool done on its int32 sums)."""
-    import tvm
 
     shp = layers.rows_shape(oh, ow, n, kh, kw)
-    lib = _build_on_host(layers.conv2d_rows_requant(oh, ow, n, kh, kw, 0.1, 3, "uint8", pool=pool, isa=isa), isa)
+    run = _kernel(layers.conv2d_rows_requant(oh, ow, n, kh, kw, 0.1, 3, "uint8", pool=pool, isa=isa), isa)
     rng = np.random.default_rng(oh)
     img = rng.integers(0, 256, (shp["rows"] + 1, shp["cols"])).astype(np.int64)
     wt = rng.integers(-128, 128, (n, 1, kh, kw), dtype=np.int8)
     corr = rng.integers(-3000, 3000, shp["np"]).astype(np.int32)
     scale = (rng.random(shp["np"]) * 1e-3).astype(np.float32)
     ph, pw = oh // pool, ow // pool
-    out = tvm.runtime.tensor(np.zeros((1, shp["np"], ph, shp["owp"] // 2 if pool == 2 else ow), np.uint8))
     paired = np.stack([img[:-1], img[1:]], axis=-1).astype(np.int16)  # row r beside row r + 1
-    lib(tvm.runtime.tensor(paired), tvm.runtime.tensor(layers.pack_rows_weights(wt)),
-        tvm.runtime.tensor(corr), tvm.runtime.tensor(scale), out)
+    out = run(paired, layers.pack_rows_weights(wt), corr, scale,
+              np.zeros((1, shp["np"], ph, shp["owp"] // 2 if pool == 2 else ow), np.uint8))
     acc = np.zeros((n, oh, ow), np.int64)
     for i in range(kh):
         for j in range(kw):
             acc += img[i: i + oh, j: j + ow][None] * wt[:, 0, i, j].astype(np.int64)[:, None, None]
     want = _requantized(acc, corr[:n, None, None], scale[:n, None, None], 3)
     want = want[:, : ph * pool, : pw * pool].reshape(n, ph, pool, pw, pool).max(axis=(2, 4))
-    assert np.array_equal(out.numpy()[0, :n, :, :pw], want)
+    assert np.array_equal(out[0, :n, :, :pw], want)
 
 
 def test_first_layer_kernel_is_chosen_by_instruction_count():
@@ -161,26 +234,11 @@ def test_first_layer_kernel_is_chosen_by_instruction_count():
     assert not layers.rows_ok("generic", 1, 3, 5, 5, (1, 1), (1, 1))
 
 
-@pytest.mark.parametrize("isa", names())
-@pytest.mark.parametrize("m, k, n", [(1, 784, 128), (1, 200, 70), (4, 33, 10)])
-def test_fused_gemm_requant_is_exact(isa, m, k, n):
-    import tvm
-
-    lanes = layers.lanes_for(isa, n)
-    kp, np_ = round_up(k, 4), round_up(n, lanes)
-    lib = _build_on_host(layers.gemm_requant(m, kp + 8, kp, np_, 0.1, 3, "uint8", isa=isa, lanes=lanes), isa)
-    rng = np.random.default_rng(k)
-    a = np.zeros((m, kp + 8), np.uint8)  # read in place from a wider row, as from a padded layer
-    a[:, :k] = rng.integers(0, 256, (m, k))
-    wt = rng.integers(-128, 128, (n, k), dtype=np.int8)
-    corr = rng.integers(-3000, 3000, np_).astype(np.int32)
-    scale = (rng.random(np_) * 1e-3).astype(np.float32)
-    out = tvm.runtime.tensor(np.zeros((m, np_), np.uint8))
-    lib(tvm.runtime.tensor(a), tvm.runtime.tensor(layers.pack_weights(wt, kp=kp, isa=isa, lanes=lanes)),
-        tvm.runtime.tensor(_kernel_corr(corr, wt.sum(axis=1, dtype=np.int64), isa)), tvm.runtime.tensor(scale), out)
-    acc = np.zeros((m, np_), np.int64)
-    acc[:, :n] = a[:, :k].astype(np.int64) @ wt.astype(np.int64).T
-    assert np.array_equal(out.numpy(), _requantized(acc, corr, scale, 3))
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("case", GEMM)
+def test_fused_gemm_requant_is_exact(isa, case, emulated):
+    out, want = _output(isa, "gemm", case, emulated)
+    assert np.array_equal(out, want)
 
 
 _INT32 = [n for n in names() if get(n).int32_layers is not None]
@@ -189,44 +247,40 @@ _INT32 = [n for n in names() if get(n).int32_layers is not None]
 @pytest.mark.parametrize("isa", _INT32)
 @pytest.mark.parametrize("m, k, n", [(1, 784, 128), (7, 25, 6), (12, 150, 16), (3, 5, 33)])
 def test_int32_gemm_is_exact_for_any_shape(isa, m, k, n):
-    import tvm
 
     kern = get(isa).int32_layers
     kp, np_ = round_up(k, 4), round_up(n, kern.lanes)
-    lib = _build_on_host(kern.gemm(m, kp, np_), isa)
+    run = _kernel(kern.gemm(m, kp, np_), isa)
     rng = np.random.default_rng(0)
     a = np.zeros((m, kp), np.uint8)
     a[:, :k] = rng.integers(0, 256, (m, k))
     w = rng.integers(-128, 128, (n, k)).astype(np.int8)
-    out = tvm.runtime.tensor(np.zeros((m, np_), np.int32))
-    lib(tvm.runtime.tensor(a), tvm.runtime.tensor(kern.pack_gemm(w)), out)
+    out = run(a, kern.pack_gemm(w), np.zeros((m, np_), np.int32))
     ref = a[:, :k].astype(np.int64) @ w.astype(np.int64).T
-    assert np.array_equal(out.numpy()[:, :n], ref) and not out.numpy()[:, n:].any()
+    assert np.array_equal(out[:, :n], ref) and not out[:, n:].any()
 
 
 @pytest.mark.parametrize("isa", _INT32)
 def test_int32_direct_conv_is_exact_with_strides_dilation_and_odd_channels(isa):
-    import tvm
 
     kern = get(isa).int32_layers
     h, w, c, n, kh, kw, stride, dil = 11, 9, 5, 20, 3, 2, (2, 1), (1, 2)
     cp = 8
     oh, ow = layers.out_hw(h, w, kh=kh, kw=kw, stride=stride, dilation=dil)
-    lib = _build_on_host(kern.conv2d(h, w, cp, n, kh, kw, stride, dil), isa)
+    run = _kernel(kern.conv2d(h, w, cp, n, kh, kw, stride, dil), isa)
     rng = np.random.default_rng(2)
     x = rng.integers(0, 256, (c, h, w)).astype(np.uint8)
     wt = rng.integers(-128, 128, (n, c, kh, kw)).astype(np.int8)
     xp = np.zeros((h, w, cp), np.uint8)
     xp[:, :, :c] = x.transpose(1, 2, 0)
-    out = tvm.runtime.tensor(np.zeros((oh, ow, round_up(n, kern.lanes)), np.int32))
-    lib(tvm.runtime.tensor(xp), tvm.runtime.tensor(kern.pack_conv(wt, cp)), out)
+    out = run(xp, kern.pack_conv(wt, cp), np.zeros((oh, ow, round_up(n, kern.lanes)), np.int32))
     ref = np.zeros((oh, ow, n), np.int64)
     for i in range(kh):
         for j in range(kw):
             patch = x[:, i * dil[0]: i * dil[0] + stride[0] * (oh - 1) + 1: stride[0],
                       j * dil[1]: j * dil[1] + stride[1] * (ow - 1) + 1: stride[1]].astype(np.int64)
             ref += np.einsum("chw,nc->hwn", patch, wt[:, :, i, j].astype(np.int64))
-    assert np.array_equal(out.numpy()[:, :, :n], ref) and not out.numpy()[:, :, n:].any()
+    assert np.array_equal(out[:, :, :n], ref) and not out[:, :, n:].any()
 
 
 @pytest.mark.parametrize("isa", sorted(ISA_PROBE))

@@ -1,7 +1,7 @@
 """Run a kernel built for an Arm core on this (x86) machine: cross-compiled for the core's
 compile target, executed by the QEMU board image's own python3 and TVM runtime under user-mode
 `qemu-aarch64 -cpu <core>` -- the way the instruction counter runs bundles
-(edgeopt/toolkit/qemu/count.py). The kernel tests use it for the ISAs the host CPU lacks, so
+(edgeopt/toolkit/boards/qemu/count.py). The kernel tests use it for the ISAs the host CPU lacks, so
 the Arm kernels are checked numerically here instead of being reported NOT RUN.
 
 `missing(isa)` says why this machine cannot run them (no board image, no qemu-aarch64, no cross
@@ -34,8 +34,8 @@ for i, n in enumerate(json.load(open(sys.argv[1]))):  # kernel i: k<i>.so on in<
 def missing(isa: str) -> str | None:
     """Why `isa`'s kernels cannot run under QEMU here, or None."""
     from edgeopt.compile.targets import CROSS_CC
-    from edgeopt.toolkit.qemu.build import find
-    from edgeopt.toolkit.qemu.count import QEMU_DYNAMIC
+    from edgeopt.toolkit.boards.qemu.build import find
+    from edgeopt.toolkit.boards.qemu.count import QEMU_DYNAMIC
 
     if isa not in CORE:
         return f"no emulated core is known for the {isa} kernels"
@@ -56,8 +56,8 @@ def run_on_core(isa: str, jobs: dict) -> dict:
     import tvm
     from edgeopt.compile import get_target
     from edgeopt.compile.targets import CROSS_CC
-    from edgeopt.toolkit.qemu.build import find
-    from edgeopt.toolkit.qemu.count import QEMU_DYNAMIC, VENV_SITE
+    from edgeopt.toolkit.boards.qemu.build import find
+    from edgeopt.toolkit.boards.qemu.count import QEMU_DYNAMIC, VENV_SITE
     from tvm.support.cc import cross_compiler
 
     core = CORE[isa]

@@ -122,7 +122,35 @@ def _gemm_job(isa, m, k, n):
     return func, arrays, _requantized(acc, corr, scale, 3)
 
 
-JOBS = {"conv": (_conv_job, CONV), "gemm": (_gemm_job, GEMM)}
+def _grouped_job(isa, groups, h, w, c, n, kh, kw, stride):
+    """A fused conv with a group axis: (func, arrays with the output last, the expected output)."""
+    lanes = layers.lanes_for(isa, n // groups)
+    oh, ow = layers.out_hw(h, w, kh=kh, kw=kw, stride=(stride, stride), dilation=(1, 1))
+    extra = layers.folded_overhang(ow=ow, stride=stride, c=c, kw=kw, width=w)
+    func = layers.conv2d_requant(h, (w + extra) * c, c, n, kh, kw, oh, ow, (stride, stride), 1, 0.1, 3, "uint8",
+                                 lanes=lanes, isa=isa, groups=groups)
+    rng = np.random.default_rng(groups)
+    x = rng.integers(0, 256, (groups, h, w + extra, c), dtype=np.uint8)
+    wt = rng.integers(-128, 128, (n, c, kh, kw), dtype=np.int8)
+    corr = rng.integers(-3000, 3000, n).astype(np.int32)
+    scale = (rng.random(n) * 1e-3).astype(np.float32)
+    arrays = [x.reshape(groups, h, -1).astype(layers.conv_input_dtype(isa)),
+              layers.pack_folded_conv_weights(wt, lanes, isa),
+              _kernel_corr(corr, wt.reshape(n, -1).sum(axis=1, dtype=np.int64), isa), scale,
+              np.zeros((1, oh, ow, n), np.uint8)]
+    acc = np.zeros((oh, ow, n), np.int64)
+    per = n // groups
+    for g in range(groups):
+        for i in range(kh):
+            for j in range(kw):
+                patch = x[g, i: i + stride * (oh - 1) + 1: stride, j: j + stride * (ow - 1) + 1: stride]
+                acc[:, :, g * per:(g + 1) * per] += np.einsum("hwc,nc->hwn", patch.astype(np.int64),
+                                                              wt[g * per:(g + 1) * per, :, i, j].astype(np.int64))
+    return func, arrays, _requantized(acc, corr, scale, 3)[None]
+
+
+GROUPED = [(4, 9, 11, 3, 64, 3, 3, 2), (2, 1, 20, 8, 32, 1, 3, 1)]
+JOBS = {"conv": (_conv_job, CONV), "gemm": (_gemm_job, GEMM), "grouped": (_grouped_job, GROUPED)}
 
 
 @pytest.fixture(scope="module")
@@ -157,37 +185,14 @@ def test_fused_conv_requant_is_exact(isa, case, emulated):
     assert np.array_equal(out, want)
 
 
-@pytest.mark.parametrize("isa", names())
-@pytest.mark.parametrize("groups, h, w, c, n, kh, kw, stride", [(4, 9, 11, 3, 64, 3, 3, 2), (2, 1, 20, 8, 32, 1, 3, 1)])
-def test_grouped_conv_requant_is_exact(isa, groups, h, w, c, n, kh, kw, stride):
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("case", GROUPED)
+def test_grouped_conv_requant_is_exact(isa, case, emulated):
     """conv2d_requant with a group axis: X[groups, h, row], output channel j reads group
-    j // (n / groups) (ragged c, strided; and a 1-D conv's one-row image)."""
-    import tvm
-
-    lanes = layers.lanes_for(isa, n // groups)
-    oh, ow = layers.out_hw(h, w, kh=kh, kw=kw, stride=(stride, stride), dilation=(1, 1))
-    extra = layers.folded_overhang(ow=ow, stride=stride, c=c, kw=kw, width=w)
-    lib = _build_on_host(layers.conv2d_requant(h, (w + extra) * c, c, n, kh, kw, oh, ow, (stride, stride), 1, 0.1, 3,
-                                               "uint8", lanes=lanes, isa=isa, groups=groups), isa)
-    rng = np.random.default_rng(groups)
-    x = rng.integers(0, 256, (groups, h, w + extra, c), dtype=np.uint8)
-    wt = rng.integers(-128, 128, (n, c, kh, kw), dtype=np.int8)
-    corr = rng.integers(-3000, 3000, n).astype(np.int32)
-    scale = (rng.random(n) * 1e-3).astype(np.float32)
-    out = tvm.runtime.tensor(np.zeros((1, oh, ow, n), np.uint8))
-    lib(tvm.runtime.tensor(x.reshape(groups, h, -1).astype(layers.conv_input_dtype(isa))),
-        tvm.runtime.tensor(layers.pack_folded_conv_weights(wt, lanes, isa)),
-        tvm.runtime.tensor(_kernel_corr(corr, wt.reshape(n, -1).sum(axis=1, dtype=np.int64), isa)),
-        tvm.runtime.tensor(scale), out)
-    acc = np.zeros((oh, ow, n), np.int64)
-    per = n // groups
-    for g in range(groups):
-        for i in range(kh):
-            for j in range(kw):
-                patch = x[g, i: i + stride * (oh - 1) + 1: stride, j: j + stride * (ow - 1) + 1: stride]
-                acc[:, :, g * per:(g + 1) * per] += np.einsum("hwc,nc->hwn", patch.astype(np.int64),
-                                                              wt[g * per:(g + 1) * per, :, i, j].astype(np.int64))
-    assert np.array_equal(out.numpy()[0], _requantized(acc, corr, scale, 3))
+    j // (n / groups) (ragged c, strided; and a 1-D conv's one-row image); Arm ISAs on their
+    emulated cores."""
+    out, want = _output(isa, "grouped", case, emulated)
+    assert np.array_equal(out, want)
 
 
 def test_grouped_conv_needs_whole_lane_blocks_per_group():

@@ -327,17 +327,7 @@ def compile_cmd(
     with _stdout_to_stderr():  # library chatter never reaches stdout
         model, extra = _compile_source(model, shapes, factory, out)
         with progress.stage("compile", f"TVM compile {model.name} for {tgt.name}" + (f", tuning {trials} trials" if tune else "")) as st:
-            bar = None
-            if tune and not quiet:
-                from rich.progress import BarColumn, MofNCompleteColumn
-                from rich.progress import Progress as Bar
-                from rich.progress import TimeElapsedColumn
-
-                bar = Bar("tuning", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=progress.console,
-                          transient=True)
-                task = bar.add_task("tuning", total=trials)
-                bar.start()
-            try:
+            with progress.trials(trials if tune else 0) as on_trials:
                 declared = scale != 1.0 or bool(mean) or bool(std)
                 pre = {"scale": scale, "mean": list(mean or [0.0]), "std": list(std or [1.0]), "declared": True} if declared else None
                 bundle, parity = compile_onnx(
@@ -345,14 +335,11 @@ def compile_cmd(
                     extra_manifest={k: v for k, v in extra.items() if k != "onnx_given"} or None,
                     tune_trials=trials if tune else 0,
                     tune_threads=tune_threads, onnx_copy=not no_onnx, integer=not float_arith, preprocessing=pre,
-                    on_trials=(lambda n: bar.update(task, completed=min(n, trials))) if bar else None)
-            finally:
-                if bar:
-                    bar.stop()
+                    on_trials=on_trials)
             tuning = bundle.manifest.get("tuning")
             st["note"] = f"{bundle.bytes:,} bytes" + (
                 f", tuning database {'reused' if tuning['reused'] else 'built'} ({tuning['trials']} trials, "
-                f"{tuning.get('kept', 'tuned')} build kept)" if tuning else "")
+                f"{tuning.get('kept', 'tuned')} build kept; MetaSchedule's log: {tuning['log']})" if tuning else "")
     t = bundle.manifest["target"]
     doc = {
         "bundle": {"path": str(bundle.path), "bytes": bundle.bytes, "id": bundle.id},

@@ -161,6 +161,7 @@ def _run(config, workdir: Path, target, prune_cfg, quant_cfg, progress: Progress
         bundle = variants.adopt(bundle, workdir, dense=dense, pruned=pruned, quant=quant)
         variants.build(workdir, target=target, dense=dense, pruned=pruned, quant=quant, parity_inputs=reference_x,
                        tune_trials=config.tune_trials, done={"pruned-int8": bundle}, stage=progress.stage,
+                       trials_bar=progress.trials,
                        preprocessing=bundle.manifest.get("preprocessing"))
 
     # reference outputs for the board: the int8 model on the host with onnxruntime

@@ -77,6 +77,8 @@ def run(
     variants: Optional[bool] = typer.Option(None, "--variants", help="also leave the dense fp32, pruned fp32 and pruned int8 "
                                             "bundles, untuned and tuned, in --out (for `edgeopt bench DIR`)"),
     tune_trials: Optional[int] = typer.Option(None, help="--variants: MetaSchedule trials per tuned bundle; 0: no tuned ones [default: 16]"),
+    fast: Optional[bool] = typer.Option(None, "--fast", help="preset for speed: structured pruning, distillation, longer "
+                                        "fine-tuning (docs/cli.md); --config and the other flags still win"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON report on stdout, nothing else"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress on stderr"),
 ) -> None:
@@ -91,6 +93,7 @@ def run(
         "method": method, "schedule": schedule, "distill": distill,
         "calibrator": calibrator, "budget": budget, "epochs": epochs, "seed": seed,
         "threads": threads, "trust_new_host": trust_new_host, "variants": variants, "tune_trials": tune_trials,
+        "fast": fast,
     }
     cfg = resolve(flags, config)
     if cfg.variants and cfg.out is None:

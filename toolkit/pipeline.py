@@ -79,7 +79,8 @@ def run(config: RunConfig, *, progress: Progress | None = None) -> dict:
     # validate everything cheap before the first expensive step
     target = get_target(_target_name(config))
     prune_cfg = PruneConfig(target=config.sparsity, method=config.method, schedule=config.schedule,
-                            distill=config.distill, seed=config.seed, allow_below_70=config.allow_below_70)
+                            distill=config.distill, seed=config.seed, allow_below_70=config.allow_below_70,
+                            epochs_per_step=config.prune_epochs, final_epochs=config.final_epochs, lr=config.prune_lr)
     prune_cfg.validate()
     quant_cfg = QuantConfig(calibrator=config.calibrator, calibration_samples=config.calibration_samples,
                             budget=config.budget, seed=config.seed)

@@ -127,3 +127,11 @@ def test_bench_flags_a_bundle_known_to_be_slower(slow_bundle, tmp_path, monkeypa
     vs = row["vs_original"]
     assert vs["available"] and vs["slower_than_original"] is True and vs["speedup_vs_original"] < 1.0
     assert vs["lever"] == vs["levers"][0]["text"] and vs["levers"][0]["name"] == "tune"
+    buf = io.StringIO()  # one bundle on one board, no report folder: the same flag in its JSON
+    with contextlib.redirect_stdout(buf):
+        code = main(["bench", str(bundle.path), "--board", "local", "--runs", "16", "--warmup", "2", "--json", "--quiet"])
+    assert code == 0
+    doc = json.loads(buf.getvalue())
+    assert doc["slower_than_original"] is True and doc["speedup_vs_original"] < 1.0
+    assert doc["vs_original"]["p50_ms"] == doc["original"]["latency_ms"]["p50"]
+    assert doc["vs_original"]["levers"][0]["name"] == "tune"

@@ -3,7 +3,7 @@ every model family, against onnxruntime running the ORIGINAL dense fp32 model on
 the same run (the report's `speedup_vs_original`, > 1 is faster).
 
     python benchmarks/default_speed.py [--families mlp,cnn,...] [--out benchmarks/results/default_speed.json]
-                                       [--markdown docs/benchmarks.md]
+                                       [--markdown docs/benchmarks.md] [--resume]
 
 Families: the built-in `mlp`, `cnn`, `resnet` (trained on digits by the run, as `edgeopt run
 --model NAME` does) and the four a user brings (toolkit/examples.py: `own-mobilenet` with depthwise
@@ -13,7 +13,8 @@ target, local board. Per family and setting: the speedup, both p50s, the accurac
 torch model -> the bundle on the board, on the test split; the run's default budget is
 `budget` in the JSON) and the compile time (the run's `compile` stage: TVM, no tuning). One run,
 each run's ratio measured side by side by the board agent; a benchmark, not a test: it asserts
-nothing, and a failed run is recorded with its error.
+nothing, and a failed run is recorded with its error. The JSON is written after every run; on a
+busy machine a stopped benchmark goes on with --resume (each run records when it finished).
 """
 from __future__ import annotations
 
@@ -137,30 +138,34 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "default_speed.json")
     ap.add_argument("--markdown", type=Path, default=Path(__file__).parents[1] / "docs" / "benchmarks.md",
                     help="replace (or add) this benchmark's section in that file")
+    ap.add_argument("--resume", action="store_true", help="keep the runs already in --out (a run stopped part way)")
     args = ap.parse_args()
 
     from importlib.metadata import version
 
     from edgeopt.toolkit.config import RunConfig
 
-    results: dict[str, dict] = {}
-    with tempfile.TemporaryDirectory(prefix="edgeopt-default-speed-") as tmp:
-        for fam in args.families.split(","):
-            base = own_model(fam, Path(tmp)) if fam.startswith("own-") else {"model": fam}
-            results[fam] = {}
-            for setting in args.settings.split(","):
-                r = one_run({**base, **SETTINGS[setting]})
-                results[fam][setting] = r
-                print(json.dumps({"family": fam, "setting": setting,
-                                  **{k: v for k, v in r.items() if k != "trace"}}), file=sys.stderr, flush=True)
+    old = json.loads(args.out.read_text()) if args.resume and args.out.is_file() else {}
     doc = {
         "machine": machine(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "versions": ", ".join(f"{p} {version(p)}" for p in ("apache-tvm", "onnxruntime", "torch")),
         "budget": RunConfig().budget, "goals": GOALS, "convolutional": sorted(CONVOLUTIONAL),
-        "results": results,
+        "results": old.get("results", {}),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=2) + "\n")
+    with tempfile.TemporaryDirectory(prefix="edgeopt-default-speed-") as tmp:
+        for fam in args.families.split(","):
+            todo = [s for s in args.settings.split(",") if s not in doc["results"].get(fam, {})]
+            if not todo:
+                continue
+            base = own_model(fam, Path(tmp)) if fam.startswith("own-") else {"model": fam}
+            for setting in todo:
+                r = one_run({**base, **SETTINGS[setting]})
+                r["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                doc["results"].setdefault(fam, {})[setting] = r
+                print(json.dumps({"family": fam, "setting": setting,
+                                  **{k: v for k, v in r.items() if k != "trace"}}), file=sys.stderr, flush=True)
+                args.out.write_text(json.dumps(doc, indent=2) + "\n")  # after every run: a stop keeps what ran
     print(markdown(doc))
     if args.markdown:
         _replace_section(args.markdown, markdown(doc))

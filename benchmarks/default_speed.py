@@ -96,13 +96,16 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
-def _cell(r: dict, key: str, fmt: str) -> str:
+def _cell(r: dict | None, key: str, fmt: str) -> str:
+    if r is None:
+        return "not run"
     return "failed" if "error" in r else (format(r[key], fmt) if r.get(key) is not None else "n/a")
 
 
 def markdown(doc: dict) -> str:
     lines = [SECTION, "",
-             f"`python benchmarks/default_speed.py` on {doc['machine']}; {doc['versions']}. One run ({doc['created']}),",
+             f"`python benchmarks/default_speed.py` on {doc['machine']}; {doc['versions']}. "
+             + (f"Runs: {doc['runs']}." if doc.get("runs") else f"One run ({doc['created']}),"),
              "host target, the local board (the same machine), the machine shared with other work (read the ratios).",
              "Speedup = onnxruntime's p50 on the user's original dense fp32 model / the bundle's p50, both",
              "timed by the board agent in the same run (> 1: faster than where the user started). Drop = dense",
@@ -112,8 +115,8 @@ def markdown(doc: dict) -> str:
              "| `--fast` compile (s) | `--fast` run (s) |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for fam, r in doc["results"].items():
-        d, f = r.get("default", {"error": "not run"}), r.get("fast", {"error": "not run"})
-        flag = lambda x: " **SLOWER**" if x.get("slower_than_original") else ""  # noqa: E731
+        d, f = r.get("default"), r.get("fast")
+        flag = lambda x: " **SLOWER**" if x and x.get("slower_than_original") else ""  # noqa: E731
         lines.append(f"| {fam} | {_cell(d, 'speedup_vs_original', '.2f')}{flag(d)} | {_cell(f, 'speedup_vs_original', '.2f')}{flag(f)} "
                      f"| {_cell(d, 'accuracy_drop', '+.4f')} | {_cell(f, 'accuracy_drop', '+.4f')} "
                      f"| {_cell(d, 'compile_s', '.1f')} | {_cell(f, 'compile_s', '.1f')} | {_cell(f, 'seconds', '.0f')} |")

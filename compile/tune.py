@@ -5,10 +5,12 @@ TVM's documented `static_shape_tuning` pipeline times out here: every fresh buil
 builder that skips that import (`_fast_build`), then `MetaScheduleApplyDatabase`, works."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from edgeopt import paths
 from edgeopt.errors import UsageError
@@ -52,6 +54,31 @@ def _progress_callback(on_trials: Callable[[int], None]):
             on_trials(self.done)
 
     return Progress()
+
+
+LOGGER = "tvm.s_tir.meta_schedule"
+
+
+@contextlib.contextmanager
+def _logs_to_files() -> Iterator[None]:
+    """MetaSchedule's log lines go to its files under <database>/logs, none to the terminal.
+
+    Each tune_tasks call re-creates MetaSchedule's loggers with a console handler at the level
+    its root logger has at that moment (DEBUG when unset: thousands of lines on stdout). Set to
+    CRITICAL just before, the console passes nothing it logs short of a crash (which raises
+    anyway); its file handlers still take every line at DEBUG."""
+    root = logging.getLogger(LOGGER)
+    before = root.level
+    root.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        root.setLevel(before)
+
+
+def log_dir(database: str) -> Path:
+    """Where MetaSchedule's logs for a tuning database are (named in the output and the manifest)."""
+    return cache_root() / database / "logs"
 
 
 def _scheduled(mod) -> bool:
@@ -127,19 +154,23 @@ def tune(mod, tvm_target, *, target: Target, onnx_bytes: bytes, trials: int, var
         tasks = len(selected)
         tiers = budget(selected, trials)
         for group, per_task in tiers:
-            contexts, weights = extracted_tasks_to_tune_contexts(
-                extracted_tasks=group, work_dir=str(work), space="post-order-apply", strategy="evolutionary", seed=0)
-            tune_tasks(
-                tasks=contexts, task_weights=weights, work_dir=str(work), max_trials_global=per_task * len(group),
-                max_trials_per_task=per_task, num_trials_per_iter=min(16, per_task), task_scheduler="round-robin",
-                builder=ms.builder.LocalBuilder(f_build=_fast_build, timeout_sec=120, max_workers=1),
-                runner="local", database="json", cost_model="xgb", measure_callbacks=callbacks,
-            )
+            with _logs_to_files():  # both calls below set up MetaSchedule's loggers
+                contexts, weights = extracted_tasks_to_tune_contexts(
+                    extracted_tasks=group, work_dir=str(work), space="post-order-apply", strategy="evolutionary",
+                    seed=0)
+                tune_tasks(
+                    tasks=contexts, task_weights=weights, work_dir=str(work), max_trials_global=per_task * len(group),
+                    max_trials_per_task=per_task, num_trials_per_iter=min(16, per_task), task_scheduler="round-robin",
+                    builder=ms.builder.LocalBuilder(f_build=_fast_build, timeout_sec=120, max_workers=1),
+                    runner="local", database="json", cost_model="xgb", measure_callbacks=callbacks,
+                )
         meta = {"trials": trials, "tasks": tasks, "trials_per_task": [p for _, p in tiers],
                 "tuned_tasks": sum(len(g) for g, _ in tiers), "threads": threads, "target": target.tvm_target()}
         meta_path.write_text(json.dumps(meta))
-    with tvm_target, tvm.transform.PassContext(opt_level=3):
-        tuned = relax.transform.MetaScheduleApplyDatabase(str(work))(mod)
+    # the database opened here, not by the pass from a work_dir (which logs a C++ warning to the terminal)
+    database = ms.database.JSONDatabase(work_dir=str(work), module_equality="structural")
+    with tvm_target, database, tvm.transform.PassContext(opt_level=3):
+        tuned = relax.transform.MetaScheduleApplyDatabase()(mod)
     return tuned, {"trials": meta["trials"], "tasks": meta.get("tasks"), "tuned_tasks": meta.get("tuned_tasks"),
                    "trials_per_task": meta.get("trials_per_task"),
-                   "threads": threads, "database": key, "reused": reused}
+                   "threads": threads, "database": key, "reused": reused, "log": str(log_dir(key))}

@@ -39,6 +39,11 @@ class RunConfig(BaseModel):
     method: Method = PruneConfig.method
     schedule: Schedule = PruneConfig.schedule
     distill: bool = False
+    # fine-tuning after each pruning step but the last, after the last, and its learning rate
+    prune_epochs: int = Field(PruneConfig.epochs_per_step, ge=0)
+    final_epochs: int = Field(PruneConfig.final_epochs, ge=0)
+    prune_lr: float = Field(PruneConfig.lr, gt=0.0)
+    fast: bool = False  # start from the FAST preset (see PRESETS); the file and the flags still win
     calibrator: Calibrator = QuantConfig.calibrator
     calibration_samples: int = Field(QuantConfig.calibration_samples, ge=1)
     budget: float = Field(QuantConfig.budget, ge=0.0, lt=1.0)
@@ -48,6 +53,15 @@ class RunConfig(BaseModel):
     threads: int | None = Field(None, ge=1)
     variants: bool = False  # also leave dense/pruned fp32 and pruned int8 bundles (untuned, tuned) in --out
     tune_trials: int = Field(16, ge=0)  # MetaSchedule trials per tuned variant (0: no tuned variants)
+
+
+# `--fast`: what the host's int8 kernels turn into speed. Removed filters shrink every kernel
+# (unstructured zeros buy nothing on dense kernels); distillation from the dense model and a
+# longer, faster fine-tune win back what removing whole filters costs (measured:
+# docs/benchmarks.md, default_speed). The 70% floor is the default's, kept.
+PRESETS: dict[str, dict[str, Any]] = {
+    "fast": {"method": "structured", "distill": True, "prune_epochs": 4, "final_epochs": 20, "prune_lr": 1e-3},
+}
 
 
 def _load_toml(path: Path) -> dict[str, Any]:
@@ -63,9 +77,12 @@ def _load_toml(path: Path) -> dict[str, Any]:
 
 
 def resolve(flags: dict[str, Any], config_file: Path | None = None) -> RunConfig:
-    """Merge a TOML file with the flags the user actually gave (None = not given)."""
-    values = _load_toml(config_file) if config_file else {}
-    values.update({k: v for k, v in flags.items() if v is not None})
+    """Merge a TOML file with the flags the user actually gave (None = not given): defaults <
+    the preset (`fast`, from the flags or the file) < the file < the flags."""
+    given = {k: v for k, v in flags.items() if v is not None}
+    from_file = _load_toml(config_file) if config_file else {}
+    preset = PRESETS["fast"] if given.get("fast", from_file.get("fast")) is True else {}
+    values = {**preset, **from_file, **given}
     try:
         return RunConfig(**values)
     except ValidationError as exc:

@@ -60,7 +60,7 @@ def _fp32(m: dict) -> bool:
 # in the order a user should try them: cheapest first
 LEVERS = (
     Lever("tune", "tune the bundle: --tune-trials N (MetaSchedule; TVM's default schedules are untuned)", _untuned),
-    Lever("structured_pruning", "prune structured (--method structured): unstructured zeros buy no speed on a "
+    Lever("structured_pruning", "prune structured (--fast, or --method structured): unstructured zeros buy no speed on a "
           "target with dense kernels, removed filters do", _unstructured),
     Lever("int8_kernels", "int8 kernels for the target: this int8 bundle runs its convolutions/matmuls without "
           "the fused integer kernels (compile/kernels has none for this ISA)", _int8_without_kernels),

@@ -80,7 +80,8 @@ def run(config: RunConfig, *, progress: Progress | None = None) -> dict:
     # validate everything cheap before the first expensive step
     target = get_target(_target_name(config))
     prune_cfg = PruneConfig(target=config.sparsity, method=config.method, schedule=config.schedule,
-                            distill=config.distill, seed=config.seed, allow_below_70=config.allow_below_70)
+                            distill=config.distill, seed=config.seed, allow_below_70=config.allow_below_70,
+                            epochs_per_step=config.prune_epochs, final_epochs=config.final_epochs, lr=config.prune_lr)
     prune_cfg.validate()
     quant_cfg = QuantConfig(calibrator=config.calibrator, calibration_samples=config.calibration_samples,
                             budget=config.budget, seed=config.seed)
@@ -155,6 +156,7 @@ def _run(config, workdir: Path, target, prune_cfg, quant_cfg, progress: Progress
         bundle = variants.adopt(bundle, workdir, dense=dense, pruned=pruned, quant=quant)
         variants.build(workdir, target=target, dense=dense, pruned=pruned, quant=quant, parity_inputs=reference_x,
                        tune_trials=config.tune_trials, done={"pruned-int8": bundle}, stage=progress.stage,
+                       trials_bar=progress.trials,
                        preprocessing=bundle.manifest.get("preprocessing"))
 
     # reference outputs for the board: the int8 model on the host with onnxruntime

@@ -1,9 +1,10 @@
-"""Progress on stderr: one line per finished stage, a spinner while one runs (on a terminal)."""
+"""Progress on stderr: one line per finished stage, a spinner while one runs (on a terminal), and a
+bar of tuning trials done against the budget, with the time spent."""
 from __future__ import annotations
 
 import contextlib
 import time
-from typing import Iterator
+from typing import Callable, Iterator
 
 from rich.console import Console
 
@@ -27,3 +28,19 @@ class Progress:
         if not self.quiet:
             note = f"  [dim]{info['note']}[/dim]" if info.get("note") else ""
             self.console.print(f"[green]✓[/green] {description:<40} {elapsed:6.1f}s{note}")
+
+    @contextlib.contextmanager
+    def trials(self, total: int, *, label: str = "tuning") -> Iterator[Callable[[int], None] | None]:
+        """A bar of MetaSchedule trials measured out of `total` (the budget) and the time spent.
+        Yields the callback for compile_onnx(on_trials=...); None when quiet or nothing to tune."""
+        if self.quiet or total <= 0:
+            yield None
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import Progress as Bar
+
+        bar = Bar(TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("trials"), TimeElapsedColumn(),
+                  console=self.console, transient=True)
+        task = bar.add_task(label, total=total)
+        with bar:
+            yield lambda done: bar.update(task, completed=min(done, total))

@@ -47,9 +47,11 @@ def sources(workdir: Path, *, dense, quant) -> dict[str, Path]:
 
 def build(workdir: Path, *, target, dense, pruned, quant, parity_inputs: np.ndarray, tune_trials: int,
           done: dict[str, Bundle] | None = None, stage: Callable | None = None, extra_manifest: dict | None = None,
-          on_trials: Callable[[int], None] | None = None, preprocessing: dict | None = None) -> dict[str, Bundle]:
+          on_trials: Callable[[int], None] | None = None, preprocessing: dict | None = None,
+          trials_bar: Callable | None = None) -> dict[str, Bundle]:
     """Compile every variant not in `done` into workdir/<name>; tuned ones only if tune_trials > 0.
-    `stage(name, description)` is a context manager (progress), or None."""
+    `stage(name, description)` is a context manager (progress), or None; `trials_bar(total)` one
+    yielding a tuning-progress callback (Progress.trials), or None."""
     import contextlib
 
     bundles = dict(done or {})
@@ -61,16 +63,19 @@ def build(workdir: Path, *, target, dense, pruned, quant, parity_inputs: np.ndar
         base = name.removesuffix("-tuned")
         ctx = stage(f"variant {name}", f"TVM compile {name}" + (f" (tuning, {tune_trials} trials)" if name.endswith("-tuned") else "")) \
             if stage else contextlib.nullcontext({})
-        with ctx as st:
+        tuned = name.endswith("-tuned")
+        bar = trials_bar(tune_trials) if trials_bar and tuned else contextlib.nullcontext(None)
+        with ctx as st, bar as on_bar:
             bundle, _ = compile_onnx(
                 src[base], target=target, out_dir=workdir / name, parity_inputs=parity_inputs, onnx_copy=True,
-                tune_trials=tune_trials if name.endswith("-tuned") else 0, on_trials=on_trials if name.endswith("-tuned") else None,
+                tune_trials=tune_trials if name.endswith("-tuned") else 0, on_trials=(on_bar or on_trials) if tuned else None,
                 extra_manifest={**(extra_manifest or {}), "variant": variant_info(name, dense=dense, pruned=pruned, quant=quant)},
                 **({"preprocessing": preprocessing} if preprocessing else {}),
             )
             if isinstance(st, dict):
-                st["note"] = f"{bundle.bytes:,} bytes" + (f", tuning database {'reused' if bundle.manifest['tuning']['reused'] else 'built'}"
-                                                          if bundle.manifest.get("tuning") else "")
+                tuning = bundle.manifest.get("tuning")
+                st["note"] = f"{bundle.bytes:,} bytes" + (f", tuning database {'reused' if tuning['reused'] else 'built'}, "
+                                                          f"MetaSchedule's log: {tuning['log']}" if tuning else "")
         bundles[name] = bundle
     return bundles
 

@@ -89,3 +89,49 @@ def test_bench_flags_a_bundle_slower_than_its_original(slow_bundle, tmp_path, mo
         assert "SLOWER" in md
     else:
         assert vs["lever"] is None and "SLOWER" not in md
+
+
+def _light_original(path):
+    """The same 3x32x32 input, averaged to 3 numbers: onnxruntime runs it in microseconds."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("GlobalAveragePool", ["x"], ["p"]), helper.make_node("Flatten", ["p"], ["y"])]
+    graph = helper.make_graph(nodes, "light", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_bench_flags_a_bundle_known_to_be_slower(slow_bundle, tmp_path, monkeypatch):
+    """Known by construction, not by timing: the bundle (two untuned fp32 3x3 convolutions, ~10M
+    multiply-adds) carries as its starting point a model that only averages the input (3K adds).
+    Whatever the machine, it is slower than that start: the JSON must flag it, with a lever."""
+    import shutil
+
+    from edgeopt.compile import Bundle
+    from edgeopt.toolkit import original
+
+    monkeypatch.setenv("EDGEOPT_CONFIG_DIR", str(tmp_path / "cfg"))
+    monkeypatch.setenv("EDGEOPT_DATA_DIR", str(tmp_path / "data"))
+    shutil.copytree(slow_bundle.path, tmp_path / "bundle")
+    bundle = original.attach(Bundle.load(tmp_path / "bundle"), _light_original(tmp_path / "light.onnx"),
+                             source="an averaging model")
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = main(["bench", str(bundle.path), "--board", "local", *FAST, "--out", str(tmp_path / "report"),
+                     "--json", "--quiet"])
+    assert code == 0
+    doc = json.loads(buf.getvalue())
+    row = next(iter(doc["summary"]["boards"][doc["boards"][0]["name"]]["variants"].values()))
+    vs = row["vs_original"]
+    assert vs["available"] and vs["slower_than_original"] is True and vs["speedup_vs_original"] < 1.0
+    assert vs["lever"] == vs["levers"][0]["text"] and vs["levers"][0]["name"] == "tune"
+    buf = io.StringIO()  # one bundle on one board, no report folder: the same flag in its JSON
+    with contextlib.redirect_stdout(buf):
+        code = main(["bench", str(bundle.path), "--board", "local", "--runs", "16", "--warmup", "2", "--json", "--quiet"])
+    assert code == 0
+    doc = json.loads(buf.getvalue())
+    assert doc["slower_than_original"] is True and doc["speedup_vs_original"] < 1.0
+    assert doc["vs_original"]["p50_ms"] == doc["original"]["latency_ms"]["p50"]
+    assert doc["vs_original"]["levers"][0]["name"] == "tune"

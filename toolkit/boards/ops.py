@@ -87,6 +87,11 @@ def bench(conn: Connection, bundle: Bundle, *, runs: int = BenchOptions.runs, wa
     if baseline == "ort" and ONNX_IN_BUNDLE not in bundle.files:
         raise UsageError(f"--baseline ort needs the bundle's ONNX, and {bundle.path} has no {ONNX_IN_BUNDLE}",
                          hint="compile the bundle without --no-onnx")
+    from . import original
+
+    # the user's starting point, timed in the same call when the bundle carries it (the agent runs
+    # one baseline per call: --baseline ort takes its place)
+    with_original = baseline is None and original.FILE in bundle.files
     x, ref, why = reference(bundle, onnx=onnx, data=data)
     summary = deploy(conn, bundle)
     dep: Deployment = summary.pop("deployment")
@@ -102,12 +107,20 @@ def bench(conn: Connection, bundle: Bundle, *, runs: int = BenchOptions.runs, wa
                 args = ["--bundle", str(dep.bundle_dir), "--warmup", str(warmup), "--repeat", str(repeat),
                         "--number", str(number), "--min-repeat-ms", str(min_repeat_ms), "--reference", str(remote_ref)]
                 args += ["--threads", str(t)] if t else []
-                args += ["--baseline", baseline] if baseline else []
+                args += ["--baseline", baseline] if baseline else (["--baseline", "original"] if with_original else [])
                 args += ["--keep-samples"] if keep_samples else []
                 sweep.append(_bench_doc(dep.agent("bench", *args), why))
         finally:
             dep.cleanup()
     result = dict(sweep[0])
+    measured = result.get("original")
+    if baseline == "ort" and original.FILE in bundle.files:
+        measured = {"available": False, "reason": "--baseline ort ran the bundle's own ONNX instead of "
+                                                  f"{original.FILE}: bench without it for the comparison"}
+    vs = original.verdict(p50_ms=result["latency_ms"]["p50"], original=measured,
+                          levers=original.levers_for(bundle.manifest))
+    result.update(vs_original=vs, speedup_vs_original=vs["speedup_vs_original"],
+                  slower_than_original=vs["slower_than_original"])
     result["deploy"] = {k: summary[k] for k in ("uploaded", "skipped", "uploaded_bytes")}
     result["board"]["name"] = conn.spec.name
     result["board"]["address"] = conn.spec.address
@@ -146,6 +159,8 @@ def _bench_doc(doc: dict, no_parity_reason: str | None) -> dict:
     }
     if "baseline" in doc:
         out["baseline"] = doc["baseline"]
+    if "original" in doc:
+        out["original"] = doc["original"]
     if "samples_ms" in doc:
         out["samples_ms"] = doc["samples_ms"]
     return out

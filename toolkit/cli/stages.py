@@ -50,6 +50,8 @@ def run(
     variants: bool = typer.Option(False, "--variants", help="also leave the dense fp32, pruned fp32 and pruned int8 "
                                   "bundles, untuned and tuned, in --out (for `edgeopt bench DIR`)"),
     tune_trials: int = typer.Option(default(RunConfig, "tune_trials"), help="--variants: MetaSchedule trials per tuned bundle; 0: no tuned ones"),
+    fast: bool = typer.Option(default(RunConfig, "fast"), "--fast", help="preset for speed: structured pruning, distillation, longer "
+                              "fine-tuning (docs/cli.md); --config and the other flags still win"),
     as_json: RunJson = False,
     quiet: Quiet = False,
 ) -> None:
@@ -65,6 +67,7 @@ def run(
         "method": method, "schedule": schedule, "distill": distill,
         "calibrator": calibrator, "budget": budget, "epochs": epochs, "seed": seed,
         "threads": threads, "trust_new_host": trust_new_host, "variants": variants, "tune_trials": tune_trials,
+        "fast": fast,
     })
     cfg = resolve(flags, config)
     if cfg.variants and cfg.out is None:
@@ -284,17 +287,7 @@ def compile_cmd(
     with stdout_to_stderr():  # library chatter never reaches stdout
         model, extra = _compile_source(model, shapes, factory, out)
         with progress.stage("compile", f"TVM compile {model.name} for {tgt.name}" + (f", tuning {trials} trials" if tune else "")) as st:
-            bar = None
-            if tune and not quiet:
-                from rich.progress import BarColumn, MofNCompleteColumn
-                from rich.progress import Progress as Bar
-                from rich.progress import TimeElapsedColumn
-
-                bar = Bar("tuning", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=progress.console,
-                          transient=True)
-                task = bar.add_task("tuning", total=trials)
-                bar.start()
-            try:
+            with progress.trials(trials if tune else 0) as on_trials:
                 declared = scale != default(CompileConfig, "scale") or bool(mean) or bool(std)
                 pre = {"scale": scale, "mean": list(mean or [0.0]), "std": list(std or [1.0]), "declared": True} if declared else None
                 bundle, parity = compile_onnx(
@@ -302,14 +295,11 @@ def compile_cmd(
                     extra_manifest={k: v for k, v in extra.items() if k != "onnx_given"} or None,
                     tune_trials=trials if tune else 0,
                     tune_threads=tune_threads, onnx_copy=not no_onnx, integer=not float_arith, preprocessing=pre,
-                    on_trials=(lambda n: bar.update(task, completed=min(n, trials))) if bar else None)
-            finally:
-                if bar:
-                    bar.stop()
+                    on_trials=on_trials)
             tuning = bundle.manifest.get("tuning")
             st["note"] = f"{bundle.bytes:,} bytes" + (
                 f", tuning database {'reused' if tuning['reused'] else 'built'} ({tuning['trials']} trials, "
-                f"{tuning.get('kept', 'tuned')} build kept)" if tuning else "")
+                f"{tuning.get('kept', 'tuned')} build kept; MetaSchedule's log: {tuning['log']})" if tuning else "")
     t = bundle.manifest["target"]
     doc = {
         "bundle": {"path": str(bundle.path), "bytes": bundle.bytes, "id": bundle.id},

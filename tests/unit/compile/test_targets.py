@@ -98,25 +98,62 @@ def test_compile_cli_input_shape_for_symbolic_dims(tmp_path):
     assert json.loads(r.stdout)["inputs"] == [{"name": "x", "shape": [1, 4], "dtype": "float32"}]
 
 
+def _tiny_matmul_onnx(path):
+    """One 16x16 matmul + bias + ReLU: a single, quick task for MetaSchedule."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.normal(size=(16, 16)).astype(np.float32), "w")
+    b = numpy_helper.from_array(rng.normal(size=(16,)).astype(np.float32), "b")
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["a"]),
+         helper.make_node("Relu", ["a"], ["y"])], "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])], initializer=[w, b])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], ir_version=10), str(path))
+    return path
+
+
 @pytest.mark.slow
-def test_tuning_is_correct_cached_and_reused(quantized, tmp_path, monkeypatch):
-    monkeypatch.setenv("EDGEOPT_CACHE_DIR", str(tmp_path / "cache"))
-    fp32 = quantized.path.parent / "model.onnx"
-    seen = []
-    bundle, parity = compile_onnx(fp32, target=get_target("host"), out_dir=tmp_path / "t1", tune_trials=8,
-                                  on_trials=seen.append)
-    t = bundle.manifest["tuning"]
-    assert t["reused"] is False and t["trials"] == 8 and t["tasks"] >= 2
-    # the budget goes to the heavy tasks first (compile/tune.budget), never over it; progress was reported
-    assert 1 <= t["tuned_tasks"] <= t["tasks"] and seen and t["tuned_tasks"] <= seen[-1] <= 8
-    records = (tmp_path / "cache" / "tuning" / t["database"] / "database_tuning_record.json").read_text().splitlines()
+def test_tuning_is_correct_cached_reused_and_quiet(tmp_path, monkeypatch):
+    """`edgeopt compile --tune` on a tiny model, 2 trials: the tuned bundle agrees with
+    onnxruntime, the database is cached and reused, MetaSchedule's log lines land in the log
+    directory the output names and none reaches the terminal, and a bar shows trials/budget."""
+    import os
+    from pathlib import Path
+
+    cache = tmp_path / "cache"
+    model = _tiny_matmul_onnx(tmp_path / "tiny.onnx")
+    # a terminal as rich sees one (the bar draws), wide enough that no path is wrapped
+    env = {**os.environ, "EDGEOPT_CACHE_DIR": str(cache), "TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "1",
+           "COLUMNS": "400"}
+    r = subprocess.run([sys.executable, "-m", "edgeopt", "compile", str(model), "--tune", "--trials", "2",
+                        "--out", str(tmp_path / "t1"), "--json"], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    doc = json.loads(r.stdout)
+    t = doc["tuning"]
+    assert t["reused"] is False and t["trials"] == 2 and 1 <= t["tuned_tasks"] <= t["tasks"]
+    assert doc["parity"]["max_abs_diff"] <= doc["parity"]["tolerance"]  # tuned code agrees with onnxruntime
+    db = cache / "tuning" / t["database"]
+    records = (db / "database_tuning_record.json").read_text().splitlines()
     assert len({json.loads(line)[0] for line in records}) == t["tuned_tasks"]  # each got a measured schedule
-    assert parity.max_abs_diff <= parity.tolerance  # tuned code still agrees with onnxruntime
-    assert list((tmp_path / "cache" / "tuning").iterdir())  # the database is cached
-    # the faster of the tuned and the untuned build is kept, measured on this machine
-    lat = t["latency_us"]
-    assert lat[t["kept"]] == min(lat.values()) and min(lat.values()) > 0
-    again, _ = compile_onnx(fp32, target=get_target("host"), out_dir=tmp_path / "t2", tune_trials=8)
+    lat = t["latency_us"]  # the faster of the tuned and untuned builds is kept, measured here
+    assert lat[t["kept"]] == min(lat.values()) > 0
+
+    # quiet: MetaSchedule's lines are in the named log directory, not on the terminal
+    log = Path(t["log"])
+    assert log == db / "logs" and str(log) in r.stderr
+    lines = [line for f in log.iterdir() for line in f.read_text().splitlines()]
+    assert len(lines) >= 10 and any("[INFO]" in line for line in lines)
+    terminal = r.stdout + r.stderr
+    assert "[INFO]" not in terminal and "[DEBUG]" not in terminal and "meta_schedule" not in terminal
+    assert not {line.split("] ", 1)[-1] for line in lines if "] " in line} & set(terminal.splitlines())
+    # visible: the bar showed trials measured against the budget
+    assert "2/2" in r.stderr and "trials" in r.stderr
+
+    monkeypatch.setenv("EDGEOPT_CACHE_DIR", str(cache))
+    again, _ = compile_onnx(model, target=get_target("host"), out_dir=tmp_path / "t2", tune_trials=2)
     timing = ("kept", "latency_us")  # measured anew each compile
     assert ({k: v for k, v in again.manifest["tuning"].items() if k not in timing}
             == {**{k: v for k, v in t.items() if k not in timing}, "reused": True})

@@ -36,3 +36,23 @@ def test_missing_and_broken_config_files(tmp_path):
     bad.write_text("sparsity = = 1")
     with pytest.raises(InputError, match="not valid TOML"):
         resolve({}, bad)
+
+
+def test_fast_preset_sits_under_the_config_file_and_the_flags(tmp_path):
+    from edgeopt.toolkit.config import PRESETS
+    from edgeopt.toolkit.prune import Method
+
+    plain, fast = resolve({}), resolve({"fast": True})
+    assert plain.method is Method.magnitude and not plain.distill and plain.final_epochs == 6
+    assert fast.fast and fast.method is Method.structured and fast.distill
+    assert fast.final_epochs == PRESETS["fast"]["final_epochs"] > plain.final_epochs
+    assert fast.sparsity == 0.70  # the floor is the default's: the preset never lowers it
+    f = tmp_path / "run.toml"
+    f.write_text('[run]\nfinal-epochs = 8\ndistill = false\n')
+    cfg = resolve({"fast": True}, f)
+    assert cfg.final_epochs == 8 and not cfg.distill  # the file wins over the preset ...
+    assert cfg.method is Method.structured and cfg.prune_epochs == PRESETS["fast"]["prune_epochs"]  # ... where it speaks
+    cfg = resolve({"fast": True, "method": "magnitude", "final_epochs": 3}, f)
+    assert cfg.method is Method.magnitude and cfg.final_epochs == 3  # flags win over both
+    f.write_text("fast = true\n")  # the preset may be chosen in the file too
+    assert resolve({}, f).method is Method.structured and resolve({"fast": False}, f).method is Method.magnitude

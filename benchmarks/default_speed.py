@@ -157,6 +157,8 @@ def main() -> None:
         "budget": RunConfig().budget, "goals": GOALS, "convolutional": sorted(CONVOLUTIONAL),
         "results": old.get("results", {}),
     }
+    if old.get("runs"):  # how a resumed table came about stays with it
+        doc["runs"] = old["runs"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="edgeopt-default-speed-") as tmp:
         for fam in args.families.split(","):

@@ -37,11 +37,12 @@ def vm_runner(lib_path: Path):
     return run
 
 
-def check_parity(lib_path: Path, onnx_path: Path, inputs: np.ndarray, *, tolerance: float) -> Parity:
-    """Run the built library and onnxruntime on the same inputs; beyond tolerance is an error."""
+def check_parity(lib_path: Path, onnx_path: Path, inputs: np.ndarray, *, tolerance: float, batch: int = 1) -> Parity:
+    """Run the built library and onnxruntime on the same inputs, `batch` at a time (the batch the
+    library was built for); beyond tolerance is an error."""
     run = vm_runner(lib_path)
-    ours = np.concatenate([run(inputs[i : i + 1]) for i in range(len(inputs))])
-    ref = predict(onnx_path, inputs)
+    ours = np.concatenate([run(inputs[i : i + batch]) for i in range(0, len(inputs), batch)])
+    ref = predict(onnx_path, inputs, batch=batch)
     diff = np.abs(ours.astype(np.float64) - ref.astype(np.float64))
     parity = Parity(
         max_abs_diff=float(diff.max()),

@@ -23,6 +23,7 @@ from edgeopt.errors import CompileError, EdgeoptError, UnsupportedModelError, Us
 from .analysis import call_plan, constant_bytes
 from .bundle import LIBRARY, Bundle, replace_dir
 from .onnx_model import default_tolerance, graph_input_shapes, load_onnx, unsupported_ops
+from .sizes import round_up
 from .targets import Target
 
 # "compiled": the VM's instruction stream becomes native code; the bytecode interpreter costs
@@ -201,9 +202,11 @@ def check_parity(s: CompileState) -> None:
     if r.target.name != "host":
         return
     shape = next(iter(s.shapes.values()))
-    random = np.random.default_rng(0).random((8, *shape[1:]), dtype=np.float32)
+    batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else 1  # built for a fixed batch (--input-shape)
+    given = 0 if r.parity_inputs is None else len(r.parity_inputs)
+    random = np.random.default_rng(0).random((round_up(given + 8, batch) - given, *shape[1:]), dtype=np.float32)
     inputs = random if r.parity_inputs is None else np.concatenate([r.parity_inputs, random])
-    s.parity = compare(s.staging / LIBRARY, r.onnx_path, inputs, tolerance=s.tolerance)
+    s.parity = compare(s.staging / LIBRARY, r.onnx_path, inputs, tolerance=s.tolerance, batch=batch)
 
 
 def write_bundle(s: CompileState) -> None:

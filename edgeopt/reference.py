@@ -26,8 +26,9 @@ def session(path: Path):
         raise InputError(f"onnxruntime cannot load {path}: {str(exc).splitlines()[0]}") from exc
 
 
-def predict(path: Path, x: np.ndarray) -> np.ndarray:
-    """Outputs of the first output for each sample of `x`, run one at a time (batch 1)."""
+def predict(path: Path, x: np.ndarray, *, batch: int = 1) -> np.ndarray:
+    """Outputs of the first output for `x`, run `batch` samples at a time (a model compiled for
+    a fixed batch takes exactly that many; len(x) must be a multiple of it)."""
     sess = session(path)
     name = sess.get_inputs()[0].name
-    return np.concatenate([sess.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))])
+    return np.concatenate([sess.run(None, {name: x[i : i + batch]})[0] for i in range(0, len(x), batch)])

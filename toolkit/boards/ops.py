@@ -87,7 +87,11 @@ def bench(conn: Connection, bundle: Bundle, *, runs: int = BenchOptions.runs, wa
     if baseline == "ort" and ONNX_IN_BUNDLE not in bundle.files:
         raise UsageError(f"--baseline ort needs the bundle's ONNX, and {bundle.path} has no {ONNX_IN_BUNDLE}",
                          hint="compile the bundle without --no-onnx")
-    from . import original
+    batch = bundle.manifest["inputs"][0]["shape"][0]
+    if batch != 1:
+        raise UsageError(f"{bundle.path} was built for a batch of {batch}: the board agent measures one sample per call",
+                         hint="for bench, compile with --input-shape NAME=1,...; the batch bundle still runs in your own code")
+    from .. import original
 
     # the user's starting point, timed in the same call when the bundle carries it (the agent runs
     # one baseline per call: --baseline ort takes its place)

@@ -175,7 +175,7 @@ def bench_cmd(
             print(f"{'onnxruntime':<12} {r['threads']:>7} {bl['p50']:>9.4f} {bl['p90']:>9.4f} {bl['p99']:>9.4f} "
                   f"{bl['mean']:>9.4f} {bl['std']:>8.4f} {bl['runs']:>6}")
     if doc.get("vs_original"):
-        from .original import describe
+        from ..original import describe
 
         print(f"vs the original model ({doc['threads']} threads): {describe(doc['vs_original'])}")
     if doc["board"].get("emulated"):

@@ -137,3 +137,25 @@ def test_compile_after_input_shape_records_the_real_output_shape(tmp_path, capsy
     described = variant.describe()["sparsity"]
     # the bench report's figure is the pruning stage's, not a count of zeros in the (unpruned) ONNX
     assert described["global"] == 0.704 and "prune.json" in described["source"]
+
+
+@pytest.mark.slow
+def test_a_batch_input_shape_compiles_checked_n_at_a_time_and_bench_says_why_not(tmp_path, capsys):
+    """--input-shape with a batch of 3: parity runs the library 3 samples at a time (it exited 70
+    feeding one); bench, whose agent measures one sample per call, refuses it in one line (exit 2)."""
+    import onnx
+
+    from edgeopt.toolkit.cli import main
+
+    path = export_onnx(Model(examples.build("mlp"), InputSpec("input", (1, 20))), tmp_path / "m.onnx")
+    model = onnx.load(str(path))
+    for v in (model.graph.input[0], model.graph.output[0]):
+        v.type.tensor_type.shape.dim[0].dim_param = "batch"
+    onnx.save(model, tmp_path / "dyn.onnx")
+    code = main(["compile", str(tmp_path / "dyn.onnx"), "--input-shape", "input=3,20", "--out", str(tmp_path / "b"), "--json", "-q"])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 0 and doc["inputs"][0]["shape"] == [3, 20] and doc["outputs"][0]["shape"] == [3, 4]
+    assert doc["parity"]["samples"] % 3 == 0 and doc["parity"]["max_abs_diff"] <= doc["parity"]["tolerance"]
+    code = main(["bench", str(tmp_path / "b"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "built for a batch of 3" in err and "--input-shape NAME=1" in err

@@ -1,9 +1,14 @@
-"""The compile stage's artifact: bundle/ = model.so + manifest.json, hashes verified on load."""
+"""The compile stage's artifact: bundle/ = model.so + manifest.json, hashes verified on load.
+
+A manifest is data a stranger may have written: its file names are checked to be plain names of
+regular files inside the bundle before any file is opened (the board agent checks them again,
+board/agent/bundle.py)."""
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +18,47 @@ from edgeopt.errors import BundleError
 SCHEMA = "edgeopt.bundle/1"
 MANIFEST = "manifest.json"
 LIBRARY = "model.so"
+# a plain name: no separator, no control character, not . or .., not hidden
+_PLAIN = re.compile(r"[A-Za-z0-9_+\-][A-Za-z0-9_.+\-]{0,127}")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_REBUILD = "rebuild it with `edgeopt compile`"
+
+
+def bad_name_reason(name: object) -> str | None:
+    """Why `name` is not a plain file name inside a bundle, or None."""
+    if not isinstance(name, str):
+        return "not a string"
+    if name in ("", ".", "..") or "/" in name or "\\" in name:
+        return "a path, not a plain name"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "has a control character"
+    if not _PLAIN.fullmatch(name):
+        return "not a plain name (letters, digits, . _ + -; at most 128)"
+    if name == MANIFEST:
+        return "the manifest cannot list itself"
+    return None
+
+
+def check(path: Path, manifest: dict) -> None:
+    """Refuse (exit 6) a manifest that names a file outside the bundle, lists no library, or
+    whose listed files are not regular files inside the bundle directory. Opens no listed file."""
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise BundleError(f"bundle {path}: manifest.json has no files table", hint=_REBUILD)
+    root = path.resolve()
+    for name, meta in files.items():
+        why = bad_name_reason(name)
+        if why:
+            raise BundleError(f"bundle {path}: manifest names the file {name!r}, which is {why}; refused",
+                              hint=f"a bundle's files are plain names inside it; {_REBUILD}")
+        if not isinstance(meta, dict) or not isinstance(meta.get("sha256"), str) or not _SHA256.match(meta["sha256"]):
+            raise BundleError(f"bundle {path}: manifest entry {name!r} has no valid sha256", hint=_REBUILD)
+        f = path / name
+        if f.is_symlink() or not f.resolve().parent == root or not f.is_file():
+            raise BundleError(f"bundle {path}: {name} is not a regular file inside the bundle; refused",
+                              hint="copy the bundle with its files, not links to them")
+    if LIBRARY not in files:
+        raise BundleError(f"bundle {path} has no {LIBRARY} in its manifest: nothing to run", hint=_REBUILD)
 
 
 def sha256_file(path: Path) -> str:
@@ -57,21 +103,23 @@ class Bundle:
 
     @classmethod
     def load(cls, path: Path) -> "Bundle":
+        """Read and check a bundle: manifest shape and names first (check), then every hash."""
         mpath = path / MANIFEST
         if not mpath.is_file():
             raise BundleError(f"{path} is not a bundle: no {MANIFEST}", hint="run `edgeopt compile` to make one")
         try:
             manifest = json.loads(mpath.read_text())
-        except json.JSONDecodeError as exc:
-            raise BundleError(f"{mpath} is not valid JSON: {exc}") from exc
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            why = str(exc)[:200] or type(exc).__name__
+            raise BundleError(f"{mpath} is not valid JSON: {why}", hint=_REBUILD) from None
+        if not isinstance(manifest, dict):
+            raise BundleError(f"{mpath} is not a JSON object", hint=_REBUILD)
         if manifest.get("schema") != SCHEMA:
             raise BundleError(f"{mpath}: schema {manifest.get('schema')!r}, this edgeopt reads {SCHEMA!r}")
-        for name, meta in manifest.get("files", {}).items():
-            f = path / name
-            if not f.is_file():
-                raise BundleError(f"bundle {path} is missing {name}", hint="rebuild it with `edgeopt compile`")
-            if sha256_file(f) != meta["sha256"]:
-                raise BundleError(f"bundle file {f} does not match its sha256 in {MANIFEST}",
+        check(path, manifest)
+        for name, meta in manifest["files"].items():
+            if sha256_file(path / name) != meta["sha256"]:
+                raise BundleError(f"bundle file {path / name} does not match its sha256 in {MANIFEST}",
                                   hint="the file was changed or damaged; rebuild the bundle")
         return cls(path, manifest)
 

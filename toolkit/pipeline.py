@@ -81,7 +81,10 @@ def run(config: RunConfig, *, progress: Progress | None = None) -> dict:
     target = get_target(_target_name(config))
     prune_cfg = PruneConfig(target=config.sparsity, method=config.method, schedule=config.schedule,
                             distill=config.distill, seed=config.seed, allow_below_70=config.allow_below_70,
-                            epochs_per_step=config.prune_epochs, final_epochs=config.final_epochs, lr=config.prune_lr)
+                            epochs_per_step=config.prune_epochs, final_epochs=config.final_epochs, lr=config.prune_lr,
+                            # the budget is the whole flow's: pruning may spend half of it, then
+                            # recovery rounds win the rest back (quantization keeps its own check)
+                            budget=config.budget / 2)
     prune_cfg.validate()
     quant_cfg = QuantConfig(calibrator=config.calibrator, calibration_samples=config.calibration_samples,
                             budget=config.budget, seed=config.seed)

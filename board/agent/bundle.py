@@ -26,7 +26,7 @@ class AgentFailure(Exception):
 def plain_name(name) -> bool:
     """A file name inside the bundle folder: letters, digits, . _ + - (not leading a dot), at
     most 128; so no separator, no .., no control character. The host checks the same pattern
-    before uploading (toolkit/bundlecheck.py)."""
+    before uploading (compile/bundle.py)."""
     return isinstance(name, str) and PLAIN_NAME.fullmatch(name) is not None
 
 

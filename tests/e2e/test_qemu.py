@@ -148,7 +148,7 @@ def test_e2e_system_mode(cfg, capsys):
             print(f"\n[qemu] system mode booted to a working sshd in {doc['boot_s']:.0f} s")
         _run_e2e("system", "qemu-system", capsys)
         pid = doc["pid"]
-    deadline = time.monotonic() + 10  # exited; init reaps the daemonized process shortly after
+    deadline = time.monotonic() + 120  # exited; init reaps the daemonized process (bounded, generous under load)
     while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not os.path.exists(f"/proc/{pid}")

@@ -273,6 +273,18 @@ def test_connection_killed_mid_bench(board, host_bundle):
             boardops.bench(conn, host_bundle, runs=5, warmup=1, min_repeat_ms=4000)
         t.join(60)
     assert e.value.exit_code == 7
+    # its temporary folder stayed (the connection was gone); named for when a later run may remove it
+    tmp = Path(board.remote_root) / "tmp"
+    left = [p for p in tmp.iterdir() if p.is_dir()]
+    assert len(left) == 1 and int(left[0].name.split("-")[0]) > time.time()
+    expired = left[0].rename(tmp / ("1-" + left[0].name.split("-", 1)[1]))  # as if its time had passed
+    running = tmp / f"{int(time.time()) + 3600}-{uuid.uuid4().hex[:12]}"  # another bench's, still running
+    running.mkdir()
+    with Connection(spec) as conn:
+        doc = boardops.bench(conn, host_bundle, runs=5, warmup=1)
+    assert str(expired) in doc["removed_stale"] and not expired.exists()
+    assert running.is_dir() and [p.name for p in tmp.iterdir()] == [running.name]
+    running.rmdir()
 
 
 def test_ctrl_c_mid_bench(board, user, host_bundle, tmp_path):

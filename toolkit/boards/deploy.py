@@ -43,10 +43,12 @@ STDERR_CAP_BYTES = 1 << 20
 STDERR_KEEP_BYTES = 64 << 10  # the tail kept for the error message
 # Timeouts (seconds) of the agent's verbs when none is set; an emulated board's are multiplied.
 DEFAULT_TIMEOUT_S = 600.0
-VERB_TIMEOUT_S = {"version": 120.0, "info": 300.0}
+# setup's steps too: an emulated board's pip install of TVM takes minutes even at these sizes
+VERB_TIMEOUT_S = {"version": 120.0, "info": 300.0, "venv": 600.0, "pip": 1800.0, "import": 600.0}
 EMULATED_TIMEOUT_SCALE = 10.0  # QEMU arithmetic is 500-900x slower; its verbs are small on purpose
 TIMEOUT_ENV = "EDGEOPT_BOARD_TIMEOUT"
 TIMEOUT_HINT = f"set a longer one with --timeout S, `timeout = S` in boards.toml or {TIMEOUT_ENV}=S; or check the board's load"
+TMP_LIFETIME_TIMEOUTS = 2  # a run's temporary folder outlives it by this many command timeouts at most
 STOP_GRACE_S = 2  # SIGTERM, then SIGKILL this much later
 # Every command runs under this POSIX sh wrapper. sshd starts a command without a terminal in a
 # session (and process group) of its own; when the channel closes (done, timed out, Ctrl-C, the
@@ -591,15 +593,18 @@ class Deployment:
     has been checked against the board's `uname -m`."""
 
     def __init__(self, conn: Connection, bundle: Bundle) -> None:
-        from ..bundlecheck import check_bundle
+        from edgeopt.compile.bundle import check
 
-        check_bundle(bundle.path, bundle.manifest)  # names, library: before anything is sent
+        check(bundle.path, bundle.manifest)  # names, library: before anything is sent (a Bundle may be built by hand)
         self.conn = conn
         self.bundle = bundle
         root = conn.root()
         self.agent_dir = root / "agent" / agent_digest()
         self.bundle_dir = root / "bundles" / bundle.id
-        self.tmp_dir = root / "tmp" / uuid.uuid4().hex[:12]
+        # named for when it may be removed: a run whose connection dropped cannot remove its own
+        # folder, so a later run removes folders past their time (a running bench's never is)
+        expires = int(time.time() + TMP_LIFETIME_TIMEOUTS * conn.spec.timeout_for())
+        self.tmp_dir = root / "tmp" / f"{expires}-{uuid.uuid4().hex[:12]}"
         self.uploaded: list[str] = []
         self.skipped: list[str] = []
         self.removed_stale: list[str] = []
@@ -638,9 +643,24 @@ class Deployment:
                         self.conn.spec.address, ", ".join(PurePosixPath(p).name for p in self.removed_stale))
         return self.removed_stale
 
+    def remove_expired_tmp(self) -> list[str]:
+        """Temporary folders of earlier runs past their time (a dropped bench leaves its own)."""
+        removed, now = [], time.time()
+        folder = self.tmp_dir.parent
+        for e in self.conn.listdir_attr(folder):
+            stamp = e.filename.split("-", 1)[0]
+            if stamp.isdigit() and int(stamp) < now and stat.S_ISDIR(e.st_mode or 0):
+                self.conn.remove_tree(folder / e.filename)
+                removed.append(str(folder / e.filename))
+        if removed:
+            log.warning("removed %d temporary folder(s) earlier runs left on %s", len(removed), self.conn.spec.address)
+        self.removed_stale.extend(removed)
+        return removed
+
     def upload(self) -> "Deployment":
         self.check_target()
         self.remove_stale_parts()
+        self.remove_expired_tmp()
         items = self.plan()
         remote = self.conn.remote_sha256([u.remote for u in items])
         for u in items:
@@ -675,8 +695,9 @@ class Deployment:
         try:
             self.conn.remove_tree(self.tmp_dir)
         except Exception as exc:
-            log.warning("could not remove %s on %s (%s); `edgeopt board clean` removes it",
-                        self.tmp_dir, self.conn.spec.address, exc or type(exc).__name__)
+            log.warning("could not remove %s on %s (%s); a run after %s removes it, `edgeopt board clean` at once",
+                        self.tmp_dir, self.conn.spec.address, exc or type(exc).__name__,
+                        time.strftime("%H:%M", time.localtime(int(self.tmp_dir.name.split("-")[0]))))
 
     def agent(self, verb: str, *args: str, timeout_s: float | None = None) -> dict:
         """Run `python3 -m board.agent VERB ...` on the board and return its JSON document."""

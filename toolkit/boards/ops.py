@@ -126,6 +126,7 @@ def bench(conn: Connection, bundle: Bundle, *, runs: int = BenchOptions.runs, wa
     result.update(vs_original=vs, speedup_vs_original=vs["speedup_vs_original"],
                   slower_than_original=vs["slower_than_original"])
     result["deploy"] = {k: summary[k] for k in ("uploaded", "skipped", "uploaded_bytes")}
+    result["removed_stale"] = summary["removed_stale"]
     result["board"]["name"] = conn.spec.name
     result["board"]["address"] = conn.spec.address
     result["board"]["emulated"] = conn.spec.kind.startswith("qemu")  # the QEMU board: not hardware latencies

@@ -23,7 +23,8 @@ PIP_TIMEOUT_S = 1800
 def board_python(conn: Connection, python: str = "python3") -> tuple[str, str]:
     """(major.minor, full version) of the board's system Python."""
     script = "import sys; print('%d.%d' % sys.version_info[:2], '%d.%d.%d' % sys.version_info[:3])"
-    code, out, err = conn.run([python, "-c", script], timeout_s=120)
+    code, out, err = conn.run([python, "-c", script], timeout_s=conn.spec.timeout_for("version"),
+                              what=f"`{python}` (the board's Python)")
     if code != 0 or not out.strip():
         raise BoardError(f"no working {python} on {conn.spec.address}: {(err or out).strip()[:200]}",
                          hint="install Python 3.9 or newer on the board")
@@ -82,20 +83,23 @@ def setup(conn: Connection, *, with_ort: bool = False, wheels: Path | None = Non
             sent.append(f.name)
     venv = root / "venv"
     python = conn.venv_python()
-    if conn.run(["test", "-x", str(python)], timeout_s=60)[0] != 0:
+    if conn.run(["test", "-x", str(python)], timeout_s=conn.spec.timeout_for("version"))[0] != 0:
         say("creating the venv")
-        code, out, err = conn.run(["python3", "-m", "venv", str(venv)], timeout_s=600)
+        code, out, err = conn.run(["python3", "-m", "venv", str(venv)], timeout_s=conn.spec.timeout_for("venv"),
+                                  what="setup's `python3 -m venv`")
         if code != 0:
             raise BoardError(f"`python3 -m venv` failed on {conn.spec.address}: {(err or out).strip().splitlines()[-1:]}",
                              hint="install the board's venv module (Debian: apt-get install python3-venv)")
     say("installing the runtime into the venv")
     code, out, err = conn.run([str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q",
-                               "--no-index", "--find-links", str(remote_wheels), *packages], timeout_s=PIP_TIMEOUT_S)
+                               "--no-index", "--find-links", str(remote_wheels), *packages],
+                              timeout_s=conn.spec.timeout_for("pip"), what="setup's `pip install`")
     if code != 0:
         last = ((err or out).strip().splitlines() or ["(no output)"])[-1]
         raise BoardError(f"pip install on {conn.spec.address} failed: {last}")
     code, out, err = conn.run([str(python), "-c", "import numpy, tvm; print(tvm.__version__, numpy.__version__)"],
-                              env={"TVM_USE_RUNTIME_LIB": "1"}, timeout_s=600)
+                              env={"TVM_USE_RUNTIME_LIB": "1"}, timeout_s=conn.spec.timeout_for("import"),
+                              what="setup's import check")
     if code != 0:
         raise BoardError(f"the runtime installed on {conn.spec.address} does not import: {(err.strip().splitlines() or [''])[-1]}")
     tvm_version, numpy_version = out.split()[-2:]

@@ -40,9 +40,9 @@ def _connected(board: str, *, trust_new_host: bool, local_port: int | None, time
 
 
 def _load_bundle(path: Path):
-    from ..bundlecheck import load_checked
+    from edgeopt.compile import Bundle
 
-    return load_checked(path)
+    return Bundle.load(path)
 
 
 @app.command("deploy")

@@ -111,6 +111,9 @@ def prune_cmd(
                                help="fine-tuning epochs after each step (the last step gets --final-epochs)"),
     final_epochs: int = typer.Option(default(PruneConfig, "final_epochs"), help="fine-tuning epochs after the last step"),
     distill: bool = typer.Option(False, "--distill", help="distill from the dense model while fine-tuning"),
+    budget: Optional[float] = typer.Option(
+        None, help="allowed drop of validation accuracy, a fraction; past it, up to 3 recovery rounds of "
+                   "fine-tuning distilled from the dense model (default: none)"),
     finetune_epochs: int = typer.Option(0, help="transfer learning: fine-tune on DATA before pruning (0: no)"),
     freeze: int = typer.Option(0, help="transfer learning: freeze the first N Linear/Conv layers"),
     factory: Factory = None,
@@ -129,7 +132,7 @@ def prune_cmd(
         scope=choice(Scope, scope, "--scope"), allocation=choice(Allocation, allocation, "--allocation"),
         importance=choice(Importance, importance, "--importance"), exclude=tuple(exclude or ()), steps=steps,
         epochs_per_step=epochs, final_epochs=final_epochs, distill=distill, seed=seed, allow_below_70=allow_below_70,
-        latency_weighted=latency_weighted,
+        latency_weighted=latency_weighted, budget=budget,
     )
     config.validate()  # before anything is loaded or trained
     from ..inputs import check_model_spec

@@ -54,6 +54,10 @@ class PruneConfig:
     sensitivity_ratios: tuple[float, ...] = (0.3, 0.5, 0.7, 0.85, 0.95)
     seed: int = 0
     allow_below_70: bool = False
+    # allowed drop of validation accuracy below the dense model; past it, recovery rounds (each
+    # final_epochs long, distilled from the dense model) follow the schedule. None: no recovery.
+    budget: float | None = None
+    recovery_rounds: int = 3
 
     def validate(self) -> None:
         if not 0.0 < self.target < 1.0:
@@ -69,6 +73,10 @@ class PruneConfig:
             raise UsageError("fine-tuning epochs cannot be negative")
         if self.latency_weighted and self.allocation is not Allocation.sensitivity:
             raise UsageError("--latency-weighted weighs the sensitivity allocation", hint="add --allocation sensitivity")
+        if self.budget is not None and not 0.0 <= self.budget < 1.0:
+            raise UsageError(f"the pruning budget is an accuracy drop, a fraction between 0 and 1, got {self.budget}")
+        if self.recovery_rounds < 0:
+            raise UsageError("recovery rounds cannot be negative")
         if not all(0.0 < r < 1.0 for r in self.sensitivity_ratios):
             raise UsageError("sensitivity ratios must be fractions between 0 and 1")
 
@@ -86,6 +94,7 @@ class PruneConfig:
             "exclude": list(self.exclude), "steps": self.steps if self.schedule is Schedule.gradual else 1,
             "epochs_per_step": self.epochs_per_step, "final_epochs": self.final_epochs, "lr": self.lr,
             "distill": self.distill, "latency_weighted": self.latency_weighted, "seed": self.seed,
+            "budget": self.budget, "recovery_rounds": self.recovery_rounds,
         }
 
 

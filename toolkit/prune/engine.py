@@ -61,7 +61,8 @@ class _Plan:
         elif ratios is not None:
             unstructured.apply_ratios(module, ratios)
         else:
-            unstructured.apply_global(module, self.candidates, math.ceil(scale * self.total))
+            unstructured.apply_global(module, self.candidates, math.ceil(scale * self.total),
+                                      cap=unstructured.global_cap(self.config.target))
 
     def prune_one(self, module: nn.Module, name: str, ratio: float) -> nn.Module:
         trial = copy.deepcopy(module)
@@ -73,7 +74,13 @@ class _Plan:
         if self.removed(module) >= target:
             return
         if not self.structured and self.base is None:
-            self.apply(module, target)  # a global threshold hits a count exactly
+            self.apply(module, target)  # a global threshold hits a count exactly, within the layer caps
+            if self.removed(module) < target - 1e-9:
+                raise UsageError(
+                    f"cannot remove {target:.0%} of the prunable weights with these settings (at most "
+                    f"{self.removed(module):.1%}: no layer is pruned past "
+                    f"{unstructured.global_cap(self.config.target):.1%})",
+                    hint="exclude fewer layers")
             return
         positive = [r for r in (self.base or {"_": 1.0}).values() if r > 0] or [1.0]
         hi = structured.MAX_LAYER_RATIO / min(positive) if self.structured else 1.0 / min(positive)
@@ -97,6 +104,36 @@ class _Plan:
             else:
                 lo = mid
         self.apply(module, hi)
+
+
+def _recover(module: nn.Module, data: Dataset, config: PruneConfig, plan: _Plan, dense: nn.Module,
+             on_step: Callable[[dict], None] | None) -> list[dict]:
+    """While the pruned model's validation accuracy is more than the budget below the dense
+    model's: another round of fine-tuning, distilled from the dense model (its soft labels carry
+    what the removed weights knew). At most `recovery_rounds`; the best round by validation
+    accuracy is kept, so a round can never make the result worse."""
+    x_val, y_val = data.x_val, data.y_val
+    dense_val = evaluate(dense, x_val, y_val)
+    best_val = evaluate(module, x_val, y_val)
+    best_state, last_is_best = copy.deepcopy(module.state_dict()), True
+    steps = []
+    for r in range(config.recovery_rounds):
+        if dense_val - best_val <= config.budget + 1e-12:
+            break
+        train(module, data.x_train, data.y_train, epochs=max(config.final_epochs, 1), seed=config.seed + 100 + r,
+              lr=2 * config.lr, teacher=dense, distill_alpha=config.distill_alpha, temperature=config.temperature)
+        val = evaluate(module, x_val, y_val)
+        step = {"step": len(config.step_targets) + r + 1, "recovery": True, "target": config.target,
+                "removed": plan.removed(module), "val_accuracy": val, "dense_val_accuracy": dense_val}
+        steps.append(step)
+        if on_step:
+            on_step(step)
+        last_is_best = val > best_val
+        if last_is_best:
+            best_val, best_state = val, copy.deepcopy(module.state_dict())
+    if not last_is_best:
+        module.load_state_dict(best_state)
+    return steps
 
 
 def prune(model: Model, data: Dataset, *, config: PruneConfig,
@@ -141,6 +178,8 @@ def prune(model: Model, data: Dataset, *, config: PruneConfig,
         steps.append(step)
         if on_step:
             on_step(step)
+    if config.budget is not None:
+        steps += _recover(module, data, config, plan, original, on_step=on_step)
     if not plan.structured:
         unstructured.finish(module)
     module.eval()

@@ -8,9 +8,10 @@ import string
 
 import pytest
 from edgeopt.board.agent.bundle import plain_name
+from edgeopt.compile.bundle import bad_name_reason
+from edgeopt.compile.bundle import check as check_bundle
 from edgeopt.toolkit import agentdoc
 from edgeopt.toolkit.boards.config import _read
-from edgeopt.toolkit.bundlecheck import bad_name_reason, check_bundle
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -178,3 +178,40 @@ def test_layer_latencies_are_measured_with_tvm():
     assert set(ms) == {"3", "9"} and all(v > 0 for v in ms.values())
     # conv2 (240k MACs) takes longer than fc2 (10k MACs)
     assert ms["3"] > ms["9"]
+
+
+def test_global_threshold_caps_each_layer_and_hits_the_count():
+    from torch import nn
+
+    from edgeopt.toolkit.prune import unstructured
+
+    seed_everything(0)
+    module = nn.Sequential(nn.Linear(20, 50), nn.ReLU(), nn.Linear(50, 10))
+    with torch.no_grad():
+        module[2].weight.mul_(1e-3)  # all of its weights are below the other layer's: uncapped, it would go whole
+    total = 20 * 50 + 50 * 10
+    count = int(0.7 * total)
+    unstructured.apply_global(module, ["0", "2"], count, cap=0.9)
+    zeros = {n: int((module[int(n)].weight == 0).sum()) for n in ("0", "2")}
+    assert zeros["2"] == int(0.9 * 500)  # the small layer stops at its cap...
+    assert sum(zeros.values()) == count  # ...and the threshold rose for the other to hit the count
+    w0 = module[0].weight_orig.abs()
+    kept, dropped = w0[module[0].weight_mask == 1], w0[module[0].weight_mask == 0]
+    assert dropped.max() <= kept.min()  # one threshold within the layer: the smallest went
+
+
+def test_recovery_rounds_follow_when_pruning_costs_more_than_the_budget(trained, digits):
+    cfg = PruneConfig(target=0.9, schedule=Schedule.oneshot, final_epochs=0, budget=0.0, recovery_rounds=2)
+    p = prune(trained, digits, config=cfg)
+    recovery = [s for s in p.steps if s.get("recovery")]
+    assert 1 <= len(recovery) <= 2 and p.global_sparsity >= 0.9
+    assert [s["step"] for s in p.steps] == list(range(1, len(p.steps) + 1))
+    from edgeopt.toolkit.train import evaluate
+
+    # the best round by validation accuracy is the one kept
+    best = max(s["val_accuracy"] for s in p.steps)
+    assert evaluate(p.model.module, digits.x_val, digits.y_val) == pytest.approx(best)
+    none = prune(trained, digits, config=PruneConfig(target=0.9, schedule=Schedule.oneshot, final_epochs=0))
+    assert not any(s.get("recovery") for s in none.steps)  # no budget: no recovery
+    with pytest.raises(UsageError, match="budget"):
+        PruneConfig(budget=1.5).validate()

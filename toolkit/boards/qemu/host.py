@@ -138,3 +138,14 @@ def ssh_ready(port: int, *, connect_timeout: float = 3) -> bool:
             return s.recv(64).startswith(b"SSH-")
     except OSError:
         return False
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) a process has used, or None when it is gone. Waits for an emulated
+    board are budgeted in this, not wall time: a loaded host slows the guest, not its work."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(") ", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None

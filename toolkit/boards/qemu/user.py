@@ -19,7 +19,7 @@ from . import host, state
 from .build import Image
 
 DEFAULT_CPU = "cortex-a72"  # the default 'max' has SVE, and pip's numpy warns spuriously under it
-START_TIMEOUT_S = 60
+START_TIMEOUT_S = 300  # emulated sshd; returns as soon as it answers: the limit only bounds a stuck start
 # LLVM/compile target name -> the QEMU core that runs it (QEMU 7.2 has no Cortex-A55: the A76 is
 # the closest core it has with the A55's Armv8.2 dot product)
 TARGET_CPU = {"aarch64": "cortex-a53", "cortex-a55": "cortex-a76", "cortex-a72": "cortex-a72",

@@ -120,6 +120,23 @@ def markdown(doc: dict) -> str:
         lines.append(f"| {fam} | {_cell(d, 'speedup_vs_original', '.2f')}{flag(d)} | {_cell(f, 'speedup_vs_original', '.2f')}{flag(f)} "
                      f"| {_cell(d, 'accuracy_drop', '+.4f')} | {_cell(f, 'accuracy_drop', '+.4f')} "
                      f"| {_cell(d, 'compile_s', '.1f')} | {_cell(f, 'compile_s', '.1f')} | {_cell(f, 'seconds', '.0f')} |")
+    ok = {(fam, s): r[s] for fam, r in doc["results"].items() for s in r if "error" not in r[s]}
+    if ok:
+        dflt = [v["speedup_vs_original"] for (f, s), v in ok.items() if s == "default"]
+        fast = ", ".join(f"`{f}` {v['speedup_vs_original']:.2f}x" for (f, s), v in ok.items()
+                         if s == "fast" and f in CONVOLUTIONAL)
+        worst = max(ok.items(), key=lambda kv: kv[1]["accuracy_drop"])
+        lines += ["", "Reading it:", "",
+                  f"- **Default** (magnitude pruning 70%, int8 PTQ, the fused int8 kernels, no tuning): "
+                  f"{min(dflt):.2f}x to {max(dflt):.2f}x the speed of the original (goal >= {GOALS['default']}).",
+                  f"- **`--fast`** (structured 70%, distillation, a longer fine-tune) on the convolutional "
+                  f"families: {fast} (goal >= {GOALS['fast']}).",
+                  f"- **Accuracy**: the largest drop is {worst[1]['accuracy_drop']:+.4f} ({worst[0][0]}, "
+                  f"{worst[0][1]}), budget {doc['budget']}. The pruning stage spends at most half the budget "
+                  "(validation accuracy; past it, recovery rounds distilled from the dense model) and one global "
+                  "magnitude threshold stops at 90% in any layer (docs/cli.md, `prune --budget`, `--scope`).",
+                  "- Speedups are p50 ratios on a shared 2-core machine: read them +-20%; each ratio's two "
+                  "p50s come from the same agent call."]
     failed = [(fam, s, r[s]["error"]) for fam, r in doc["results"].items() for s in r if "error" in r[s]]
     if failed:
         lines += ["", "Failed runs: " + "; ".join(f"{fam} {s}: {e}" for fam, s, e in failed)]

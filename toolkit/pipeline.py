@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeopt.compile import compile_onnx, get_target
+from edgeopt.compile import get_target
 
 from .boards.names import check_board, open_board
 from .config import RunConfig
@@ -26,9 +26,10 @@ from .prune import PruneConfig, PrunedModel
 from .quantize import QuantConfig
 from .report import build_report, config_hash
 from .sparsity import global_sparsity_of_onnx
-from .stages import data_stage, prune_stage, quantize_stage
+from .stages import compile_stage, data_stage, prune_stage, quantize_stage
 
 PARITY_SAMPLES = 32
+BENCH_NUMBER = 10  # at least this many calls in each of the protocol's rounds
 GRAPH_FORMATS = ("onnx", "torchscript", "exported")  # converted to torch layers, BatchNorm folded
 
 
@@ -137,21 +138,20 @@ def _run(config, workdir: Path, target, prune_cfg, quant_cfg, progress: Progress
         )
     sparsity_onnx = global_sparsity_of_onnx(quant.path, pruned.params_before)
 
-    with progress.stage("compile", f"TVM compile for {target.name}") as st:
-        reference_x = data.x_test[:PARITY_SAMPLES]
-        bundle, parity = compile_onnx(
-            quant.path, target=target, out_dir=workdir / "bundle", parity_inputs=reference_x,
-            preprocessing={"layout": dense.spec.layout, "scale": dense.spec.scale, "mean": 0.0, "std": 1.0,
-                           **({"range": [0.0, 1.0]} if config.model in BUILTIN_MODELS else {}), "declared": True},
-            extra_manifest={
-                "source": {"model": config.model, "data": config.data, "quantization": quant.quant_path},
-                "config_hash": config_hash(config),
-                "sparsity": manifest_sparsity(pruned),
-            },
-        )
-        st["note"] = f"{bundle.bytes} bytes" + (f", host parity max|diff| {parity.max_abs_diff:.2g}" if parity else "")
-        # the user's starting point travels with the bundle: the board times it beside the bundle
-        bundle = original.attach(bundle, dense_onnx(workdir, dense), source=config.model)
+    reference_x = data.x_test[:PARITY_SAMPLES]
+    bundle, parity = compile_stage(
+        quant.path, target=target, out=workdir / "bundle", progress=progress,
+        title=f"TVM compile for {target.name}", parity_inputs=reference_x,
+        preprocessing={"layout": dense.spec.layout, "scale": dense.spec.scale, "mean": 0.0, "std": 1.0,
+                       **({"range": [0.0, 1.0]} if config.model in BUILTIN_MODELS else {}), "declared": True},
+        extra_manifest={
+            "source": {"model": config.model, "data": config.data, "quantization": quant.quant_path},
+            "config_hash": config_hash(config),
+            "sparsity": manifest_sparsity(pruned),
+        },
+    )
+    # the user's starting point travels with the bundle: the board times it beside the bundle
+    bundle = original.attach(bundle, dense_onnx(workdir, dense), source=config.model)
 
     if config.variants:  # the run's bundle becomes pruned-int8; the others are built beside it
         from . import variants
@@ -182,11 +182,13 @@ def _run(config, workdir: Path, target, prune_cfg, quant_cfg, progress: Progress
             evaluation = dep.agent("eval", "--bundle", str(dep.bundle_dir), "--data", str(remote_data), *threads)
             st["note"] = f"accuracy {evaluation['accuracy']:.4f}"
         with progress.stage("bench", "latency on the board") as st:
-            bench = dep.agent(
-                "bench", "--bundle", str(dep.bundle_dir), "--warmup", str(config.warmup),
-                "--repeat", str(config.repeat), "--min-repeat-ms", str(config.min_repeat_ms), "--keep-samples", *threads,
-                "--baseline", "original",
-            )
+            from .boards.ops import measure
+
+            # a real test sample as the input; parity was the eval stage's
+            bench = measure(dep, x=data.x_test[:1], ref=None, no_parity_reason="see the eval stage's parity",
+                            warmup=config.warmup, repeat=config.repeat, number=BENCH_NUMBER,
+                            min_repeat_ms=config.min_repeat_ms, threads=[config.threads], baseline="original",
+                            keep_samples=True)[0]
             vs = original.verdict(p50_ms=bench["latency_ms"]["p50"], original=bench.get("original"),
                                   levers=original.levers_for(bundle.manifest))
             st["note"] = f"p50 {bench['latency_ms']['p50']:.4f} ms, {bench['latency_ms']['runs']} runs; " + original.describe(vs)

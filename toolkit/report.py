@@ -71,9 +71,9 @@ def build_report(*, config, dense, pruned, quant, sparsity_onnx, bundle, host_pa
         "parity": evaluation.get("parity"),
         "latency_ms": {k: bench["latency_ms"][k] for k in ("p50", "p90", "p99", "mean", "std", "min", "max", "runs")},
         "load_ms": bench["load_ms"],
-        "first_inference_ms": bench["first_inference_ms"],
+        "first_inference_ms": bench["first_ms"],
         "time_evaluator_median_ms": bench["time_evaluator_median_ms"],
-        "peak_rss_mb": bench["peak_rss_mb"],
+        "peak_rss_mb": bench["agent"]["peak_rss_mb"],
         # the user's starting point: onnxruntime, original dense fp32 model, same board, same run
         "original": vs,
         "speedup_vs_original": vs["speedup_vs_original"],  # > 1: faster than where the user started

@@ -1,5 +1,6 @@
 """The stages as `edgeopt run` (pipeline.py) and the single-stage commands run them: each shows
-its progress, makes its artifact and writes it, the same way from either."""
+its progress, makes its artifact and writes it, the same way from either (compile too: the CLI
+reaches compile/ only through compile_stage)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -46,3 +47,21 @@ def quantize_stage(source, data: Dataset, *, config: QuantConfig, out: Path, pro
         st["note"] = (f"path {quant.quant_path}, accuracy {quant.accuracy_float:.4f} -> {quant.accuracy_quantized:.4f}"
                       if quant.accuracy_quantized is not None else "calibrated on unlabelled data: no accuracy")
     return quant
+
+
+def compile_stage(onnx: Path, *, target, out: Path, progress: Progress, title: str, tune_trials: int = 0,
+                  **options):
+    """Compile `onnx` with TVM into the bundle `out` (compile/: validation, lowering, tuning, link,
+    host parity, manifest); returns (Bundle, host parity or None). `options`: compile_onnx's."""
+    from edgeopt.compile import compile_onnx
+
+    with progress.stage("compile", title) as st:
+        with progress.trials(tune_trials) as on_trials:
+            bundle, parity = compile_onnx(onnx, target=target, out_dir=out, tune_trials=tune_trials,
+                                          on_trials=on_trials, **options)
+        tuning = bundle.manifest.get("tuning")
+        st["note"] = f"{bundle.bytes:,} bytes" + (
+            f", host parity max|diff| {parity.max_abs_diff:.2g}" if parity else "") + (
+            f", tuning database {'reused' if tuning['reused'] else 'built'} ({tuning['trials']} trials, "
+            f"{tuning.get('kept', 'tuned')} build kept; MetaSchedule's log: {tuning['log']})" if tuning else "")
+    return bundle, parity

@@ -9,10 +9,10 @@ The plan is a JSON file the host uploads:
      "bundles": [{"name": "dense-fp32", "dir": "<bundle dir>", "reference": "<npz x, ref>" | null,
                    "onnx": "original.onnx" (optional: the file onnxruntime runs; default model.onnx)}, ...]}
 
-Per engine (a bundle under the TVM VM, and its model.onnx under onnxruntime): load time, first
-inference, `warmup` calls discarded; then `rounds` rounds, in each of which every engine runs
-`settle` untimed calls and then `number` calls, each timed alone; the engine order rotates by one
-every round. The host runs the TVM engines and the onnxruntime ones in two processes, one after
+Per engine (a bundle under the TVM VM, and its model.onnx under onnxruntime): load time, then the
+agent's one protocol (measure.run_protocol, the `bench` verb's too): first inference, `warmup`
+calls discarded, `rounds` rounds in each of which every engine runs `settle` untimed calls and
+then `number` calls, each timed alone, the engine order rotated by one every round. The host runs the TVM engines and the onnxruntime ones in two processes, one after
 the other: onnxruntime's spinning thread pool, left running after its calls, costs TVM's pool
 milliseconds on a small board when both live in one process. Then, outside the
 timed part: parity against the host's reference outputs, accuracy on the labelled set, and a
@@ -20,40 +20,13 @@ per-operator profile through the VM's instrument hook."""
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import numpy as np
 
 from .bundle import AgentFailure, LoadedBundle
-from .measure import parity, percentiles
-
-ONNX = "model.onnx"
-
-
-class _Engine:
-    def __init__(self, name: str, kind: str, call, load_ms: float) -> None:
-        self.name = name
-        self.kind = kind  # "tvm" | "onnxruntime"
-        self.call = call
-        self.load_ms = load_ms
-        self.first_ms = 0.0
-        self.samples: list = []
-        self.round_medians: list = []
-
-
-def _ort_session(bundle: LoadedBundle, threads: int, onnx: str = ONNX):
-    """(session, None) or (None, why not)."""
-    if onnx not in bundle.manifest.get("files", {}):
-        return None, f"bundle has no {onnx}" + (" (compiled with --no-onnx)" if onnx == ONNX else " (not built by `edgeopt run`)")
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return None, "onnxruntime is not installed on this board (edgeopt board setup --with-ort installs it)"
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    return ort.InferenceSession(os.path.join(bundle.dir, onnx), opts, providers=["CPUExecutionProvider"]), None
+from .baseline import ONNX, ort_session
+from .measure import Engine, parity, percentiles, run_protocol
 
 
 def _load_npz(path: str) -> dict:
@@ -155,7 +128,7 @@ def compare(plan_path: str, threads: int) -> dict:
     keep = bool(plan.get("keep_samples", True))
     labelled = _load_npz(plan["eval"]) if plan.get("eval") else None
     variants = []
-    engines: list[_Engine] = []
+    engines: list[Engine] = []
     for item in plan["bundles"]:
         bundle = LoadedBundle(item["dir"])
         ref = _load_npz(item["reference"]) if item.get("reference") else None
@@ -165,7 +138,7 @@ def compare(plan_path: str, threads: int) -> dict:
         else:
             x1 = np.random.default_rng(0).random(shape, dtype=np.float32)
         dx = bundle.to_device(x1)
-        tvm_engine = _Engine(item["name"], "tvm", (lambda b=bundle, d=dx: b.fn(d)), bundle.load_ms)
+        tvm_engine = Engine(item["name"], "tvm", (lambda b=bundle, d=dx: b.fn(d)), bundle.load_ms)
         if "tvm" in wanted:
             engines.append(tvm_engine)
         v = {"name": item["name"], "bundle": bundle, "dx": dx, "x1": x1, "ref": ref, "tvm": tvm_engine,
@@ -173,42 +146,21 @@ def compare(plan_path: str, threads: int) -> dict:
         if "ort" in wanted:
             t0 = time.perf_counter()
             # a plan item's "onnx" (e.g. original.onnx: the user's starting point) overrides model.onnx
-            sess, why = _ort_session(bundle, threads, item.get("onnx", ONNX))
+            sess, why = ort_session(bundle, threads, item.get("onnx", ONNX))
             if sess is None:
                 v["ort_reason"] = why
             else:
                 in_name = sess.get_inputs()[0].name
                 v["session"], v["in_name"] = sess, in_name
-                v["ort"] = _Engine(item["name"], "onnxruntime",
+                v["ort"] = Engine(item["name"], "onnxruntime",
                                    (lambda s=sess, n=in_name, x=x1: s.run(None, {n: x})),
                                    (time.perf_counter() - t0) * 1e3)
                 engines.append(v["ort"])
         variants.append(v)
 
-    for e in engines:  # first inference alone, then the warm-up
-        t0 = time.perf_counter()
-        e.call()
-        e.first_ms = (time.perf_counter() - t0) * 1e3
-        for _ in range(warmup):
-            e.call()
-    order = list(range(len(engines)))
-    t_start = time.perf_counter()
-    for r in range(rounds):
-        rotated = order[r % len(order):] + order[:r % len(order)]
-        for i in rotated:
-            e = engines[i]
-            for _ in range(settle):  # untimed: the engine's thread pool wakes up after the last engine's
-                e.call()
-            this_round = []
-            for _ in range(number):
-                t = time.perf_counter()
-                e.call()
-                this_round.append((time.perf_counter() - t) * 1e3)
-            e.samples.extend(this_round)
-            e.round_medians.append(float(np.median(this_round)))
-    timed_s = time.perf_counter() - t_start
+    timed_s = run_protocol(engines, warmup=warmup, rounds=rounds, number=number, settle=settle)
 
-    def engine_doc(e: _Engine) -> dict:
+    def engine_doc(e: Engine) -> dict:
         d = {"latency_ms": percentiles(e.samples), "load_ms": e.load_ms, "first_ms": e.first_ms,
              "round_medians_ms": e.round_medians}
         if keep:

@@ -1,4 +1,5 @@
-"""The benchmark protocol and the accuracy/parity check, on the board."""
+"""The benchmark protocol (one, for the `bench` and `compare` verbs alike) and the accuracy and
+parity checks, on the board."""
 from __future__ import annotations
 
 import time
@@ -20,26 +21,53 @@ def percentiles(samples_ms: list) -> dict:
     }
 
 
-def time_calls(fn, *, warmup: int, repeat: int, min_repeat_ms: float, number: int) -> dict:
-    """First call timed alone; `warmup` calls discarded; `repeat` repeats, each of at least
-    `number` calls and `min_repeat_ms`; every call timed on its own."""
-    t0 = time.perf_counter()
-    fn()
-    first_ms = (time.perf_counter() - t0) * 1e3
-    for _ in range(warmup):
-        fn()
-    samples = []
-    per_repeat = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        calls = 0
-        while calls < number or (time.perf_counter() - start) * 1e3 < min_repeat_ms:
-            t = time.perf_counter()
-            fn()
-            samples.append((time.perf_counter() - t) * 1e3)
-            calls += 1
-        per_repeat.append(calls)
-    return {"first_ms": first_ms, "samples": samples, "per_repeat": per_repeat}
+class Engine:
+    """One thing to time (a bundle under the TVM VM, a model under onnxruntime) and what the
+    protocol measured of it."""
+
+    def __init__(self, name: str, kind: str, call, load_ms: float) -> None:
+        self.name = name
+        self.kind = kind  # "tvm" | "onnxruntime"
+        self.call = call
+        self.load_ms = load_ms
+        self.first_ms = 0.0
+        self.samples: list = []
+        self.round_medians: list = []
+        self.per_round: list = []
+
+
+def run_protocol(engines: list, *, warmup: int, rounds: int, number: int, settle: int = 0,
+                 min_round_ms: float = 0.0) -> float:
+    """The one measuring protocol of the agent (bench and compare alike); returns the timed seconds.
+
+    Per engine: the first call timed alone, then `warmup` calls discarded. Then `rounds` rounds;
+    in each, every engine runs `settle` untimed calls (its thread pool wakes up after the last
+    engine's) and then at least `number` calls and at least `min_round_ms`, each call timed alone;
+    the engine order rotates by one every round, so drift on the board falls on all alike."""
+    for e in engines:
+        t0 = time.perf_counter()
+        e.call()
+        e.first_ms = (time.perf_counter() - t0) * 1e3
+        for _ in range(warmup):
+            e.call()
+    order = list(range(len(engines)))
+    t_start = time.perf_counter()
+    for r in range(rounds):
+        k = r % len(order) if order else 0
+        for i in order[k:] + order[:k]:
+            e = engines[i]
+            for _ in range(settle):
+                e.call()
+            this_round = []
+            start = time.perf_counter()
+            while len(this_round) < number or (time.perf_counter() - start) * 1e3 < min_round_ms:
+                t = time.perf_counter()
+                e.call()
+                this_round.append((time.perf_counter() - t) * 1e3)
+            e.samples.extend(this_round)
+            e.round_medians.append(float(np.median(this_round)))
+            e.per_round.append(len(this_round))
+    return time.perf_counter() - t_start
 
 
 def bench(bundle, *, warmup: int, repeat: int, min_repeat_ms: float, number: int, keep_samples: bool,
@@ -49,8 +77,9 @@ def bench(bundle, *, warmup: int, repeat: int, min_repeat_ms: float, number: int
     if x is None:
         x = np.random.default_rng(0).random(shape, dtype=np.float32)
     dx = bundle.to_device(np.ascontiguousarray(x, dtype=np.float32).reshape(shape))
-    timed = time_calls(lambda: bundle.fn(dx), warmup=warmup, repeat=repeat, min_repeat_ms=min_repeat_ms, number=number)
-    samples = timed["samples"]
+    engine = Engine("bundle", "tvm", lambda: bundle.fn(dx), bundle.load_ms)
+    run_protocol([engine], warmup=warmup, rounds=repeat, number=number, min_round_ms=min_repeat_ms)
+    samples = engine.samples
     # TVM's own timer (C++ loop, no Python per call) for comparison
     te = bundle.vm.time_evaluator("main", bundle.dev, number=max(1, number), repeat=repeat, min_repeat_ms=int(min_repeat_ms))(dx)
     te_median_ms = float(te.median) * 1e3
@@ -59,17 +88,17 @@ def bench(bundle, *, warmup: int, repeat: int, min_repeat_ms: float, number: int
     # median: the same statistic over our per-call samples is what the overhead compares with
     # (a p50 of single calls ignores the slow tail that a mean includes).
     means, i = [], 0
-    for n in timed["per_repeat"]:
+    for n in engine.per_round:
         means.append(float(np.mean(samples[i:i + n])))
         i += n
     repeat_mean_median_ms = float(np.median(means))
     result = {
         "latency_ms": stats,
         "load_ms": bundle.load_ms,
-        "first_inference_ms": timed["first_ms"],
+        "first_inference_ms": engine.first_ms,
         "warmup": warmup,
         "repeat": repeat,
-        "calls_per_repeat": timed["per_repeat"],
+        "calls_per_repeat": engine.per_round,
         "min_repeat_ms": min_repeat_ms,
         "time_evaluator_median_ms": te_median_ms,
         "repeat_mean_median_ms": repeat_mean_median_ms,

@@ -99,23 +99,13 @@ def bench(conn: Connection, bundle: Bundle, *, runs: int = BenchOptions.runs, wa
     x, ref, why = reference(bundle, onnx=onnx, data=data)
     summary = deploy(conn, bundle)
     dep: Deployment = summary.pop("deployment")
-    with tempfile.TemporaryDirectory(prefix="edgeopt-ref-") as tmp:
-        local = Path(tmp) / "reference.npz"
-        np.savez(local, x=x, **({"ref": ref} if ref is not None else {}))
-        try:
-            remote_ref = dep.put(local)
-            repeat = min(5, runs)
-            number = math.ceil(runs / repeat)
-            sweep = []
-            for t in threads:
-                args = ["--bundle", str(dep.bundle_dir), "--warmup", str(warmup), "--repeat", str(repeat),
-                        "--number", str(number), "--min-repeat-ms", str(min_repeat_ms), "--reference", str(remote_ref)]
-                args += ["--threads", str(t)] if t else []
-                args += ["--baseline", baseline] if baseline else (["--baseline", "original"] if with_original else [])
-                args += ["--keep-samples"] if keep_samples else []
-                sweep.append(_bench_doc(dep.agent("bench", *args), why))
-        finally:
-            dep.cleanup()
+    repeat = min(5, runs)
+    try:
+        sweep = measure(dep, x=x, ref=ref, no_parity_reason=why, warmup=warmup, repeat=repeat,
+                        number=math.ceil(runs / repeat), min_repeat_ms=min_repeat_ms, threads=threads,
+                        baseline=baseline or ("original" if with_original else None), keep_samples=keep_samples)
+    finally:
+        dep.cleanup()
     result = dict(sweep[0])
     measured = result.get("original")
     if baseline == "ort" and original.FILE in bundle.files:
@@ -141,6 +131,29 @@ def bench(conn: Connection, bundle: Bundle, *, runs: int = BenchOptions.runs, wa
         result["sweep"] = [{k: d[k] for k in ("threads", "latency_ms", "time_evaluator_median_ms", "first_ms",
                                               "rss_mb", "baseline") if k in d} for d in sweep]
     return result
+
+
+def measure(dep: Deployment, *, x: np.ndarray | None, ref: np.ndarray | None, no_parity_reason: str | None,
+            warmup: int, repeat: int, number: int, min_repeat_ms: float, threads: list[int | None] = (None,),
+            baseline: str | None = None, keep_samples: bool = False) -> list[dict]:
+    """The one driver of the agent's `bench` on a deployed bundle (`edgeopt bench` and `edgeopt
+    run` alike): inputs (and reference outputs, for parity) uploaded, then the protocol once per
+    thread count; one `edgeopt.bench/1` document each. The caller removes dep's temporary folder."""
+    with tempfile.TemporaryDirectory(prefix="edgeopt-ref-") as tmp:
+        local = Path(tmp) / "reference.npz"
+        if x is not None:
+            np.savez(local, x=x, **({"ref": ref} if ref is not None else {}))
+        remote_ref = dep.put(local) if x is not None else None
+    sweep = []
+    for t in threads:
+        args = ["--bundle", str(dep.bundle_dir), "--warmup", str(warmup), "--repeat", str(repeat),
+                "--number", str(number), "--min-repeat-ms", str(min_repeat_ms)]
+        args += ["--reference", str(remote_ref)] if remote_ref else []
+        args += ["--threads", str(t)] if t else []
+        args += ["--baseline", baseline] if baseline else []
+        args += ["--keep-samples"] if keep_samples else []
+        sweep.append(_bench_doc(dep.agent("bench", *args), no_parity_reason))
+    return sweep
 
 
 def _bench_doc(doc: dict, no_parity_reason: str | None) -> dict:

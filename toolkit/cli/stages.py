@@ -269,10 +269,11 @@ def compile_cmd(
     quiet: Quiet = False,
 ) -> None:
     """Compile an ONNX model with TVM into a bundle (model.so + manifest.json) for a target."""
-    from edgeopt.compile import compile_onnx, get_target
+    from edgeopt.compile import get_target
 
     from edgeopt.errors import InputError, UsageError
     from ..progress import Progress
+    from ..stages import compile_stage
 
     tgt = get_target(target)
     shapes = {}
@@ -289,20 +290,15 @@ def compile_cmd(
     progress = Progress(quiet=quiet)
     with stdout_to_stderr():  # library chatter never reaches stdout
         model, extra = _compile_source(model, shapes, factory, out)
-        with progress.stage("compile", f"TVM compile {model.name} for {tgt.name}" + (f", tuning {trials} trials" if tune else "")) as st:
-            with progress.trials(trials if tune else 0) as on_trials:
-                declared = scale != default(CompileConfig, "scale") or bool(mean) or bool(std)
-                pre = {"scale": scale, "mean": list(mean or [0.0]), "std": list(std or [1.0]), "declared": True} if declared else None
-                bundle, parity = compile_onnx(
-                    model, target=tgt, out_dir=out, input_shapes=(shapes if model.suffix == ".onnx" and extra.get("onnx_given") else None) or None,
-                    extra_manifest={k: v for k, v in extra.items() if k != "onnx_given"} or None,
-                    tune_trials=trials if tune else 0,
-                    tune_threads=tune_threads, onnx_copy=not no_onnx, integer=not float_arith, preprocessing=pre,
-                    on_trials=on_trials)
-            tuning = bundle.manifest.get("tuning")
-            st["note"] = f"{bundle.bytes:,} bytes" + (
-                f", tuning database {'reused' if tuning['reused'] else 'built'} ({tuning['trials']} trials, "
-                f"{tuning.get('kept', 'tuned')} build kept; MetaSchedule's log: {tuning['log']})" if tuning else "")
+        declared = scale != default(CompileConfig, "scale") or bool(mean) or bool(std)
+        pre = {"scale": scale, "mean": list(mean or [0.0]), "std": list(std or [1.0]), "declared": True} if declared else None
+        bundle, parity = compile_stage(
+            model, target=tgt, out=out, progress=progress,
+            title=f"TVM compile {model.name} for {tgt.name}" + (f", tuning {trials} trials" if tune else ""),
+            tune_trials=trials if tune else 0,
+            input_shapes=(shapes if model.suffix == ".onnx" and extra.get("onnx_given") else None) or None,
+            extra_manifest={k: v for k, v in extra.items() if k != "onnx_given"} or None,
+            tune_threads=tune_threads, onnx_copy=not no_onnx, integer=not float_arith, preprocessing=pre)
     t = bundle.manifest["target"]
     doc = {
         "bundle": {"path": str(bundle.path), "bytes": bundle.bytes, "id": bundle.id},

@@ -260,3 +260,34 @@ def test_two_node_cluster_on_loopback_runs_trials_on_both_nodes(tmp_path, stages
                 p.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+def test_a_board_group_measures_every_setting_on_each_of_its_boards(tmp_path, stages):
+    """A [groups] entry of boards.toml as --board: two real OpenSSH boards on loopback, each a Ray
+    resource of its own; every setting is measured on both, each with the original beside it."""
+    from . import sshd
+
+    reason = sshd.unavailable_reason()
+    if reason:
+        pytest.skip(f"OpenSSH board: {reason}")
+    cfg = tmp_path / "cfg"
+    cfg.mkdir()
+    with sshd.OpenSSHBoard() as b1, sshd.OpenSSHBoard() as b2:
+        entries = []
+        for name, b in (("b1", b1), ("b2", b2)):
+            entries += [f"[boards.{name}]", f'host = "{b.host}"', f"port = {b.port}", f'user = "{b.user}"',
+                        f'identity_file = "{b.client_key}"', f'remote_root = "{b.remote_root}"',
+                        f'python = "{sys.executable}"', f'known_hosts = "{b.known_hosts}"', ""]
+        (cfg / "boards.toml").write_text("\n".join(entries + ["[groups]", 'pair = ["b1", "b2"]', ""]))
+        out = tmp_path / "out"
+        proc = _sweep(_spec(tmp_path, [0.7]), out, stages, "--num-cpus", "2", "--board", "pair",
+                      env=_env(EDGEOPT_CONFIG_DIR=str(cfg)))
+        code, doc, stderr = _finish(proc)
+        assert code == 0, stderr[-3000:]
+        for b in (b1, b2):  # each board's own store got the bundles
+            assert any((Path(b.remote_root) / "bundles").iterdir())
+    assert doc["trials"]["ok"] == 1
+    [r] = doc["results"]
+    assert sorted(r["boards"]) == ["b1", "b2"]
+    for m in r["boards"].values():
+        assert m["ok"] and 0 < m["p50_ms"] <= m["p90_ms"] and m["speedup"] > 0

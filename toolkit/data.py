@@ -206,6 +206,25 @@ def load_npz(path: Path, *, val: Path | None = None, test: Path | None = None) -
     return Dataset(str(path), x, y, xv, yv, xt, yt, splits=where)
 
 
+def label_with(data: Dataset, top1, *, source: str) -> Dataset:
+    """An unlabelled set labelled with a model's top-1 (`top1`: samples -> class indices), the
+    validation and test splits carved from it as for labelled data. Every accuracy measured on it
+    is agreement with that model (fidelity), and the splits say so."""
+    x = data.x_train
+    if len(x) < 20:
+        raise InputError(f"{data.name}: need at least 20 unlabelled samples to hold out validation and test splits, "
+                         f"got {len(x)}", hint="give more samples, or labels (y)")
+    y = np.asarray(top1(x), dtype=np.int64)
+    (x, y), test = _carve(x, y, TEST_FRACTION)
+    (x, y), val = _carve(x, y, VALIDATION_FRACTION)
+    label = f"labels: {source}'s top-1 (the data has none), so accuracy here is agreement with it"
+    where = {"train": f"{data.name} x, what remains after the held-out splits; {label}",
+             "val": f"{VALIDATION_FRACTION:.0%} of the rest of {data.name} x held out (seed {SPLIT_SEED}); {label}",
+             "test": f"{TEST_FRACTION:.0%} of {data.name} x held out (seed {SPLIT_SEED}), never trained on; {label}",
+             "labels": source}
+    return Dataset(data.name, x, y, *val, *test, splits=where)
+
+
 def load_dataset(spec: str, *, val: Path | None = None, test: Path | None = None) -> Dataset:
     """`digits` or a path to an .npz file (with optional separate validation / test files)."""
     if spec == "digits":

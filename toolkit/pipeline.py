@@ -26,7 +26,7 @@ from .prune import PruneConfig, PrunedModel
 from .quantize import QuantConfig
 from .report import build_report, config_hash
 from .sparsity import global_sparsity_of_onnx
-from .stages import compile_stage, data_stage, prune_stage, quantize_stage
+from .stages import compile_stage, data_stage, label_by_original, prune_stage, quantize_stage
 
 PARITY_SAMPLES = 32
 BENCH_NUMBER = 10  # at least this many calls in each of the protocol's rounds
@@ -107,13 +107,16 @@ def run(config: RunConfig, *, progress: Progress | None = None) -> dict:
 
 def _run(config, workdir: Path, target, prune_cfg, quant_cfg, progress: Progress) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
-    data = data_stage(config.data, val=config.val_data, test=config.test_data, progress=progress, labels=(
-        "`run` fine-tunes while pruning and reports accuracy",
-        "add y (and x_test/y_test) to the .npz; unlabelled calibration data goes to `edgeopt quantize`"))
-
     builtin = config.model in BUILTIN_MODELS
+    data = data_stage(config.data, val=config.val_data, test=config.test_data, progress=progress, labels=(
+        f"the built-in {config.model} must be trained", "give y with x, or bring a trained model of your own")
+        if builtin else None)
+
     with progress.stage("train" if builtin else "model", f"train {config.model}" if builtin else f"load model ({config.model})") as st:
         dense, how = dense_model(config, data)
+        if not data.labelled:  # no labels: the original model's top-1 stands in; accuracy = agreement
+            data, dense.accuracy = label_by_original(data, dense)
+            how += "; the data has no labels: every accuracy below is agreement with this model's top-1"
         dense.save(workdir / "model")
         st["note"] = f"{how}; accuracy {dense.accuracy:.4f} ({data.splits.get('test')})"
     if (dense.source or {}).get("format") in GRAPH_FORMATS:

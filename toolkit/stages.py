@@ -27,6 +27,17 @@ def data_stage(data: str, *, val: Path | None, test: Path | None, progress: Prog
     return dataset
 
 
+def label_by_original(data: Dataset, dense) -> tuple[Dataset, float]:
+    """Unlabelled data for a model of the user's: the model's own top-1 as labels (validation and
+    test carved out as for labelled data); returns the set and the model's agreement on its test
+    split (1.0). Every later accuracy is agreement with the original model, and the splits say so."""
+    from .data import label_with
+    from .train import evaluate, predict
+
+    labelled = label_with(data, lambda x: predict(dense.module.eval(), x).argmax(-1), source="the original model")
+    return labelled, evaluate(dense.module, labelled.x_test, labelled.y_test)
+
+
 def prune_stage(dense, data: Dataset, *, config: PruneConfig, out: Path, progress: Progress,
                 on_step: Callable[[dict], None] | None = None, transfer: dict | None = None) -> PrunedModel:
     """Prune `dense` (a Model) and write the artifact (pruned.pt, spec.json, prune.json) to `out`."""

@@ -63,3 +63,27 @@ def test_run_own_model(brought, tmp_path, family, fmt):
     spec = json.loads((tmp_path / "run/model/spec.json").read_text())
     # the stage folder says what loading it again takes: these classes live in edgeopt itself
     assert spec["source"]["format"] == fmt and spec["load_requires"]["python_modules"] == []
+
+
+def test_run_and_prune_on_unlabelled_data_report_agreement_not_accuracy(brought, tmp_path):
+    """No y anywhere: the user's model's own top-1 stands in for labels, and everything reported
+    as accuracy is agreement with it, said in the report."""
+    f = brought["mlp"]
+    x = np.load(f["data"])["x"]
+    np.savez(tmp_path / "unlabelled.npz", x=x)
+    r = subprocess.run([sys.executable, "-m", "edgeopt", "run", "--model", str(f["module"]), "--data",
+                        str(tmp_path / "unlabelled.npz"), "--schedule", "oneshot", "--json", "--quiet"],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    acc = json.loads(r.stdout)["accuracy"]
+    assert acc["kind"] == "agreement_with_original"
+    assert acc["dense"] == 1.0  # the original agrees with itself
+    assert "original model's top-1" in acc["measured_on"] and "never trained on" in acc["measured_on"]
+    assert acc["test_samples"] == round(len(x) * 0.2) and 0.5 < acc["board"] <= 1.0
+    assert abs(acc["board"] - acc["final"]) <= 0.005
+    r = subprocess.run([sys.executable, "-m", "edgeopt", "prune", str(f["module"]), "--data",
+                        str(tmp_path / "unlabelled.npz"), "--schedule", "oneshot", "--final-epochs", "1", "--json",
+                        "--quiet", "--out", str(tmp_path / "pruned")], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = json.loads(r.stdout)
+    assert doc["accuracy"]["before"] == 1.0 and doc["sparsity"]["global"] >= 0.70

@@ -141,13 +141,15 @@ def prune_cmd(
     progress = Progress(quiet=quiet)
     with stdout_to_stderr():  # library chatter never reaches stdout
         from ..inputs import resolve_model
-        from ..stages import data_stage, prune_stage
+        from ..stages import data_stage, label_by_original, prune_stage
         from ..transfer import finetune
 
-        dataset = data_stage(data, val=val_data, test=test_data, progress=progress, labels=(
-            "pruning fine-tunes on labels and reports accuracy", "add y (and x_test/y_test) to the .npz"))
+        dataset = data_stage(data, val=val_data, test=test_data, progress=progress)
         with progress.stage("model", f"load model ({model})") as st:
             dense, how = resolve_model(model, dataset, factory=factory, train_epochs=train_epochs, seed=seed)
+            if not dataset.labelled:  # the model's own top-1 stands in: accuracy = agreement with it
+                dataset, dense.accuracy = label_by_original(dataset, dense)
+                how += "; the data has no labels: every accuracy below is agreement with this model's top-1"
             st["note"] = f"{how}; accuracy {dense.accuracy:.4f} ({dataset.splits.get('test')})"
         transfer = None
         if finetune_epochs:

@@ -181,3 +181,17 @@ def test_a_farm_measures_on_every_board_and_survives_one_dropping_out(tmp_path, 
     # the tuning finished on the other board: records, applied, parity
     assert t["trials"] == 16 and t["applied"] >= 1 and parity.max_abs_diff <= parity.tolerance
     assert all(server_pids(k) == [] for k in keys)
+
+
+def test_a_group_of_boards_tunes_as_a_farm(tmp_path, monkeypatch):
+    """`--board lab` names the boards of boards.toml's [groups] lab; a real board only once."""
+    from edgeopt.errors import UsageError
+    from edgeopt.toolkit.boards.tuning import expand
+
+    monkeypatch.setenv("EDGEOPT_CONFIG_DIR", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "boards.toml").write_text('[boards.pi]\nhost = "127.0.0.1"\n\n'
+                                          '[groups]\nlab = ["local", "local"]\ntwice = ["pi", "pi"]\n')
+    assert expand(["lab"]) == ["local", "local"] and expand(["lab", "pi"]) == ["local", "local", "pi"]
+    with pytest.raises(UsageError, match="named twice"):
+        expand(["twice"])

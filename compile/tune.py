@@ -1,4 +1,5 @@
-"""MetaSchedule tuning for host targets, with the tuning database cached by model + target.
+"""MetaSchedule tuning, with the tuning database cached by model + target (+ the board kind when
+the candidates are timed on boards: compile/remote.py).
 
 TVM's documented `static_shape_tuning` pipeline times out here: every fresh builder worker imports
 `tvm.s_tir.tensor_intrin` (~40 s, mostly its CUDA part). Tuning the extracted tasks with a

@@ -118,11 +118,27 @@ class _Board:
                         " ".join(map(str, self.left)))
 
 
+def _server_path(conn: Connection) -> dict[str, str]:
+    """TVM's RPC server imports cloudpickle, which the board runtime (`edgeopt board setup`, the
+    emulated board's image) does not include: a board without it gets this machine's copy (pure
+    Python) uploaded into the store, on the server's PYTHONPATH only."""
+    import cloudpickle
+
+    code, _, _ = conn.run([conn.python(), "-c", "import cloudpickle"], timeout_s=conn.spec.timeout_for("import"))
+    if code == 0:
+        return {}
+    src = Path(cloudpickle.__file__).parent
+    site = conn.root() / "rpc" / f"cloudpickle-{cloudpickle.__version__}"
+    for f in sorted(src.glob("*.py")):
+        conn.upload(f, site / "cloudpickle" / f.name)
+    return {"PYTHONPATH": str(site)}
+
+
 def _start_server(b: _Board) -> int:
     """Start TVM's RPC server on the board's loopback; return the port it bound there."""
     conn = b.conn
     argv = server_argv(conn.python(), b.matchkey)
-    b.server = conn.start(argv, env={"TVM_USE_RUNTIME_LIB": "1", **conn.spec.env},
+    b.server = conn.start(argv, env={"TVM_USE_RUNTIME_LIB": "1", **_server_path(conn), **conn.spec.env},
                           what="TVM's RPC server", on_line=b.count)
     m = b.server.wait_line(BIND_LINE, conn.spec.timeout_for("import"))
     if m is None:

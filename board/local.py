@@ -49,6 +49,14 @@ class _Server(asyncssh.SSHServer):
     def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
         return username == self._user and key.public_data == self._key
 
+    def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int) -> bool:
+        # port forwards to this machine's loopback only (OpenSSH's `PermitOpen localhost:*`):
+        # what tuning uses to reach the RPC server it starts on the board
+        return dest_host in ("127.0.0.1", "localhost")
+
+    def server_requested(self, listen_host: str, listen_port: int) -> bool:
+        return False  # no remote (board -> host) forwards
+
 
 class LocalBoard:
     """Start with `with LocalBoard() as board:`; `board.port`, `board.known_hosts`,

@@ -28,6 +28,7 @@ def compile_onnx(
     tune_threads: int = 1,
     on_trials: Callable[[int], None] | None = None,
     integer: bool = True,
+    tune_boards: object = None,
 ) -> tuple[Bundle, Parity | None]:
     """Build `onnx_path` for `target` into `out_dir` (a bundle). For the host target the build is
     checked against onnxruntime on `parity_inputs` plus 8 random inputs, within `tolerance`
@@ -41,10 +42,13 @@ def compile_onnx(
     schedules for as many cores as the target names; a parallel launch costs more than most of a
     small model's kernels take, so the default is 1, which is also how the benchmarks run).
     `integer`: run a QDQ model's conv2d/matmul as int8 x int8 -> int32 with int8 weights
-    (compile/int8/); False keeps TVM's default, fp32 arithmetic between dequantize/quantize."""
+    (compile/int8/); False keeps TVM's default, fp32 arithmetic between dequantize/quantize.
+    `tune_boards`: a started compile.remote.BoardPool (edgeopt.toolkit.boards.tuning makes one):
+    tuning measures on those boards, which any target may use (a cross target needs one)."""
     request = CompileRequest(
         onnx_path=onnx_path, target=target, out_dir=out_dir, parity_inputs=parity_inputs, tolerance=tolerance,
         input_shapes=input_shapes, extra_manifest=extra_manifest, onnx_copy=onnx_copy, preprocessing=preprocessing,
-        tune_trials=tune_trials, tune_threads=tune_threads, on_trials=on_trials, integer=integer)
+        tune_trials=tune_trials, tune_threads=tune_threads, on_trials=on_trials, integer=integer,
+        tune_boards=tune_boards)
     state = run(CompileState(request))
     return state.bundle, state.parity

@@ -48,6 +48,7 @@ class CompileRequest:
     tune_threads: int = 1
     on_trials: Callable[[int], None] | None = None
     integer: bool = True
+    tune_boards: object = None  # compile.remote.BoardPool: candidates timed on those boards
 
 
 @dataclass
@@ -143,7 +144,8 @@ def tune(s: CompileState) -> None:
 
     variant = f"int8-{s.int8.kernels or 'ops'}" if s.int8 else ""
     s.mod, s.tuning = run_tuning(s.mod, s.tvm_target, target=r.target, onnx_bytes=r.onnx_path.read_bytes(),
-                                 trials=r.tune_trials, on_trials=r.on_trials, threads=r.tune_threads, variant=variant)
+                                 trials=r.tune_trials, on_trials=r.on_trials, threads=r.tune_threads, variant=variant,
+                                 boards=r.tune_boards)
 
 
 def build(s: CompileState) -> None:
@@ -157,6 +159,11 @@ def keep_faster(s: CompileState) -> None:
     lose to the defaults as a whole (measured: int8 glue on the ResNet-style model). Both builds
     are timed here, interleaved, and the faster one kept."""
     if s.tuning is None:
+        return
+    if s.request.tune_boards is not None:
+        # this machine cannot time the board's code: the records, measured there, are applied
+        s.tuning = {**s.tuning, "kept": "tuned", "latency_us": None,
+                    "compared": "not compared: the kernels were timed on the board, one by one"}
         return
     from tvm import relax
 

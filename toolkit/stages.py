@@ -75,4 +75,6 @@ def compile_stage(onnx: Path, *, target, out: Path, progress: Progress, title: s
             f", host parity max|diff| {parity.max_abs_diff:.2g}" if parity else "") + (
             f", tuning database {'reused' if tuning['reused'] else 'built'} ({tuning['trials']} trials, "
             f"{tuning.get('kept', 'tuned')} build kept; MetaSchedule's log: {tuning['log']})" if tuning else "")
+        if tuning and tuning.get("measured_on"):
+            st["note"] += "; measured on " + ", ".join(f"{b['name']} ({b['measured']})" for b in tuning["measured_on"])
     return bundle, parity

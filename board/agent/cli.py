@@ -12,6 +12,7 @@ import sys
 import time
 
 from . import AGENT_VERSION, SCHEMA, guard
+from .bundle import cpu_flags
 from .version import agent_digest
 
 
@@ -22,6 +23,7 @@ def board_info(*, runtime: bool = True) -> dict:
         "python": platform.python_version(),
         "cores": os.cpu_count(),
         "cpu": _cpu_model(),
+        "cpu_features": sorted(cpu_flags()),
         "memory_mb": _mem_total_mb(),
         "executable": sys.executable,
     }

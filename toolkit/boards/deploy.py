@@ -12,8 +12,10 @@ import shlex
 import signal
 import socket
 import stat
+import threading
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -456,6 +458,39 @@ class Connection:
             _close_quietly(chan)
         return code, b"".join(out).decode(errors="replace"), bytes(err).decode(errors="replace")
 
+    @property
+    def active(self) -> bool:
+        """The SSH connection is up (a dropped board's is not)."""
+        transport = self._client.get_transport() if self._client is not None else None
+        return transport is not None and transport.is_active()
+
+    def start(self, argv: list[str], *, env: dict[str, str] | None = None, what: str | None = None,
+              on_line=None) -> "RemoteProcess":
+        """Start a long-running command on a channel of its own, under the watchdog: it runs while
+        the channel is open, and closing it (RemoteProcess.stop, Ctrl-C, the connection dropping)
+        stops its whole process group on the board. Its stdout and stderr lines go to `on_line`."""
+        assert self._client is not None, "not connected"
+        what = what or f"`{argv[0]}`"
+        words = [f"{k}={v}" for k, v in (env or {}).items()]
+        inner = (["env", *words] if words else []) + list(argv)
+        command = " ".join(shlex.quote(w) for w in ["sh", "-c", WATCHDOG, "sh", *inner])
+        try:
+            chan = self._client.get_transport().open_session(timeout=self.spec.connect_timeout_s)
+            chan.set_combine_stderr(True)
+            chan.exec_command(command)
+        except (paramiko.SSHException, OSError, EOFError, AttributeError) as exc:
+            raise BoardConnectionLostError(f"lost the SSH connection to {self.spec.address} before {what} could start: "
+                                           f"{exc or type(exc).__name__}",
+                                           hint="check the board and the network, then run the command again") from None
+        return RemoteProcess(chan, what, on_line)
+
+    def forward(self, remote_port: int) -> "Forward":
+        """127.0.0.1:<a free port> on the host -> 127.0.0.1:`remote_port` on the board, each
+        connection a direct-tcpip channel of this (verified) SSH connection: no port is opened
+        on the board's network."""
+        assert self._client is not None, "not connected"
+        return Forward(self._client.get_transport(), remote_port, self.spec.address)
+
     def arch(self) -> str:
         """The board's `uname -m`."""
         if self._arch is None:
@@ -575,6 +610,155 @@ class Connection:
             return self.sftp.listdir_attr(str(path))
         except FileNotFoundError:
             return []
+
+
+class RemoteProcess:
+    """A command Connection.start left running on the board; `stop()` closes its channel, and the
+    watchdog on the board stops its process group (no process of it outlives the channel)."""
+
+    KEEP_LINES = 200
+
+    def __init__(self, chan, what: str, on_line=None) -> None:
+        self.chan = chan
+        self.what = what
+        self.lines: deque[str] = deque(maxlen=self.KEEP_LINES)
+        self._on_line = on_line
+        self._eof = threading.Event()
+        self._thread = threading.Thread(target=self._read, name=f"edgeopt-remote-{what}", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        buf = b""
+        try:
+            while True:
+                data = self.chan.recv(1 << 16)
+                if not data:
+                    break
+                buf += data
+                *done, buf = buf.split(b"\n")
+                for raw in done:
+                    line = raw.decode(errors="replace").rstrip("\r")
+                    self.lines.append(line)
+                    if self._on_line is not None:
+                        try:
+                            self._on_line(line)
+                        except Exception as exc:  # a counter's bug must not stop the reading
+                            log.debug("line handler of %s: %s", self.what, exc)
+        except Exception as exc:  # the connection dropped
+            log.debug("%s: %s", self.what, exc or type(exc).__name__)
+        finally:
+            self._eof.set()
+
+    @property
+    def alive(self) -> bool:
+        return not self._eof.is_set() and self.chan.get_transport() is not None and self.chan.get_transport().is_active()
+
+    def wait_line(self, pattern, timeout_s: float):
+        """The first kept line matching the compiled regex `pattern` (its match), waiting at most
+        `timeout_s`; None if the command ended or the time ran out first."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            for line in list(self.lines):
+                m = pattern.search(line)
+                if m:
+                    return m
+            if self._eof.is_set() or time.monotonic() > deadline:
+                return None
+            self._eof.wait(0.1)
+
+    def exit_status(self) -> int | None:
+        return self.chan.recv_exit_status() if self.chan.exit_status_ready() else None
+
+    def stop(self) -> None:
+        """Never raises (it runs on the way out of errors)."""
+        _close_quietly(self.chan)
+        self._thread.join(5)
+
+
+class Forward:
+    """A listener on the host's 127.0.0.1 whose connections are carried to 127.0.0.1:`remote_port`
+    on the board by direct-tcpip channels of one SSH connection. Counts the connections it carried
+    (`sessions`) and whether one is open (`busy`)."""
+
+    def __init__(self, transport, remote_port: int, address: str) -> None:
+        self.transport = transport
+        self.remote_port = remote_port
+        self.address = address
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.5)
+        self.port = self.sock.getsockname()[1]
+        self.sessions = 0  # connections carried to the end
+        self.refused = 0  # connections the board's side did not take
+        self.open = 0
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._accept, name=f"edgeopt-forward-{self.port}", daemon=True)
+        self._thread.start()
+
+    @property
+    def busy(self) -> bool:
+        return self.open > 0
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                client, peer = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            threading.Thread(target=self._carry, args=(client, peer), daemon=True).start()
+
+    def _carry(self, client: socket.socket, peer) -> None:
+        with self._lock:
+            self.open += 1
+        chan = None
+        try:
+            try:
+                chan = self.transport.open_channel("direct-tcpip", ("127.0.0.1", self.remote_port), peer, timeout=10)
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                log.debug("forward to %s:127.0.0.1:%d refused: %s", self.address, self.remote_port, exc)
+                with self._lock:
+                    self.refused += 1
+                return
+            client.setblocking(True)
+            while not self._closed.is_set():
+                ready, _, _ = select.select([client, chan], [], [], 1.0)
+                if client in ready:
+                    data = client.recv(1 << 16)
+                    if not data:
+                        break
+                    chan.sendall(data)
+                if chan in ready:
+                    data = chan.recv(1 << 16)
+                    if not data:
+                        break
+                    client.sendall(data)
+                if chan.closed or not self.transport.is_active():
+                    break
+            with self._lock:
+                self.sessions += 1
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            log.debug("forward %d -> %s: %s", self.port, self.address, exc)
+        finally:
+            for closable in (client, chan):
+                try:
+                    if closable is not None:
+                        closable.close()
+                except Exception:
+                    pass
+            with self._lock:
+                self.open -= 1
+
+    def close(self) -> None:
+        self._closed.set()
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        self._thread.join(5)
 
 
 @dataclass

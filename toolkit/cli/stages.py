@@ -2,6 +2,7 @@
 shell over the stage's Python API (toolkit/pipeline.py, prune/, quantize/, compile/)."""
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Optional
@@ -12,7 +13,7 @@ from ..config import CompileConfig, RunConfig
 from ..progress import Progress
 from ..prune import PruneConfig
 from ..quantize import QuantConfig
-from .options import (DATA_HELP, Factory, LocalPort, Quiet, TestData, TrustNewHost, ValData, choice, default, given, json_flag,
+from .options import (BOARD_HELP, DATA_HELP, Factory, LocalPort, Quiet, TestData, TrustNewHost, ValData, choice, default, given, json_flag,
                       print_json, stdout_to_stderr)
 
 app = typer.Typer()
@@ -257,7 +258,12 @@ def compile_cmd(
     factory: Factory = None,
     out: Path = typer.Option(..., help="bundle directory to write (replaced only once the new one is complete)"),
     input_shape: Optional[list[str]] = typer.Option(None, help="NAME=1,3,32,32 for an input with a symbolic shape (repeatable)"),
-    tune: bool = typer.Option(False, "--tune", help="tune with MetaSchedule (host targets); the database is cached"),
+    tune: bool = typer.Option(False, "--tune", help="tune with MetaSchedule, timing on this machine (host target) or on "
+                                                      "--board; the database is cached"),
+    board: Optional[list[str]] = typer.Option(None, "--board", help="with --tune: time the candidates on this board "
+                                                                     "(repeat, or name a [groups] entry, for a farm); "
+                                                                     "needed for an Arm target. " + BOARD_HELP),
+    trust_new_host: TrustNewHost = False,
     trials: int = typer.Option(default(CompileConfig, "tune_trials"),
                                help="tuning trials in all, most to the heaviest tasks (with --tune)"),
     tune_threads: int = typer.Option(default(CompileConfig, "tune_threads"), help="threads the tuned schedules are made for (with --tune); 1 suits small "
@@ -289,18 +295,29 @@ def compile_cmd(
             raise UsageError(f"--input-shape {item!r} is not NAME=D1,D2,... with positive sizes")
     if not model.is_file():
         raise InputError(f"model not found: {model}", hint="pass an .onnx file or a torch model file")
+    if board and not tune:
+        raise UsageError("--board times tuning candidates: it needs --tune")
     progress = Progress(quiet=quiet)
     with stdout_to_stderr():  # library chatter never reaches stdout
         model, extra = _compile_source(model, shapes, factory, out)
-        declared = scale != default(CompileConfig, "scale") or bool(mean) or bool(std)
-        pre = {"scale": scale, "mean": list(mean or [0.0]), "std": list(std or [1.0]), "declared": True} if declared else None
-        bundle, parity = compile_stage(
-            model, target=tgt, out=out, progress=progress,
-            title=f"TVM compile {model.name} for {tgt.name}" + (f", tuning {trials} trials" if tune else ""),
-            tune_trials=trials if tune else 0,
-            input_shapes=(shapes if model.suffix == ".onnx" and extra.get("onnx_given") else None) or None,
-            extra_manifest={k: v for k, v in extra.items() if k != "onnx_given"} or None,
-            tune_threads=tune_threads, onnx_copy=not no_onnx, integer=not float_arith, preprocessing=pre)
+        with contextlib.ExitStack() as boards:  # the boards' RPC servers, stopped however the compile ends
+            pool = None
+            if tune and board:
+                from ..boards.tuning import tuning_boards
+
+                with progress.stage("boards", f"starting TVM's RPC server on {', '.join(board)}"):
+                    pool = boards.enter_context(tuning_boards(board, tgt, trust_new_host=trust_new_host))
+            declared = scale != default(CompileConfig, "scale") or bool(mean) or bool(std)
+            pre = {"scale": scale, "mean": list(mean or [0.0]), "std": list(std or [1.0]), "declared": True} if declared else None
+            bundle, parity = compile_stage(
+                model, target=tgt, out=out, progress=progress,
+                title=f"TVM compile {model.name} for {tgt.name}" + (f", tuning {trials} trials" if tune else "")
+                + (f" on {len(pool.endpoints)} board(s)" if pool is not None else ""),
+                tune_trials=trials if tune else 0,
+                input_shapes=(shapes if model.suffix == ".onnx" and extra.get("onnx_given") else None) or None,
+                extra_manifest={k: v for k, v in extra.items() if k != "onnx_given"} or None,
+                tune_threads=tune_threads, onnx_copy=not no_onnx, integer=not float_arith, preprocessing=pre,
+                tune_boards=pool)
     t = bundle.manifest["target"]
     doc = {
         "bundle": {"path": str(bundle.path), "bytes": bundle.bytes, "id": bundle.id},

@@ -162,7 +162,7 @@ def test_tuning_is_correct_cached_reused_and_quiet(tmp_path, monkeypatch):
 def test_tuning_for_a_cross_target_is_refused(quantized, tmp_path):
     from edgeopt.errors import UsageError
 
-    with pytest.raises(UsageError, match="needs the board"):
+    with pytest.raises(UsageError, match="needs a board of that kind"):
         compile_onnx(quantized.path, target=get_target("cortex-a72"), out_dir=tmp_path / "b", tune_trials=8)
 
 

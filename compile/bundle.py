@@ -54,6 +54,8 @@ def check(path: Path, manifest: dict) -> None:
         if not isinstance(meta, dict) or not isinstance(meta.get("sha256"), str) or not _SHA256.match(meta["sha256"]):
             raise BundleError(f"bundle {path}: manifest entry {name!r} has no valid sha256", hint=_REBUILD)
         f = path / name
+        if not f.exists() and not f.is_symlink():
+            raise BundleError(f"bundle {path} is missing {name}", hint=_REBUILD)
         if f.is_symlink() or not f.resolve().parent == root or not f.is_file():
             raise BundleError(f"bundle {path}: {name} is not a regular file inside the bundle; refused",
                               hint="copy the bundle with its files, not links to them")

@@ -54,7 +54,7 @@ def _fit(model: Model, data: Dataset, where: str, declared: tuple | None = None)
                          hint="save x in the shape the model takes (N x C x H x W, N x C x L or N x F); edgeopt never reshapes data") from None
     if not isinstance(out, torch.Tensor) or out.dim() != 2:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise InputError(f"{where} returns {shape}, not N x classes scores",
+        raise InputError(f"{where} returns {shape} for the samples of shape {sample} in {data.name}, not N x classes scores",
                          hint="edgeopt optimizes classifiers with one output: logits of shape N x classes")
     if data.labelled:
         top = max(int(data.y_train.max()), int(data.y_val.max()), int(data.y_test.max()))

@@ -188,13 +188,10 @@ def tune(mod, tvm_target, *, target: Target, onnx_bytes: bytes, trials: int, var
         selected = [t for t in extract_tasks(mod, tvm_target) if not _scheduled(t.mod)]
         tasks = len(selected)
         tiers = budget(selected, trials)
-        if boards is None:
-            builder = ms.builder.LocalBuilder(f_build=_fast_build, timeout_sec=120, max_workers=1)
-            runner = "local"
-        else:
-            builder = ms.builder.LocalBuilder(f_build=_fast_build, f_export=functools.partial(_export, target.cc),
-                                              timeout_sec=120, max_workers=1)
-            runner = boards.runner()
+        # for boards: each candidate exported as a .so by the target's (cross) compiler
+        export = {} if boards is None else {"f_export": functools.partial(_export, target.cc)}
+        builder = ms.builder.LocalBuilder(f_build=_fast_build, timeout_sec=120, max_workers=1, **export)
+        runner = "local" if boards is None else boards.runner()
         for group, per_task in tiers:
             with _logs_to_files():  # both calls below set up MetaSchedule's loggers
                 contexts, weights = extracted_tasks_to_tune_contexts(

@@ -115,6 +115,13 @@ class BoardSpec:
         return base * (EMULATED_TIMEOUT_SCALE if self.emulated else 1.0)
 
 
+def _watched(argv: list[str], env: dict[str, str] | None) -> str:
+    """The shell command that runs `argv` (with `env`) under WATCHDOG, every word quoted."""
+    words = [f"{k}={v}" for k, v in (env or {}).items()]
+    inner = (["env", *words] if words else []) + list(argv)
+    return " ".join(shlex.quote(w) for w in ["sh", "-c", WATCHDOG, "sh", *inner])
+
+
 def signal_name(code: int) -> str | None:
     """'SIGSEGV' for a shell's 139 (128 + signal number), else None."""
     if 128 < code < 128 + 65:
@@ -397,18 +404,10 @@ class Connection:
         """Run a command (every word shell-quoted, under the watchdog) and return (exit code,
         stdout, stderr). Output past STDOUT_CAP_BYTES / STDERR_CAP_BYTES, the timeout, Ctrl-C or a
         dropped connection: the channel is closed, which stops the command on the board."""
-        assert self._client is not None, "not connected"
         what = what or f"`{argv[0]}`"
-        words = [f"{k}={v}" for k, v in (env or {}).items()]
-        inner = (["env", *words] if words else []) + list(argv)
-        command = " ".join(shlex.quote(w) for w in ["sh", "-c", WATCHDOG, "sh", *inner])
+        command = _watched(argv, env)
         timeout_s = timeout_s or self.spec.timeout_for()
-        try:
-            chan = self._client.get_transport().open_session(timeout=self.spec.connect_timeout_s)
-        except (paramiko.SSHException, OSError, EOFError, AttributeError) as exc:
-            raise BoardConnectionLostError(f"lost the SSH connection to {self.spec.address} before {what} could start: "
-                                           f"{exc or type(exc).__name__}",
-                                           hint="check the board and the network, then run the command again") from None
+        chan = self._session(what)
         out: list[bytes] = []
         err = bytearray()
         n_out = n_err = 0
@@ -469,20 +468,28 @@ class Connection:
         """Start a long-running command on a channel of its own, under the watchdog: it runs while
         the channel is open, and closing it (RemoteProcess.stop, Ctrl-C, the connection dropping)
         stops its whole process group on the board. Its stdout and stderr lines go to `on_line`."""
-        assert self._client is not None, "not connected"
         what = what or f"`{argv[0]}`"
-        words = [f"{k}={v}" for k, v in (env or {}).items()]
-        inner = (["env", *words] if words else []) + list(argv)
-        command = " ".join(shlex.quote(w) for w in ["sh", "-c", WATCHDOG, "sh", *inner])
+        chan = self._session(what)
         try:
-            chan = self._client.get_transport().open_session(timeout=self.spec.connect_timeout_s)
             chan.set_combine_stderr(True)
-            chan.exec_command(command)
-        except (paramiko.SSHException, OSError, EOFError, AttributeError) as exc:
-            raise BoardConnectionLostError(f"lost the SSH connection to {self.spec.address} before {what} could start: "
-                                           f"{exc or type(exc).__name__}",
-                                           hint="check the board and the network, then run the command again") from None
+            chan.exec_command(_watched(argv, env))
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            _close_quietly(chan)
+            raise self._lost(what, exc) from None
         return RemoteProcess(chan, what, on_line)
+
+    def _session(self, what: str):
+        """A new channel of the connection, or BoardConnectionLostError naming `what`."""
+        assert self._client is not None, "not connected"
+        try:
+            return self._client.get_transport().open_session(timeout=self.spec.connect_timeout_s)
+        except (paramiko.SSHException, OSError, EOFError, AttributeError) as exc:
+            raise self._lost(what, exc) from None
+
+    def _lost(self, what: str, exc: BaseException) -> BoardConnectionLostError:
+        return BoardConnectionLostError(f"lost the SSH connection to {self.spec.address} before {what} could start: "
+                                        f"{exc or type(exc).__name__}",
+                                        hint="check the board and the network, then run the command again")
 
     def forward(self, remote_port: int) -> "Forward":
         """127.0.0.1:<a free port> on the host -> 127.0.0.1:`remote_port` on the board, each

@@ -52,7 +52,8 @@ class RunConfig(BaseModel):
     min_repeat_ms: float = Field(100.0, ge=0.0)
     threads: int | None = Field(None, ge=1)
     variants: bool = False  # also leave dense/pruned fp32 and pruned int8 bundles (untuned, tuned) in --out
-    tune_trials: int = Field(16, ge=0)  # MetaSchedule trials per tuned variant (0: no tuned variants)
+    tune: bool = False  # tune the run's bundle with MetaSchedule, candidates timed on --board
+    tune_trials: int = Field(16, ge=0)  # MetaSchedule trials per tuned bundle (--tune; --variants: 0 = no tuned ones)
 
 
 # `--fast`: what the host's int8 kernels turn into speed. Removed filters shrink every kernel

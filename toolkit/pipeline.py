@@ -16,7 +16,7 @@ from .boards.names import check_board, open_board
 from .config import RunConfig
 from .data import Dataset
 from .boards.deploy import Connection, Deployment
-from edgeopt.errors import AccuracyBudgetError, InputError
+from edgeopt.errors import AccuracyBudgetError, InputError, UsageError
 from .inputs import check_model_spec, resolve_model, train_builtin
 from .models import BUILTIN_MODELS, Model
 from . import original
@@ -75,6 +75,15 @@ def _target_name(config: RunConfig) -> str:
     return config.target
 
 
+def _open_board(config: RunConfig, stack: contextlib.ExitStack, progress: Progress):
+    """Start or reach the run's board (closed with `stack`); its BoardSpec."""
+    with progress.stage("board", f"start/connect board ({config.board})") as st:
+        spec = stack.enter_context(open_board(config.board, local_port=config.local_port,
+                                              trust_new_host=config.trust_new_host))
+        st["note"] = spec.address
+    return spec
+
+
 def run(config: RunConfig, *, progress: Progress | None = None) -> dict:
     """The whole flow; returns the report (also written to report.json in the run directory)."""
     progress = progress or Progress(quiet=True)
@@ -92,6 +101,8 @@ def run(config: RunConfig, *, progress: Progress | None = None) -> dict:
     quant_cfg.validate()
     check_model_spec(config.model)
     check_board(config.board, local_port=config.local_port)
+    if config.tune and config.tune_trials == 0:
+        raise UsageError("--tune with --tune-trials 0 tunes nothing", hint="give --tune-trials N (N > 0), or leave out --tune")
     if config.data != "digits" and not Path(config.data).is_file():
         raise InputError(f"data file not found: {config.data}", hint="pass an .npz with arrays x and y, or 'digits'")
     if config.out is not None and config.out.exists() and not config.out.is_dir():
@@ -107,75 +118,85 @@ def run(config: RunConfig, *, progress: Progress | None = None) -> dict:
 
 def _run(config, workdir: Path, target, prune_cfg, quant_cfg, progress: Progress) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
-    builtin = config.model in BUILTIN_MODELS
-    data = data_stage(config.data, val=config.val_data, test=config.test_data, progress=progress, labels=(
-        f"the built-in {config.model} must be trained", "give y with x, or bring a trained model of your own")
-        if builtin else None)
-
-    with progress.stage("train" if builtin else "model", f"train {config.model}" if builtin else f"load model ({config.model})") as st:
-        dense, how = dense_model(config, data)
-        if not data.labelled:  # no labels: the original model's top-1 stands in; accuracy = agreement
-            data, dense.accuracy = label_by_original(data, dense)
-            how += "; the data has no labels: every accuracy below is agreement with this model's top-1"
-        dense.save(workdir / "model")
-        st["note"] = f"{how}; accuracy {dense.accuracy:.4f} ({data.splits.get('test')})"
-    if (dense.source or {}).get("format") in GRAPH_FORMATS:
-        # exported graphs carry BatchNorm folded into the conv weights, so raw magnitudes are not
-        # comparable across layers: one global threshold can empty whole layers (measured on the
-        # MobileNetV2-style example: chance accuracy that fine-tuning cannot recover). Same ratio per layer.
-        import dataclasses
-
-        from .prune import Scope
-
-        prune_cfg = dataclasses.replace(prune_cfg, scope=Scope.layer)
-
-    pruned = prune_stage(dense, data, config=prune_cfg, out=workdir / "pruned", progress=progress)
-
-    qdir = workdir / "quantized"
-    quant = quantize_stage(pruned.model, data, config=quant_cfg, out=qdir, progress=progress,
-                           title="int8 quantization (PTQ first) -> QDQ ONNX", sparsity=manifest_sparsity(pruned))
-    if not quant.within_budget:
-        raise AccuracyBudgetError(
-            f"quantization lost more than the budget {config.budget} even after {quant.steps[-1]['name']}",
-            hint=f"see {qdir / 'quant.json'} for every step; raise --budget or prune less",
-        )
-    sparsity_onnx = global_sparsity_of_onnx(quant.path, pruned.params_before)
-
-    reference_x = data.x_test[:PARITY_SAMPLES]
-    bundle, parity = compile_stage(
-        quant.path, target=target, out=workdir / "bundle", progress=progress,
-        title=f"TVM compile for {target.name}", parity_inputs=reference_x,
-        preprocessing={"layout": dense.spec.layout, "scale": dense.spec.scale, "mean": 0.0, "std": 1.0,
-                       **({"range": [0.0, 1.0]} if config.model in BUILTIN_MODELS else {}), "declared": True},
-        extra_manifest={
-            "source": {"model": config.model, "data": config.data, "quantization": quant.quant_path},
-            "config_hash": config_hash(config),
-            "sparsity": manifest_sparsity(pruned),
-        },
-    )
-    # the user's starting point travels with the bundle: the board times it beside the bundle
-    bundle = original.attach(bundle, dense_onnx(workdir, dense), source=config.model)
-
-    if config.variants:  # the run's bundle becomes pruned-int8; the others are built beside it
-        from . import variants
-
-        bundle = variants.adopt(bundle, workdir, dense=dense, pruned=pruned, quant=quant)
-        variants.build(workdir, target=target, dense=dense, pruned=pruned, quant=quant, parity_inputs=reference_x,
-                       tune_trials=config.tune_trials, done={"pruned-int8": bundle}, stage=progress.stage,
-                       trials_bar=progress.trials,
-                       preprocessing=bundle.manifest.get("preprocessing"))
-
-    # reference outputs for the board: the int8 model on the host with onnxruntime
-    eval_npz = workdir / "eval.npz"
-    np.savez(eval_npz, x=data.x_test, y=data.y_test, ref=predict(quant.path, data.x_test))
-
     with contextlib.ExitStack() as stack:
-        with progress.stage("board", f"start/connect board ({config.board})") as st:
-            spec = stack.enter_context(
-                open_board(config.board, local_port=config.local_port, trust_new_host=config.trust_new_host)
+        # --tune times candidates on the run's board: it is reached, checked (its kind, its TVM) and
+        # its RPC server started before the first expensive step
+        spec = _open_board(config, stack, progress) if config.tune else None
+        tuning = stack.enter_context(contextlib.ExitStack())
+        pool = None
+        if config.tune:
+            from .boards.tuning import board_pool
+
+            with progress.stage("boards", f"start TVM's RPC server on board {config.board}"):
+                pool = tuning.enter_context(board_pool([spec], target))
+        builtin = config.model in BUILTIN_MODELS
+        data = data_stage(config.data, val=config.val_data, test=config.test_data, progress=progress, labels=(
+            f"the built-in {config.model} must be trained", "give y with x, or bring a trained model of your own")
+            if builtin else None)
+
+        with progress.stage("train" if builtin else "model", f"train {config.model}" if builtin else f"load model ({config.model})") as st:
+            dense, how = dense_model(config, data)
+            if not data.labelled:  # no labels: the original model's top-1 stands in; accuracy = agreement
+                data, dense.accuracy = label_by_original(data, dense)
+                how += "; the data has no labels: every accuracy below is agreement with this model's top-1"
+            dense.save(workdir / "model")
+            st["note"] = f"{how}; accuracy {dense.accuracy:.4f} ({data.splits.get('test')})"
+        if (dense.source or {}).get("format") in GRAPH_FORMATS:
+            # exported graphs carry BatchNorm folded into the conv weights, so raw magnitudes are not
+            # comparable across layers: one global threshold can empty whole layers (measured on the
+            # MobileNetV2-style example: chance accuracy that fine-tuning cannot recover). Same ratio per layer.
+            import dataclasses
+
+            from .prune import Scope
+
+            prune_cfg = dataclasses.replace(prune_cfg, scope=Scope.layer)
+
+        pruned = prune_stage(dense, data, config=prune_cfg, out=workdir / "pruned", progress=progress)
+
+        qdir = workdir / "quantized"
+        quant = quantize_stage(pruned.model, data, config=quant_cfg, out=qdir, progress=progress,
+                               title="int8 quantization (PTQ first) -> QDQ ONNX", sparsity=manifest_sparsity(pruned))
+        if not quant.within_budget:
+            raise AccuracyBudgetError(
+                f"quantization lost more than the budget {config.budget} even after {quant.steps[-1]['name']}",
+                hint=f"see {qdir / 'quant.json'} for every step; raise --budget or prune less",
             )
-            conn = stack.enter_context(Connection(spec))
-            st["note"] = spec.address
+        sparsity_onnx = global_sparsity_of_onnx(quant.path, pruned.params_before)
+
+        reference_x = data.x_test[:PARITY_SAMPLES]
+        # reference outputs for the board: the int8 model on the host with onnxruntime
+        eval_npz = workdir / "eval.npz"
+        np.savez(eval_npz, x=data.x_test, y=data.y_test, ref=predict(quant.path, data.x_test))
+
+        trials = config.tune_trials if config.tune else 0
+        bundle, parity = compile_stage(
+            quant.path, target=target, out=workdir / "bundle", progress=progress,
+            title=f"TVM compile for {target.name}" + (f", tuning {trials} trials on {config.board}" if trials else ""),
+            parity_inputs=reference_x, tune_trials=trials, tune_boards=pool,
+            preprocessing={"layout": dense.spec.layout, "scale": dense.spec.scale, "mean": 0.0, "std": 1.0,
+                           **({"range": [0.0, 1.0]} if config.model in BUILTIN_MODELS else {}), "declared": True},
+            extra_manifest={
+                "source": {"model": config.model, "data": config.data, "quantization": quant.quant_path},
+                "config_hash": config_hash(config),
+                "sparsity": manifest_sparsity(pruned),
+            },
+        )
+        # the user's starting point travels with the bundle: the board times it beside the bundle
+        bundle = original.attach(bundle, dense_onnx(workdir, dense), source=config.model)
+
+        if config.variants:  # the run's bundle becomes pruned-int8; the others are built beside it
+            from . import variants
+
+            bundle = variants.adopt(bundle, workdir, dense=dense, pruned=pruned, quant=quant)
+            variants.build(workdir, target=target, dense=dense, pruned=pruned, quant=quant, parity_inputs=reference_x,
+                           tune_trials=config.tune_trials, done={"pruned-int8": bundle}, stage=progress.stage,
+                           trials_bar=progress.trials, tune_boards=pool,
+                           preprocessing=bundle.manifest.get("preprocessing"))
+        tuning.close()  # the board's RPC server stops before the bundle is deployed
+
+        if spec is None:
+            spec = _open_board(config, stack, progress)
+        conn = stack.enter_context(Connection(spec))
         with progress.stage("deploy", "deploy agent + bundle over SFTP"):
             dep = Deployment(conn, bundle).upload()
         stack.callback(dep.cleanup)
@@ -196,11 +217,11 @@ def _run(config, workdir: Path, target, prune_cfg, quant_cfg, progress: Progress
                                   levers=original.levers_for(bundle.manifest))
             st["note"] = f"p50 {bench['latency_ms']['p50']:.4f} ms, {bench['latency_ms']['runs']} runs; " + original.describe(vs)
 
-    result = {"board_kind": spec.kind, "emulated": spec.kind.startswith("qemu"), "eval": evaluation, "bench": bench}
-    (workdir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
-    report = build_report(
-        config=config, dense=dense, pruned=pruned, quant=quant, sparsity_onnx=sparsity_onnx,
-        bundle=bundle, host_parity=parity, result=result, timings=progress.timings, splits=data.splits,
-    )
-    (workdir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    return report
+        result = {"board_kind": spec.kind, "emulated": spec.kind.startswith("qemu"), "eval": evaluation, "bench": bench}
+        (workdir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+        report = build_report(
+            config=config, dense=dense, pruned=pruned, quant=quant, sparsity_onnx=sparsity_onnx,
+            bundle=bundle, host_parity=parity, result=result, timings=progress.timings, splits=data.splits,
+        )
+        (workdir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        return report

@@ -66,6 +66,7 @@ def build_report(*, config, dense, pruned, quant, sparsity_onnx, bundle, host_pa
             "library_sha256": bundle.library_sha256,
             "target": bundle.manifest["target"]["name"],
             "host_parity": host_parity.to_json() if host_parity else None,
+            "tuning": bundle.manifest.get("tuning"),  # null: untuned (run --tune: measured on the board)
         },
         "board": {"kind": result["board_kind"], **bench["board"], "threads": bench["threads"],
                   **_emulated(result),

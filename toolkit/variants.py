@@ -48,10 +48,11 @@ def sources(workdir: Path, *, dense, quant) -> dict[str, Path]:
 def build(workdir: Path, *, target, dense, pruned, quant, parity_inputs: np.ndarray, tune_trials: int,
           done: dict[str, Bundle] | None = None, stage: Callable | None = None, extra_manifest: dict | None = None,
           on_trials: Callable[[int], None] | None = None, preprocessing: dict | None = None,
-          trials_bar: Callable | None = None) -> dict[str, Bundle]:
+          trials_bar: Callable | None = None, tune_boards=None) -> dict[str, Bundle]:
     """Compile every variant not in `done` into workdir/<name>; tuned ones only if tune_trials > 0.
     `stage(name, description)` is a context manager (progress), or None; `trials_bar(total)` one
-    yielding a tuning-progress callback (Progress.trials), or None."""
+    yielding a tuning-progress callback (Progress.trials), or None; `tune_boards`: a started
+    compile.remote.BoardPool the tuned variants are timed on (else this machine)."""
     import contextlib
 
     bundles = dict(done or {})
@@ -68,7 +69,8 @@ def build(workdir: Path, *, target, dense, pruned, quant, parity_inputs: np.ndar
         with ctx as st, bar as on_bar:
             bundle, _ = compile_onnx(
                 src[base], target=target, out_dir=workdir / name, parity_inputs=parity_inputs, onnx_copy=True,
-                tune_trials=tune_trials if name.endswith("-tuned") else 0, on_trials=(on_bar or on_trials) if tuned else None,
+                tune_trials=tune_trials if tuned else 0, on_trials=(on_bar or on_trials) if tuned else None,
+                tune_boards=tune_boards if tuned else None,
                 extra_manifest={**(extra_manifest or {}), "variant": variant_info(name, dense=dense, pruned=pruned, quant=quant)},
                 **({"preprocessing": preprocessing} if preprocessing else {}),
             )

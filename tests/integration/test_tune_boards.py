@@ -172,11 +172,15 @@ def test_a_farm_measures_on_every_board_and_survives_one_dropping_out(tmp_path, 
                 done.set()
                 killer.join(10)
             keys = [x.matchkey for x in pool.boards]
+            peaks = [x.forward.peak for x in pool.boards]
     assert stopped.is_set(), "the two boards never both measured"
     t = bundle.manifest["tuning"]
     by = {m["name"]: m for m in t["measured_on"]}
     assert by["local0"]["measured"] > 0 and by["local1"]["measured"] > 0
     assert "dropped" in by["local1"] and "dropped" not in by["local0"]
+    # each board served one measurement at a time: never two sessions open at once at the host's end
+    # of its forward (the only way to its server, which listens on the board's loopback)
+    assert peaks == [1, 1] and by["local0"]["sessions"] > 1
     assert any("local1 dropped out of the tuning pool" in r.getMessage() for r in caplog.records)
     # the tuning finished on the other board: records, applied, parity
     assert t["trials"] == 16 and t["applied"] >= 1 and parity.max_abs_diff <= parity.tolerance
@@ -195,3 +199,45 @@ def test_a_group_of_boards_tunes_as_a_farm(tmp_path, monkeypatch):
     assert expand(["lab"]) == ["local", "local"] and expand(["lab", "pi"]) == ["local", "local", "pi"]
     with pytest.raises(UsageError, match="named twice"):
         expand(["twice"])
+
+
+def rpc_servers() -> list[int]:
+    """TVM RPC server processes on this machine (a local board's are here)."""
+    return server_pids("tvm.exec.rpc_server")
+
+
+def test_run_tunes_on_its_board_and_stops_the_server_before_deploying(tmp_path, cache, capsys):
+    """`edgeopt run --tune`: the whole flow, the bundle tuned with candidates timed on the run's
+    board (the local one, host target), then deployed and measured there."""
+    from edgeopt.compile.bundle import Bundle
+    from edgeopt.toolkit.cli import main
+
+    out = tmp_path / "run"
+    code = main(["run", "--epochs", "3", "--tune", "--tune-trials", "4", "--out", str(out), "--json",
+                 "--quiet"])
+    stdout, err = capsys.readouterr()
+    assert code == 0, err[-3000:]
+    report = json.loads(stdout)
+    t = report["bundle"]["tuning"]
+    [m] = t["measured_on"]
+    assert m["name"] == "local" and m["measured"] >= 1 and t["applied"] >= 1 and t["kept"] == "tuned"
+    assert t["board"]["cpu"] and t["trials"] == 4
+    assert Bundle.load(out / "bundle").manifest["tuning"]["database"] == t["database"]
+    # the tuned bundle ran on the board, agreeing with onnxruntime there
+    tolerance = Bundle.load(out / "bundle").manifest["parity"]["tolerance"]
+    assert report["parity"]["max_abs_diff"] <= tolerance and report["parity"]["top1_agreement"] >= 0.99
+    assert report["latency_ms"]["runs"] >= 1
+    assert rpc_servers() == []
+
+
+def test_run_tune_refuses_a_board_of_another_kind_before_training(tmp_path, capsys):
+    from edgeopt.toolkit.cli import main
+
+    out = tmp_path / "run"
+    code = main(["run", "--tune", "--target", "cortex-a76", "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert code != 0 and "refused before tuning" in err
+    assert not (out / "model").exists()  # nothing trained
+    assert rpc_servers() == []
+    code = main(["run", "--tune", "--tune-trials", "0", "--quiet"])
+    assert code == 2 and "tunes nothing" in capsys.readouterr().err

@@ -685,7 +685,7 @@ class RemoteProcess:
 class Forward:
     """A listener on the host's 127.0.0.1 whose connections are carried to 127.0.0.1:`remote_port`
     on the board by direct-tcpip channels of one SSH connection. Counts the connections it carried
-    (`sessions`) and whether one is open (`busy`)."""
+    (`sessions`), whether one is open (`busy`) and the most ever open at once (`peak`)."""
 
     def __init__(self, transport, remote_port: int, address: str) -> None:
         self.transport = transport
@@ -699,6 +699,7 @@ class Forward:
         self.sessions = 0  # connections carried to the end
         self.refused = 0  # connections the board's side did not take
         self.open = 0
+        self.peak = 0
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._accept, name=f"edgeopt-forward-{self.port}", daemon=True)
@@ -721,6 +722,7 @@ class Forward:
     def _carry(self, client: socket.socket, peer) -> None:
         with self._lock:
             self.open += 1
+            self.peak = max(self.peak, self.open)
         chan = None
         try:
             try:

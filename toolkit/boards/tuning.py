@@ -21,7 +21,7 @@ from edgeopt.compile.targets import Target
 from edgeopt.errors import BoardError, UsageError
 
 from .config import load_groups
-from .deploy import STOP_GRACE_S, BoardSpec, Connection, RemoteProcess
+from .deploy import STOP_GRACE_S, BoardSpec, Connection, Forward, RemoteProcess
 from .names import check_board, open_board
 from .ops import info as board_info
 
@@ -85,6 +85,7 @@ class _Board:
     conn: Connection
     matchkey: str
     server: RemoteProcess | None = None
+    forward: Forward | None = None  # the host's end of the way to the server (the only one: loopback)
     loaded: int = 0
     left: list[int] = field(default_factory=list)  # server processes found on the board after stopping it
 
@@ -187,7 +188,7 @@ def board_pool(specs: list[BoardSpec], target: Target) -> Iterator[BoardPool]:
         for b in boards:
             stack.callback(b.stop)
             port = _start_server(b)
-            fwd = b.conn.forward(port)
+            fwd = b.forward = b.conn.forward(port)
             stack.callback(fwd.close)
             endpoints.append(Endpoint(
                 name=b.name, port=fwd.port, matchkey=b.matchkey, address=b.conn.spec.address,

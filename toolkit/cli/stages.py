@@ -50,7 +50,10 @@ def run(
     trust_new_host: TrustNewHost = False,
     variants: bool = typer.Option(False, "--variants", help="also leave the dense fp32, pruned fp32 and pruned int8 "
                                   "bundles, untuned and tuned, in --out (for `edgeopt bench DIR`)"),
-    tune_trials: int = typer.Option(default(RunConfig, "tune_trials"), help="--variants: MetaSchedule trials per tuned bundle; 0: no tuned ones"),
+    tune: bool = typer.Option(default(RunConfig, "tune"), "--tune", help="tune the bundle with MetaSchedule, the candidates "
+                              "timed on --board (TVM's RPC server there, through the SSH connection); records cached per board kind"),
+    tune_trials: int = typer.Option(default(RunConfig, "tune_trials"), help="MetaSchedule trials per tuned bundle (--tune, "
+                                    "--variants); --variants with 0: no tuned ones"),
     fast: bool = typer.Option(default(RunConfig, "fast"), "--fast", help="preset for speed: structured pruning, distillation, longer "
                               "fine-tuning (docs/cli.md); --config and the other flags still win"),
     as_json: RunJson = False,
@@ -67,7 +70,7 @@ def run(
         "local_port": local_port, "sparsity": sparsity, "allow_below_70": allow_below_70,
         "method": method, "schedule": schedule, "distill": distill,
         "calibrator": calibrator, "budget": budget, "epochs": epochs, "seed": seed,
-        "threads": threads, "trust_new_host": trust_new_host, "variants": variants, "tune_trials": tune_trials,
+        "threads": threads, "trust_new_host": trust_new_host, "variants": variants, "tune": tune, "tune_trials": tune_trials,
         "fast": fast,
     })
     cfg = resolve(flags, config)

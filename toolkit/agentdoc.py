@@ -4,7 +4,7 @@ the host reads; a document that does not match is one clear AgentError, never a 
 from __future__ import annotations
 
 import json
-from typing import Optional, Union
+from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -61,22 +61,46 @@ class BundleRef(_Doc):
     library_sha256: str
 
 
-class BenchDoc(Envelope):
-    board: BoardDoc
-    bundle: BundleRef
-    threads: int
+class EngineDoc(_Doc):
+    """One engine of a plan as the protocol measured it (board/agent/plan.py)."""
+
     latency_ms: Latency
     load_ms: float
-    first_inference_ms: float
-    peak_rss_mb: float
-    time_evaluator_median_ms: float
-    repeat_mean_median_ms: float
-    python_overhead_ms: float
-    warmup: int
-    repeat: int
-    calls_per_repeat: Union[int, list[int]]
-    min_repeat_ms: float
+    first_ms: float
+    calls_per_round: list[int]
+    time_evaluator_median_ms: Optional[float] = None
+    repeat_mean_median_ms: Optional[float] = None
+    python_overhead_ms: Optional[float] = None
+    samples_ms: Optional[list[float]] = None
+
+
+class OrtDoc(_Doc):
+    """onnxruntime's engine: measured (an EngineDoc's fields), or why not."""
+
+    available: bool
+    reason: Optional[str] = None
+    latency_ms: Optional[Latency] = None
+    load_ms: Optional[float] = None
+    first_ms: Optional[float] = None
+    calls_per_round: Optional[list[int]] = None
+
+
+class VariantDoc(_Doc):
+    name: str
+    bundle: BundleRef
+    tvm: Optional[EngineDoc] = None
+    ort: Optional[OrtDoc] = None
     parity: Optional[dict] = None
+
+
+class BenchDoc(Envelope):
+    """The `bench` verb: one plan's engines, interleaved."""
+
+    board: BoardDoc
+    threads: int
+    peak_rss_mb: float
+    variants: list[VariantDoc]
+    protocol: dict
 
 
 class VersionDoc(Envelope):

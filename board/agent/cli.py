@@ -82,27 +82,16 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="verb", required=True)
     sub.add_parser("info", help="board facts")
     sub.add_parser("version", help="the agent's version and digest (imports neither numpy nor TVM)")
-    b = sub.add_parser("bench", help="time the bundle")
-    b.add_argument("--bundle", required=True)
-    b.add_argument("--warmup", type=int, default=10)
-    b.add_argument("--repeat", type=int, default=5)
-    b.add_argument("--number", type=int, default=10, help="at least this many calls per repeat")
-    b.add_argument("--min-repeat-ms", type=float, default=100.0)
-    b.add_argument("--keep-samples", action="store_true")
-    b.add_argument("--reference", default=None, help=".npz with x (inputs) and ref (host reference outputs): parity")
-    b.add_argument("--baseline", choices=["ort", "original"], default=None,
-                   help="also run the bundle's model.onnx (ort) or the user's original dense fp32 model, "
-                        "original.onnx (original), with onnxruntime")
+    b = sub.add_parser("bench", help="time one bundle or several (and their onnxruntime models), interleaved")
+    b.add_argument("--plan", required=True, help="JSON plan (board/agent/plan.py)")
     e = sub.add_parser("eval", help="accuracy and parity on an uploaded .npz (x, y, ref)")
     e.add_argument("--bundle", required=True)
     e.add_argument("--data", required=True)
-    c = sub.add_parser("compare", help="several bundles (and their onnxruntime baselines) timed interleaved")
-    c.add_argument("--plan", required=True, help="JSON plan (board/agent/compare.py)")
     i = sub.add_parser("infer", help="run inputs from an .npz (x), write outputs to an .npz (y)")
     i.add_argument("--bundle", required=True)
     i.add_argument("--input", required=True)
     i.add_argument("--output", required=True)
-    for s in (b, e, i, c):
+    for s in (b, e, i):
         s.add_argument("--threads", type=int, default=None, help="TVM_NUM_THREADS")
     return p
 
@@ -113,10 +102,10 @@ def _run(args) -> dict:
 
     if args.verb in ("info", "version"):
         return {}
-    if args.verb == "compare":
-        from .compare import compare
+    if args.verb == "bench":
+        from .plan import run_plan
 
-        return compare(args.plan, int(os.environ["TVM_NUM_THREADS"]))
+        return run_plan(args.plan, int(os.environ["TVM_NUM_THREADS"]))
     bundle = LoadedBundle(args.bundle)
     result = {
         "bundle": {
@@ -125,42 +114,7 @@ def _run(args) -> dict:
             "library_sha256": bundle.sha256["model.so"],
         }
     }
-    if args.verb == "bench":
-        from .measure import bench, evaluate
-
-        x = ref = None
-        if args.reference:
-            data = _load_npz(args.reference)
-            x = data["x"].astype(np.float32)
-            ref = data["ref"] if "ref" in data.files else None
-        result.update(bench(bundle, warmup=args.warmup, repeat=args.repeat, min_repeat_ms=args.min_repeat_ms,
-                            number=args.number, keep_samples=args.keep_samples, x=None if x is None else x[:1]))
-        if ref is not None:
-            result["parity"] = evaluate(bundle, x, None, ref)[0]["parity"]
-        result["tvm_peak_rss_mb"] = _peak_rss_mb()  # before a baseline adds its own memory
-        if args.baseline == "ort":
-            from .baseline import ort_bench
-
-            if x is None:
-                x = np.random.default_rng(0).random(bundle.input["shape"], dtype=np.float32)
-            result["baseline"] = ort_bench(
-                bundle, threads=int(os.environ["TVM_NUM_THREADS"]), warmup=args.warmup, repeat=args.repeat,
-                min_repeat_ms=args.min_repeat_ms, number=args.number, x=x, reference=ref,
-                keep_samples=args.keep_samples)
-        elif args.baseline == "original":
-            from .baseline import ORIGINAL, ort_bench
-            from .bundle import AgentFailure
-
-            if x is None:
-                x = np.random.default_rng(0).random(bundle.input["shape"], dtype=np.float32)
-            try:  # a missing onnxruntime is reported, not a failure: the TVM numbers stand
-                result["original"] = dict(ort_bench(
-                    bundle, threads=int(os.environ["TVM_NUM_THREADS"]), warmup=args.warmup, repeat=args.repeat,
-                    min_repeat_ms=args.min_repeat_ms, number=args.number, x=x, reference=None,
-                    keep_samples=False, onnx=ORIGINAL), available=True)
-            except AgentFailure as exc:
-                result["original"] = {"available": False, "reason": str(exc)}
-    elif args.verb == "eval":
+    if args.verb == "eval":
         from .measure import evaluate
 
         data = _load_npz(args.data)

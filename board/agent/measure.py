@@ -1,4 +1,4 @@
-"""The benchmark protocol (one, for the `bench` and `compare` verbs alike) and the accuracy and
+"""The benchmark protocol (the one of the `bench` verb, board/agent/plan.py) and the accuracy and
 parity checks, on the board."""
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ class Engine:
 
 def run_protocol(engines: list, *, warmup: int, rounds: int, number: int, settle: int = 0,
                  min_round_ms: float = 0.0) -> float:
-    """The one measuring protocol of the agent (bench and compare alike); returns the timed seconds.
+    """The one measuring protocol of the agent (the `bench` verb's plans); returns the timed seconds.
 
     Per engine: the first call timed alone, then `warmup` calls discarded. Then `rounds` rounds;
     in each, every engine runs `settle` untimed calls (its thread pool wakes up after the last
@@ -68,45 +68,6 @@ def run_protocol(engines: list, *, warmup: int, rounds: int, number: int, settle
             e.round_medians.append(float(np.median(this_round)))
             e.per_round.append(len(this_round))
     return time.perf_counter() - t_start
-
-
-def bench(bundle, *, warmup: int, repeat: int, min_repeat_ms: float, number: int, keep_samples: bool,
-          x: np.ndarray | None = None) -> dict:
-    """The protocol on the TVM VM; `x` (batch 1) is the input, random if not given."""
-    shape = bundle.input["shape"]
-    if x is None:
-        x = np.random.default_rng(0).random(shape, dtype=np.float32)
-    dx = bundle.to_device(np.ascontiguousarray(x, dtype=np.float32).reshape(shape))
-    engine = Engine("bundle", "tvm", lambda: bundle.fn(dx), bundle.load_ms)
-    run_protocol([engine], warmup=warmup, rounds=repeat, number=number, min_round_ms=min_repeat_ms)
-    samples = engine.samples
-    # TVM's own timer (C++ loop, no Python per call) for comparison
-    te = bundle.vm.time_evaluator("main", bundle.dev, number=max(1, number), repeat=repeat, min_repeat_ms=int(min_repeat_ms))(dx)
-    te_median_ms = float(te.median) * 1e3
-    stats = percentiles(samples)
-    # time_evaluator reports, per repeat, the mean over the calls of that repeat, and then their
-    # median: the same statistic over our per-call samples is what the overhead compares with
-    # (a p50 of single calls ignores the slow tail that a mean includes).
-    means, i = [], 0
-    for n in engine.per_round:
-        means.append(float(np.mean(samples[i:i + n])))
-        i += n
-    repeat_mean_median_ms = float(np.median(means))
-    result = {
-        "latency_ms": stats,
-        "load_ms": bundle.load_ms,
-        "first_inference_ms": engine.first_ms,
-        "warmup": warmup,
-        "repeat": repeat,
-        "calls_per_repeat": engine.per_round,
-        "min_repeat_ms": min_repeat_ms,
-        "time_evaluator_median_ms": te_median_ms,
-        "repeat_mean_median_ms": repeat_mean_median_ms,
-        "python_overhead_ms": repeat_mean_median_ms - te_median_ms,
-    }
-    if keep_samples:
-        result["samples_ms"] = samples
-    return result
 
 
 def parity(outs: np.ndarray, reference: np.ndarray) -> dict:

@@ -6,6 +6,7 @@ import pytest
 
 from edgeopt.board.local import LocalBoard
 from edgeopt.toolkit.boards.deploy import HOST_ONLY_MODULES, Connection, Deployment
+from edgeopt.toolkit.boards.ops import measure
 from edgeopt.errors import AgentError, BoardError, BoardUnreachableError, HostKeyError
 
 
@@ -83,10 +84,11 @@ def test_upload_is_atomic_and_lands_in_home(spec, local_board, tmp_path):
 def test_deploy_and_agent_over_ssh(spec, host_bundle, local_board):
     with Connection(spec) as c:
         dep = Deployment(c, host_bundle).upload()
-        doc = dep.agent("bench", "--bundle", str(dep.bundle_dir), "--warmup", "1", "--repeat", "2",
-                        "--min-repeat-ms", "5")
+        [doc] = measure(dep, x=None, ref=None, no_parity_reason="none given", warmup=1, repeat=2, number=1,
+                        min_repeat_ms=5)
         assert doc["bundle"]["library_sha256"] == host_bundle.library_sha256
         assert doc["latency_ms"]["runs"] >= 2
+        doc = doc["agent"]
         for banned in HOST_ONLY_MODULES:
             assert banned not in doc["imports"]
         # the agent and the bundle are on the board, content-addressed
@@ -96,6 +98,6 @@ def test_deploy_and_agent_over_ssh(spec, host_bundle, local_board):
         with open(local_board.home / dep.bundle_dir / "model.so", "ab") as f:
             f.write(b"junk")
         with pytest.raises(AgentError, match="bundle_damaged"):
-            dep.agent("bench", "--bundle", str(dep.bundle_dir))
+            dep.agent("eval", "--bundle", str(dep.bundle_dir), "--data", "x.npz")
         dep.upload()  # uploading again repairs it
         assert dep.agent("info")["ok"]

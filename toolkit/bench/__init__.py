@@ -3,7 +3,7 @@ each against onnxruntime on the same board; one combined report (JSON, markdown,
 history of runs and a comparison of two runs.
 
     toolkit.bench.variants  -- BUNDLE arguments -> named variants (a bundle, or a dir of bundles)
-    toolkit.bench.runner    -- one board: deploy every bundle, the agent's `compare` verb
+    toolkit.bench.runner    -- one board: deploy every bundle, one plan of the agent's `bench` verb
     toolkit.bench.fleet     -- N boards in parallel threads; a failing board is recorded, not fatal
     toolkit.bench.report    -- the combined report (report.json, report.md)
     toolkit.bench.plots     -- latency distribution, accuracy vs latency, per-layer sparsity (Agg)

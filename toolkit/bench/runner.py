@@ -1,10 +1,9 @@
 """One board: deploy every variant's bundle, send the host's reference outputs and the labelled
-set, run the agent's `compare` verb (all variants and their onnxruntime baselines interleaved in
-one process on the board), and return the board's part of the report."""
+set, and measure them all with one plan of the agent's `bench` verb through the one driver
+(boards/ops.run_plan: all variants interleaved in one process on the board; their onnxruntime
+models in a second, the original models in a third), and return the board's part of the report."""
 from __future__ import annotations
 
-import json
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -13,6 +12,7 @@ import numpy as np
 
 from ..boards.names import open_board, with_options
 from ..boards.deploy import Connection, Deployment
+from ..boards.ops import run_plan
 from edgeopt.errors import InputError
 from ..original import FILE as ORIGINAL
 from .options import BenchOptions
@@ -73,33 +73,21 @@ def bench_board(name: str, variants: list[Variant], inputs: HostInputs, opts: Be
                     "bundles": [{"name": v.name, "dir": str(d.bundle_dir), "reference": str(tmp.put(inputs.references[v.name]))}
                                 for v, d in zip(variants, deps)],
                 }
-                with tempfile.TemporaryDirectory(prefix="edgeopt-plan-") as t:
-                    local = Path(t) / "plan.json"
-                    local.write_text(json.dumps(plan))
-                    remote_plan = tmp.put(local)
-                threads = ["--threads", str(opts.threads)] if opts.threads else []
                 step(f"measure {len(variants)} variant(s) x {opts.rounds_used} rounds (TVM)")
-                doc = tmp.agent("compare", "--plan", str(remote_plan), *threads)
+                doc = run_plan(tmp, plan, opts.threads)
                 if opts.baseline == "ort":
-                    with tempfile.TemporaryDirectory(prefix="edgeopt-plan-") as t:
-                        local = Path(t) / "plan-ort.json"
-                        local.write_text(json.dumps(dict(plan, engines=["ort"])))
-                        remote_ort = tmp.put(local)
                     step(f"measure {len(variants)} variant(s) x {opts.rounds_used} rounds (onnxruntime)")
-                    ort_doc = tmp.agent("compare", "--plan", str(remote_ort), *threads)
+                    ort_doc = run_plan(tmp, dict(plan, engines=["ort"]), opts.threads, stem="plan-ort")
                     for r, o in zip(doc["variants"], ort_doc["variants"]):
                         r["ort"] = o["ort"]
                     doc["protocol"]["ort_timed_s"] = ort_doc["protocol"]["timed_s"]
                     # the user's starting point: the original dense fp32 model each bundle carries
                     carriers = [b for b, v in zip(plan["bundles"], variants) if ORIGINAL in v.bundle.files]
                     if carriers:
-                        with tempfile.TemporaryDirectory(prefix="edgeopt-plan-") as t:
-                            local = Path(t) / "plan-original.json"
-                            local.write_text(json.dumps(dict(plan, engines=["ort"], eval=None,
-                                                             bundles=[dict(b, onnx=ORIGINAL) for b in carriers])))
-                            remote_orig = tmp.put(local)
                         step(f"measure {len(carriers)} original model(s) x {opts.rounds_used} rounds (onnxruntime)")
-                        orig_doc = tmp.agent("compare", "--plan", str(remote_orig), *threads)
+                        orig_doc = run_plan(tmp, dict(plan, engines=["ort"], eval=None,
+                                                      bundles=[dict(b, onnx=ORIGINAL) for b in carriers]),
+                                            opts.threads, stem="plan-original")
                         originals = {o["name"]: o["ort"] for o in orig_doc["variants"]}
                         for r in doc["variants"]:
                             if r["name"] in originals:

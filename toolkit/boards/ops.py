@@ -133,54 +133,103 @@ def bench(conn: Connection, bundle: Bundle, *, runs: int = BenchOptions.runs, wa
     return result
 
 
+def run_plan(dep: Deployment, plan: dict, threads: int | None = None, *, stem: str = "plan") -> dict:
+    """The one driver of the agent's measuring verb (`bench --plan`, board/agent/plan.py): the plan
+    uploaded into dep's temporary folder, the agent run with `threads` (None: all the board's cores)."""
+    import json
+
+    with tempfile.TemporaryDirectory(prefix="edgeopt-plan-") as tmp:
+        local = Path(tmp) / f"{stem}.json"
+        local.write_text(json.dumps(plan))
+        remote = dep.put(local)
+    return dep.agent("bench", "--plan", str(remote), *(["--threads", str(threads)] if threads else []))
+
+
 def measure(dep: Deployment, *, x: np.ndarray | None, ref: np.ndarray | None, no_parity_reason: str | None,
             warmup: int, repeat: int, number: int, min_repeat_ms: float, threads: list[int | None] = (None,),
             baseline: str | None = None, keep_samples: bool = False) -> list[dict]:
-    """The one driver of the agent's `bench` on a deployed bundle (`edgeopt bench` and `edgeopt
-    run` alike): inputs (and reference outputs, for parity) uploaded, then the protocol once per
-    thread count; one `edgeopt.bench/1` document each. The caller removes dep's temporary folder."""
-    with tempfile.TemporaryDirectory(prefix="edgeopt-ref-") as tmp:
-        local = Path(tmp) / "reference.npz"
-        if x is not None:
+    """One deployed bundle (`edgeopt bench BUNDLE` and `edgeopt run` alike): inputs (and reference
+    outputs, for parity) uploaded, then per thread count a one-bundle plan (TVM, with TVM's own
+    timer beside it) and, for `baseline` ("ort": the bundle's model.onnx; "original": the user's
+    original model), the same plan under onnxruntime in a process of its own; one `edgeopt.bench/1`
+    document each. The caller removes dep's temporary folder."""
+    from .. import original
+
+    remote_ref = None
+    if x is not None:
+        with tempfile.TemporaryDirectory(prefix="edgeopt-ref-") as tmp:
+            local = Path(tmp) / "reference.npz"
             np.savez(local, x=x, **({"ref": ref} if ref is not None else {}))
-        remote_ref = dep.put(local) if x is not None else None
+            remote_ref = str(dep.put(local))
+    item = {"name": "bundle", "dir": str(dep.bundle_dir), "reference": remote_ref}
+    plan = {"engines": ["tvm"], "warmup": warmup, "rounds": repeat, "number": number, "min_round_ms": min_repeat_ms,
+            "settle": 0, "time_evaluator": True, "keep_samples": keep_samples, "profile_runs": 0, "eval": None,
+            "bundles": [item]}
+    ort_plan = None
+    if baseline is not None:
+        onnx = original.FILE if baseline == "original" else ONNX_IN_BUNDLE
+        ort_plan = dict(plan, engines=["ort"], time_evaluator=False,
+                        bundles=[dict(item, onnx=onnx, reference=remote_ref if baseline == "ort" else None)])
     sweep = []
     for t in threads:
-        args = ["--bundle", str(dep.bundle_dir), "--warmup", str(warmup), "--repeat", str(repeat),
-                "--number", str(number), "--min-repeat-ms", str(min_repeat_ms)]
-        args += ["--reference", str(remote_ref)] if remote_ref else []
-        args += ["--threads", str(t)] if t else []
-        args += ["--baseline", baseline] if baseline else []
-        args += ["--keep-samples"] if keep_samples else []
-        sweep.append(_bench_doc(dep.agent("bench", *args), no_parity_reason))
+        doc = run_plan(dep, plan, t)
+        out = _bench_doc(doc, no_parity_reason, min_repeat_ms=min_repeat_ms, keep_samples=keep_samples)
+        if ort_plan is not None:
+            ort = _ort_doc(run_plan(dep, ort_plan, t, stem="plan-ort"), keep_samples=keep_samples and baseline == "ort")
+            if baseline == "original":
+                out["original"] = ort
+            elif not ort["available"]:
+                from edgeopt.errors import AgentError
+
+                raise AgentError(f"the onnxruntime baseline could not run on the board: {ort['reason']}",
+                                 hint="bench without --baseline, or install onnxruntime on the board "
+                                      "(edgeopt board setup --with-ort)")
+            else:
+                out["baseline"] = {k: v for k, v in ort.items() if k != "available"}
+        sweep.append(out)
     return sweep
 
 
-def _bench_doc(doc: dict, no_parity_reason: str | None) -> dict:
+def _bench_doc(doc: dict, no_parity_reason: str | None, *, min_repeat_ms: float, keep_samples: bool) -> dict:
+    [v] = doc["variants"]
+    tvm = v["tvm"]
     out = {
         "schema": "edgeopt.bench/1",
-        "bundle": doc["bundle"],
+        "bundle": v["bundle"],
         "threads": doc["threads"],
-        "latency_ms": doc["latency_ms"],
-        "load_ms": doc["load_ms"],
-        "first_ms": doc["first_inference_ms"],
-        "rss_mb": doc.get("tvm_peak_rss_mb", doc["peak_rss_mb"]),
-        "time_evaluator_median_ms": doc["time_evaluator_median_ms"],
-        "repeat_mean_median_ms": doc["repeat_mean_median_ms"],
-        "python_overhead_ms": doc["python_overhead_ms"],
-        "protocol": {k: doc[k] for k in ("warmup", "repeat", "calls_per_repeat", "min_repeat_ms")},
-        "parity": doc.get("parity") or {"top1_agreement": None, "max_abs_diff": None, "mean_abs_diff": None,
-                                        "reason": no_parity_reason},
+        "latency_ms": tvm["latency_ms"],
+        "load_ms": tvm["load_ms"],
+        "first_ms": tvm["first_ms"],
+        "rss_mb": doc["peak_rss_mb"],  # the TVM process's (onnxruntime runs in a process of its own)
+        "time_evaluator_median_ms": tvm["time_evaluator_median_ms"],
+        "repeat_mean_median_ms": tvm["repeat_mean_median_ms"],
+        "python_overhead_ms": tvm["python_overhead_ms"],
+        "protocol": {"warmup": doc["protocol"]["warmup"], "repeat": doc["protocol"]["rounds"],
+                     "calls_per_repeat": tvm["calls_per_round"], "min_repeat_ms": min_repeat_ms},
+        "parity": v.get("parity") or {"top1_agreement": None, "max_abs_diff": None, "mean_abs_diff": None,
+                                      "reason": no_parity_reason},
         "board": dict(doc["board"]),
         "agent": {"version": doc["agent_version"], "digest": doc["agent_digest"], "imports": doc["imports"],
                   "peak_rss_mb": doc["peak_rss_mb"]},
     }
-    if "baseline" in doc:
-        out["baseline"] = doc["baseline"]
-    if "original" in doc:
-        out["original"] = doc["original"]
-    if "samples_ms" in doc:
-        out["samples_ms"] = doc["samples_ms"]
+    if keep_samples:
+        out["samples_ms"] = tvm["samples_ms"]
+    return out
+
+
+def _ort_doc(doc: dict, *, keep_samples: bool) -> dict:
+    """onnxruntime's engine in the bench document's shape: measured, or why not."""
+    o = doc["variants"][0]["ort"]
+    if not o["available"]:
+        return {"available": False, "reason": o["reason"]}
+    out = {"available": True, "engine": "onnxruntime", "version": o.get("version"), "threads": doc["threads"],
+           "onnx": o.get("onnx"), "latency_ms": o["latency_ms"], "load_ms": o["load_ms"],
+           "first_inference_ms": o["first_ms"], "calls_per_repeat": o["calls_per_round"], "peak_rss_mb": doc["peak_rss_mb"],
+           "imports": doc["imports"]}
+    if "parity" in o:
+        out["parity"] = o["parity"]
+    if keep_samples:
+        out["samples_ms"] = o["samples_ms"]
     return out
 
 

@@ -30,20 +30,41 @@ def test_info_reports_board_facts():
     assert not HOST_ONLY & set(doc["imports"])
 
 
-def test_bench_protocol(host_bundle):
-    code, doc = agent("bench", "--bundle", str(host_bundle.path), "--warmup", "3", "--repeat", "3",
-                      "--min-repeat-ms", "20", "--number", "5", "--threads", "1", "--keep-samples")
+def plan_file(tmp_path, bundle_dir, **protocol) -> str:
+    """A one-bundle plan of the `bench` verb (board/agent/plan.py)."""
+    plan = {"engines": ["tvm"], "warmup": 3, "rounds": 3, "number": 5, "min_round_ms": 20, "time_evaluator": True,
+            "keep_samples": True, "bundles": [{"name": "b", "dir": str(bundle_dir), "reference": None}], **protocol}
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(plan))
+    return str(path)
+
+
+def test_bench_protocol(host_bundle, tmp_path):
+    code, doc = agent("bench", "--plan", plan_file(tmp_path, host_bundle.path), "--threads", "1")
     assert code == 0, doc
-    lat = doc["latency_ms"]
+    [v] = doc["variants"]
+    tvm = v["tvm"]
+    lat = tvm["latency_ms"]
     assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
-    assert lat["runs"] == len(doc["samples_ms"]) == sum(doc["calls_per_repeat"])
-    assert all(c >= 5 for c in doc["calls_per_repeat"]) and len(doc["calls_per_repeat"]) == 3
-    assert doc["load_ms"] > 0 and doc["first_inference_ms"] > 0
-    assert doc["time_evaluator_median_ms"] > 0
-    assert doc["threads"] == 1
-    assert doc["bundle"]["library_sha256"] == host_bundle.library_sha256
+    assert lat["runs"] == len(tvm["samples_ms"]) == sum(tvm["calls_per_round"])
+    # at least `number` calls and at least min_round_ms in each of the 3 rounds
+    assert all(c >= 5 for c in tvm["calls_per_round"]) and len(tvm["calls_per_round"]) == 3
+    # a call of this bundle takes microseconds: 20 ms rounds hold far more than `number` calls
+    assert all(c > 5 for c in tvm["calls_per_round"])
+    assert tvm["load_ms"] > 0 and tvm["first_ms"] > 0
+    assert tvm["time_evaluator_median_ms"] > 0
+    assert tvm["python_overhead_ms"] == tvm["repeat_mean_median_ms"] - tvm["time_evaluator_median_ms"]
+    assert doc["threads"] == 1 and doc["protocol"]["min_round_ms"] == 20
+    assert v["bundle"]["library_sha256"] == host_bundle.library_sha256
+    assert "ort" not in v and "parity" not in v  # none asked, no reference given
     assert not HOST_ONLY & set(doc["imports"])
     assert "torch" not in doc["imports"]
+
+
+def test_bench_plan_that_cannot_be_read_is_a_data_failure(tmp_path):
+    (tmp_path / "plan.json").write_text("{not json")
+    code, doc = agent("bench", "--plan", str(tmp_path / "plan.json"))
+    assert code == 1 and doc["ok"] is False and doc["error"]["kind"] == "data"
 
 
 def test_eval_accuracy_and_parity(host_bundle, quantized, digits, tmp_path):
@@ -82,7 +103,7 @@ def _copy_manifest(host_bundle, tmp_path, **target):
 def test_bundle_for_another_cpu_is_refused(host_bundle, tmp_path):
     other = "aarch64" if os.uname().machine != "aarch64" else "x86_64"
     d = _copy_manifest(host_bundle, tmp_path, arch=other, name="cortex-a55")
-    code, doc = agent("bench", "--bundle", str(d))
+    code, doc = agent("bench", "--plan", plan_file(tmp_path, d))
     assert code == 1 and not doc["ok"]
     assert doc["error"]["kind"] == "target_mismatch"
     assert other in doc["error"]["message"]
@@ -91,7 +112,7 @@ def test_bundle_for_another_cpu_is_refused(host_bundle, tmp_path):
 def test_bundle_needing_missing_cpu_features_is_refused(host_bundle, tmp_path):
     # as if built with -mcpu for a newer CPU of the same architecture
     d = _copy_manifest(host_bundle, tmp_path, required_cpu_flags=["avx512f", "no_such_feature_xyz"])
-    code, doc = agent("bench", "--bundle", str(d))
+    code, doc = agent("bench", "--plan", plan_file(tmp_path, d))
     assert code == 1 and doc["error"]["kind"] == "target_mismatch"
     assert "no_such_feature_xyz" in doc["error"]["message"]
 

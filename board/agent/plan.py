@@ -1,22 +1,25 @@
-"""`compare`: several bundles (and each one's onnxruntime baseline) timed in one process,
-interleaved round by round, so that drift on the board (clock changes, heat, a noisy neighbour)
-falls on every variant alike instead of on whichever ran last.
+"""`bench --plan PLAN`: the agent's one measuring verb. One bundle or several (and each one's
+onnxruntime model) timed in one process, interleaved round by round, so that drift on the board
+(clock changes, heat, a noisy neighbour) falls on every engine alike instead of on whichever ran
+last. `edgeopt bench BUNDLE`, `edgeopt run` and `edgeopt bench DIR` all send a plan.
 
 The plan is a JSON file the host uploads:
 
     {"engines": ["tvm"] | ["ort"] | ["tvm", "ort"], "warmup": 20, "rounds": 10, "number": 20, "settle": 2,
-     "profile_runs": 20, "keep_samples": true, "eval": "<npz with x, y>" | null,
+     "min_round_ms": 0, "time_evaluator": false, "profile_runs": 20, "keep_samples": true,
+     "eval": "<npz with x, y>" | null,
      "bundles": [{"name": "dense-fp32", "dir": "<bundle dir>", "reference": "<npz x, ref>" | null,
                    "onnx": "original.onnx" (optional: the file onnxruntime runs; default model.onnx)}, ...]}
 
-Per engine (a bundle under the TVM VM, and its model.onnx under onnxruntime): load time, then the
-agent's one protocol (measure.run_protocol, the `bench` verb's too): first inference, `warmup`
-calls discarded, `rounds` rounds in each of which every engine runs `settle` untimed calls and
-then `number` calls, each timed alone, the engine order rotated by one every round. The host runs the TVM engines and the onnxruntime ones in two processes, one after
-the other: onnxruntime's spinning thread pool, left running after its calls, costs TVM's pool
-milliseconds on a small board when both live in one process. Then, outside the
-timed part: parity against the host's reference outputs, accuracy on the labelled set, and a
-per-operator profile through the VM's instrument hook."""
+Per engine (a bundle under the TVM VM, or its model.onnx under onnxruntime): load time, then the
+agent's one protocol (measure.run_protocol): first inference, `warmup` calls discarded, `rounds`
+rounds in each of which every engine runs `settle` untimed calls and then at least `number` calls
+and `min_round_ms`, each call timed alone, the engine order rotated by one every round. The host
+runs the TVM engines and the onnxruntime ones in two processes, one after the other:
+onnxruntime's spinning thread pool, left running after its calls, costs TVM's pool milliseconds
+on a small board when both live in one process. Then, outside the timed part: TVM's own timer
+(`time_evaluator`, if asked), parity against the host's reference outputs, accuracy on the
+labelled set, and a per-operator profile through the VM's instrument hook."""
 from __future__ import annotations
 
 import json
@@ -119,11 +122,33 @@ def _profile_from_plan(bundle: LoadedBundle, runs: int, wall_ms: float) -> dict:
             "runs": runs, "instrumented_ms_per_inference": wall_ms, "ops_ms_per_inference": total, "ops": ops}
 
 
-def compare(plan_path: str, threads: int) -> dict:
-    with open(plan_path) as f:
-        plan = json.load(f)
+def time_evaluator(bundle: LoadedBundle, dx, engine: Engine, *, rounds: int, number: int,
+                   min_round_ms: float) -> dict:
+    """TVM's own timer (a C++ loop, no Python per call) beside the protocol's per-call samples:
+    time_evaluator reports per repeat the mean over its calls, then their median; the same statistic
+    over the per-call samples is what the Python overhead compares with (a p50 of single calls
+    ignores the slow tail that a mean includes)."""
+    te = bundle.vm.time_evaluator("main", bundle.dev, number=max(1, number), repeat=rounds,
+                                  min_repeat_ms=int(min_round_ms))(dx)
+    te_ms = float(te.median) * 1e3
+    means, i = [], 0
+    for n in engine.per_round:
+        means.append(float(np.mean(engine.samples[i:i + n])))
+        i += n
+    repeat_mean_median_ms = float(np.median(means))
+    return {"time_evaluator_median_ms": te_ms, "repeat_mean_median_ms": repeat_mean_median_ms,
+            "python_overhead_ms": repeat_mean_median_ms - te_ms}
+
+
+def run_plan(plan_path: str, threads: int) -> dict:
+    try:
+        with open(plan_path) as f:
+            plan = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise AgentFailure("data", f"cannot read the plan {plan_path}: {exc}") from None
     warmup, rounds, number = int(plan["warmup"]), int(plan["rounds"]), int(plan["number"])
     settle = int(plan.get("settle", 0))
+    min_round_ms = float(plan.get("min_round_ms", 0.0))
     wanted = plan.get("engines", ["tvm"])
     keep = bool(plan.get("keep_samples", True))
     labelled = _load_npz(plan["eval"]) if plan.get("eval") else None
@@ -142,11 +167,11 @@ def compare(plan_path: str, threads: int) -> dict:
         if "tvm" in wanted:
             engines.append(tvm_engine)
         v = {"name": item["name"], "bundle": bundle, "dx": dx, "x1": x1, "ref": ref, "tvm": tvm_engine,
-             "ort": None, "ort_reason": None, "session": None}
+             "ort": None, "ort_reason": None, "session": None, "onnx": item.get("onnx", ONNX)}
         if "ort" in wanted:
             t0 = time.perf_counter()
             # a plan item's "onnx" (e.g. original.onnx: the user's starting point) overrides model.onnx
-            sess, why = ort_session(bundle, threads, item.get("onnx", ONNX))
+            sess, why = ort_session(bundle, threads, v["onnx"])
             if sess is None:
                 v["ort_reason"] = why
             else:
@@ -158,11 +183,12 @@ def compare(plan_path: str, threads: int) -> dict:
                 engines.append(v["ort"])
         variants.append(v)
 
-    timed_s = run_protocol(engines, warmup=warmup, rounds=rounds, number=number, settle=settle)
+    timed_s = run_protocol(engines, warmup=warmup, rounds=rounds, number=number, settle=settle,
+                           min_round_ms=min_round_ms)
 
     def engine_doc(e: Engine) -> dict:
         d = {"latency_ms": percentiles(e.samples), "load_ms": e.load_ms, "first_ms": e.first_ms,
-             "round_medians_ms": e.round_medians}
+             "round_medians_ms": e.round_medians, "calls_per_round": e.per_round}
         if keep:
             d["samples_ms"] = e.samples
         return d
@@ -174,6 +200,9 @@ def compare(plan_path: str, threads: int) -> dict:
                                              "library_sha256": bundle.sha256["model.so"]}}
         if "tvm" in wanted:
             doc["tvm"] = engine_doc(v["tvm"])
+            if plan.get("time_evaluator"):
+                doc["tvm"].update(time_evaluator(bundle, v["dx"], v["tvm"], rounds=rounds, number=number,
+                                                 min_round_ms=min_round_ms))
         if "tvm" in wanted and v["ref"] is not None and "ref" in v["ref"]:
             outs = np.concatenate([bundle.run(xi[None].reshape(bundle.input["shape"])) for xi in v["ref"]["x"]])
             doc["parity"] = parity(outs, v["ref"]["ref"])
@@ -183,8 +212,14 @@ def compare(plan_path: str, threads: int) -> dict:
             doc["tvm"]["accuracy"] = float((pred == labelled["y"]).mean())
             doc["tvm"]["accuracy_samples"] = int(len(xs))
         if v["ort"] is not None:
-            doc["ort"] = dict(engine_doc(v["ort"]), available=True)
+            import onnxruntime
+
+            doc["ort"] = dict(engine_doc(v["ort"]), available=True, engine="onnxruntime",
+                              version=onnxruntime.__version__, threads=threads, onnx=v["onnx"])
             sess, name, shape = v["session"], v["in_name"], bundle.input["shape"]
+            if v["ref"] is not None and "ref" in v["ref"] and v["onnx"] == ONNX:  # an original model's outputs are not the bundle's
+                outs = np.concatenate([sess.run(None, {name: xi[None].reshape(shape)})[0] for xi in v["ref"]["x"]])
+                doc["ort"]["parity"] = parity(outs, v["ref"]["ref"])
             if labelled is not None:
                 xs = labelled["x"].astype(np.float32)
                 pred = np.concatenate([sess.run(None, {name: xi[None].reshape(shape)})[0] for xi in xs]).argmax(-1)
@@ -198,6 +233,6 @@ def compare(plan_path: str, threads: int) -> dict:
                 doc["profile"] = {"available": False, "reason": "not requested (--profile-runs 0)"}
         out.append(doc)
     return {"variants": out, "protocol": {"engines": wanted, "warmup": warmup, "rounds": rounds, "calls_per_round": number,
-                                          "settle_calls_per_round": settle,
+                                          "min_round_ms": min_round_ms, "settle_calls_per_round": settle,
                                           "order": "round-robin, rotated by one engine each round",
                                           "timed_s": timed_s}}

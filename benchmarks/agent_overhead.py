@@ -10,6 +10,7 @@ round runs `edgeopt bench` once per thread count through the real SSH path, the 
 taking turns so that drift hits them alike; the table shows medians over rounds. A benchmark, not
 a test: it prints what it measured here and now, and asserts nothing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,9 +24,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edgeopt.compile import Bundle, compile_onnx, get_target  # noqa: E402
-from edgeopt.toolkit.boards.ops import bench  # noqa: E402
-from edgeopt.toolkit.boards.names import open_board  # noqa: E402
 from edgeopt.toolkit.boards.deploy import Connection  # noqa: E402
+from edgeopt.toolkit.boards.names import open_board  # noqa: E402
+from edgeopt.toolkit.boards.ops import bench  # noqa: E402
 
 
 def build_mlp(tmp: Path) -> Bundle:
@@ -36,8 +37,9 @@ def build_mlp(tmp: Path) -> Bundle:
     data = load_digits()
     model = train_builtin("mlp", data, epochs=5, seed=0)
     onnx = export_onnx(model, tmp / "mlp.onnx")
-    return compile_onnx(onnx, target=get_target("host"), out_dir=tmp / "bundle", onnx_copy=True,
-                        parity_inputs=data.x_test[:8])[0]
+    return compile_onnx(
+        onnx, target=get_target("host"), out_dir=tmp / "bundle", onnx_copy=True, parity_inputs=data.x_test[:8]
+    )[0]
 
 
 def main() -> None:
@@ -58,31 +60,50 @@ def main() -> None:
             order = threads if r % 2 == 0 else list(reversed(threads))
             for t in order:
                 doc = bench(conn, bundle, runs=args.runs, warmup=args.warmup, threads=[t])
-                rows[t].append({
-                    "p50": doc["latency_ms"]["p50"], "p90": doc["latency_ms"]["p90"],
-                    "mean": doc["latency_ms"]["mean"], "repeat_mean": doc["repeat_mean_median_ms"],
-                    "te": doc["time_evaluator_median_ms"], "overhead": doc["python_overhead_ms"],
-                    "runs": doc["latency_ms"]["runs"], "first": doc["first_ms"], "load": doc["load_ms"],
-                })
+                rows[t].append(
+                    {
+                        "p50": doc["latency_ms"]["p50"],
+                        "p90": doc["latency_ms"]["p90"],
+                        "mean": doc["latency_ms"]["mean"],
+                        "repeat_mean": doc["repeat_mean_median_ms"],
+                        "te": doc["time_evaluator_median_ms"],
+                        "overhead": doc["python_overhead_ms"],
+                        "runs": doc["latency_ms"]["runs"],
+                        "first": doc["first_ms"],
+                        "load": doc["load_ms"],
+                    }
+                )
             print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
     med = {t: {k: statistics.median(x[k] for x in rs) for k in rs[0]} for t, rs in rows.items()}
     board = doc["board"]
     result = {
-        "machine": {"cpu": board["cpu"], "cores": board["cores"], "arch": board["arch"], "python": board["python"],
-                    "tvm": board.get("tvm"), "host": platform.node()},
+        "machine": {
+            "cpu": board["cpu"],
+            "cores": board["cores"],
+            "arch": board["arch"],
+            "python": board["python"],
+            "tvm": board.get("tvm"),
+            "host": platform.node(),
+        },
         "bundle": {"id": bundle.id, "target": bundle.manifest["target"]["name"]},
         "protocol": {"rounds": args.rounds, "runs": args.runs, "warmup": args.warmup},
         "medians": {str(t): m for t, m in med.items()},
         "rounds": {str(t): rs for t, rs in rows.items()},
     }
-    print("| threads | agent p50 (ms) | agent repeat-mean median (ms) | time_evaluator median (ms) | per-call overhead (ms) | overhead / time_evaluator | agent p90 (ms) | runs x rounds |")
+    print(
+        "| threads | agent p50 (ms) | agent repeat-mean median (ms) | time_evaluator median (ms) | per-call overhead (ms) | overhead / time_evaluator | agent p90 (ms) | runs x rounds |"
+    )
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for t, m in med.items():
-        print(f"| {t} | {m['p50']:.4f} | {m['repeat_mean']:.4f} | {m['te']:.4f} | {m['overhead']:+.4f} | "
-              f"{m['overhead'] / m['te']:+.1%} | {m['p90']:.4f} | {int(m['runs'])} x {args.rounds} |")
-    print(f"\nload {statistics.median(x['load'] for rs in rows.values() for x in rs):.2f} ms, first inference "
-          f"{statistics.median(x['first'] for rs in rows.values() for x in rs):.3f} ms (medians); "
-          f"{board['cpu']}, {board['cores']} cores")
+        print(
+            f"| {t} | {m['p50']:.4f} | {m['repeat_mean']:.4f} | {m['te']:.4f} | {m['overhead']:+.4f} | "
+            f"{m['overhead'] / m['te']:+.1%} | {m['p90']:.4f} | {int(m['runs'])} x {args.rounds} |"
+        )
+    print(
+        f"\nload {statistics.median(x['load'] for rs in rows.values() for x in rs):.2f} ms, first inference "
+        f"{statistics.median(x['first'] for rs in rows.values() for x in rs):.3f} ms (medians); "
+        f"{board['cpu']}, {board['cores']} cores"
+    )
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
 

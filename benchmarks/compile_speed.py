@@ -6,6 +6,7 @@
 Random weights for `resnet` on 3x32x32 (latency only); `mlp` and `cnn` are trained on digits.
 A benchmark, not a test: it prints ratios to onnxruntime fp32 and asserts nothing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,7 +23,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
 from edgeopt.compile import compile_onnx, get_target  # noqa: E402
 from edgeopt.compile.timing import HostTimer  # noqa: E402
 from edgeopt.toolkit.data import load_digits  # noqa: E402
@@ -59,7 +59,9 @@ def runners(model: Model, calib: np.ndarray, work: Path, trials: int, *, only_tv
     x = np.random.default_rng(0).random(model.spec.shape, dtype=np.float32)
     fp32 = export_onnx(model, work / "fp32.onnx")
     pre = ort_ptq.preprocess(fp32, work / "pre.onnx")
-    int8 = ort_ptq.quantize(pre, work / "int8.onnx", input_name="input", calib=calib, calibrator=Calibrator.minmax, bits=8)
+    int8 = ort_ptq.quantize(
+        pre, work / "int8.onnx", input_name="input", calib=calib, calibrator=Calibrator.minmax, bits=8
+    )
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
@@ -68,8 +70,11 @@ def runners(model: Model, calib: np.ndarray, work: Path, trials: int, *, only_tv
     if only_tvm_int8_tuned:
         bundle, _ = compile_onnx(int8, target=get_target("host"), out_dir=work / "tvm_int8_tuned", tune_trials=trials)
         timer = HostTimer(bundle.path / "model.so", model.spec.shape)
-        return {"tvm int8 tuned": timer.run, "tvm int8 tuned (bytes)": bundle.bytes,
-                "tvm int8 tuned (weights)": sum(bundle.manifest["arithmetic"]["weight_bytes"].values())}
+        return {
+            "tvm int8 tuned": timer.run,
+            "tvm int8 tuned (bytes)": bundle.bytes,
+            "tvm int8 tuned (weights)": sum(bundle.manifest["arithmetic"]["weight_bytes"].values()),
+        }
     torch.set_num_threads(1)
     module = model.module.eval()
     xt = torch.from_numpy(x)
@@ -90,8 +95,12 @@ def runners(model: Model, calib: np.ndarray, work: Path, trials: int, *, only_tv
     for precision, path in (("fp32", fp32), ("int8", int8)):
         for tuned in (False, True):
             label = f"tvm {precision}" + (" tuned" if tuned else "")
-            bundle, _ = compile_onnx(path, target=get_target("host"), out_dir=work / label.replace(" ", "_"),
-                                     tune_trials=trials if tuned else 0)
+            bundle, _ = compile_onnx(
+                path,
+                target=get_target("host"),
+                out_dir=work / label.replace(" ", "_"),
+                tune_trials=trials if tuned else 0,
+            )
             timer = HostTimer(bundle.path / "model.so", model.spec.shape)
             out[label] = timer.run
             out[label + " (bytes)"] = bundle.bytes
@@ -114,8 +123,10 @@ def main() -> None:
         work = Path(tempfile.mkdtemp(prefix=f"edgeopt-speed-{name}-"))
         if name == "resnet":
             torch.manual_seed(0)
-            model = Model(build_model("resnet", num_classes=10, input_shape=(1, 3, 32, 32)).eval(),
-                          InputSpec("input", (1, 3, 32, 32)))
+            model = Model(
+                build_model("resnet", num_classes=10, input_shape=(1, 3, 32, 32)).eval(),
+                InputSpec("input", (1, 3, 32, 32)),
+            )
             calib = np.random.default_rng(1).random((64, 3, 32, 32), dtype=np.float32)
         else:
             model = train_builtin(name, data, epochs=10)
@@ -125,8 +136,11 @@ def main() -> None:
             # the product's recipe: structured 70%, gradual + distillation, then int8 + tuned
             from edgeopt.toolkit.prune import Method, PruneConfig, Schedule, prune
 
-            pruned = prune(model, data, config=PruneConfig(target=0.70, method=Method.structured,
-                                                           schedule=Schedule.gradual, distill=True))
+            pruned = prune(
+                model,
+                data,
+                config=PruneConfig(target=0.70, method=Method.structured, schedule=Schedule.gradual, distill=True),
+            )
             extra = runners(pruned.model, calib, work / "pruned", args.trials, only_tvm_int8_tuned=True)
             fns.update({k.replace("tvm", "pruned-70% tvm", 1): v for k, v in extra.items()})
         sizes = {k[:-8]: v for k, v in fns.items() if k.endswith(" (bytes)")}
@@ -138,31 +152,41 @@ def main() -> None:
                 samples[k].append(_time(fn))
         med = {k: statistics.median(v) for k, v in samples.items()}
         ref = med["ort fp32"]
-        results[name] = {"median_ms": med, "ratio_to_ort_fp32": {k: v / ref for k, v in med.items()},
-                         "bundle_bytes": sizes, "weight_bytes": weights}
+        results[name] = {
+            "median_ms": med,
+            "ratio_to_ort_fp32": {k: v / ref for k, v in med.items()},
+            "bundle_bytes": sizes,
+            "weight_bytes": weights,
+        }
         print(f"\n{name}  (ms, 1 thread; ratio to onnxruntime fp32; bundle bytes; weight bytes)")
         for k, v in med.items():
-            print(f"  {k:<24} {v:9.4f}  {v / ref:6.2f}x" + (f"  {sizes[k]:>9,}  {weights[k]:>9,}" if k in sizes else ""))
+            print(
+                f"  {k:<24} {v:9.4f}  {v / ref:6.2f}x" + (f"  {sizes[k]:>9,}  {weights[k]:>9,}" if k in sizes else "")
+            )
     if args.out:
         args.out.write_text(json.dumps(results, indent=2) + "\n")
     if args.markdown:
         # keep the Arm section benchmarks/arm_speed.py writes below its marker
         old = args.markdown.read_text() if args.markdown.is_file() else ""
-        arm = old[old.index(ARM_MARK):] if ARM_MARK in old else ""
+        arm = old[old.index(ARM_MARK) :] if ARM_MARK in old else ""
         args.markdown.write_text(markdown(results, args) + ("\n" + arm if arm else ""))
 
 
 def _machine() -> str:
     import platform
 
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
+    cpu = next(
+        (l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine()
+    )
     flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags")), [])
     vnni = "avx512_vnni" in flags
     from edgeopt.compile.kernels import for_target
 
     isa = for_target(get_target("host"))
-    return (f"{cpu}, {os.cpu_count()} cores, {'AVX512-VNNI' if vnni else 'no AVX512-VNNI'}, "
-            f"int8 kernels `{isa and isa.name}`, Python {platform.python_version()}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {'AVX512-VNNI' if vnni else 'no AVX512-VNNI'}, "
+        f"int8 kernels `{isa and isa.name}`, Python {platform.python_version()}"
+    )
 
 
 ARM_MARK = "<!-- arm_speed -->"
@@ -174,8 +198,9 @@ def markdown(results: dict, args) -> str:
     lines = [
         "# Compile speed: TVM bundles vs onnxruntime and torch",
         "",
-        "Written by `python benchmarks/compile_speed.py --trials {t} --rounds {r} --markdown docs/benchmarks.md`"
-        .format(t=args.trials, r=args.rounds),
+        "Written by `python benchmarks/compile_speed.py --trials {t} --rounds {r} --markdown docs/benchmarks.md`".format(
+            t=args.trials, r=args.rounds
+        ),
         f"on {_machine()}; TVM {version('apache-tvm')}, onnxruntime {version('onnxruntime')}, torch {version('torch')}.",
         "One run, 1 thread everywhere, every variant once per round (interleaved), medians of the rounds.",
         "Every engine is called from Python the fastest way it offers: onnxruntime with full graph",
@@ -188,12 +213,18 @@ def markdown(results: dict, args) -> str:
         "",
     ]
     for name, r in results.items():
-        lines += [f"## {name}", "", "| variant | median ms | x onnxruntime fp32 | bundle bytes | weight bytes |",
-                  "| --- | ---: | ---: | ---: | ---: |"]
+        lines += [
+            f"## {name}",
+            "",
+            "| variant | median ms | x onnxruntime fp32 | bundle bytes | weight bytes |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
         for k, v in r["median_ms"].items():
             b, w = r["bundle_bytes"].get(k), r["weight_bytes"].get(k)
-            lines.append(f"| {k} | {v:.4f} | {r['ratio_to_ort_fp32'][k]:.2f} | {'' if b is None else f'{b:,}'} | "
-                         f"{'' if w is None else f'{w:,}'} |")
+            lines.append(
+                f"| {k} | {v:.4f} | {r['ratio_to_ort_fp32'][k]:.2f} | {'' if b is None else f'{b:,}'} | "
+                f"{'' if w is None else f'{w:,}'} |"
+            )
         lines.append("")
     return "\n".join(lines)
 

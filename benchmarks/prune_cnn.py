@@ -6,6 +6,7 @@ allocation and the distillation comparisons at the same fine-tuning budget.
 
 A benchmark, not a test: it prints ratios measured here and now, and asserts nothing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,7 +23,7 @@ from edgeopt.compile.timing import HostTimer  # noqa: E402
 from edgeopt.toolkit.data import load_digits  # noqa: E402
 from edgeopt.toolkit.export import export_onnx  # noqa: E402
 from edgeopt.toolkit.inputs import train_builtin  # noqa: E402
-from edgeopt.toolkit.prune import Allocation, Method, PruneConfig, Scope, Schedule, prune  # noqa: E402
+from edgeopt.toolkit.prune import Allocation, Method, PruneConfig, Schedule, Scope, prune  # noqa: E402
 
 
 def latency(models: dict, data, rounds: int) -> dict:
@@ -31,7 +32,9 @@ def latency(models: dict, data, rounds: int) -> dict:
     timers = {}
     for name, model in models.items():
         onnx_path = export_onnx(model, tmp / f"{name}.onnx")
-        bundle, _ = compile_onnx(onnx_path, target=get_target("host"), out_dir=tmp / name, parity_inputs=data.x_test[:8])
+        bundle, _ = compile_onnx(
+            onnx_path, target=get_target("host"), out_dir=tmp / name, parity_inputs=data.x_test[:8]
+        )
         timers[name] = HostTimer(bundle.path / "model.so", model.spec.shape)
     samples = {name: [] for name in timers}
     for _ in range(rounds):
@@ -65,11 +68,16 @@ def main() -> None:
         "tvm_host_latency_ms": lat,
         "speedup": lat["dense"] / lat["pruned"],
     }
-    print(f"cnn structured 70%: accuracy {doc['accuracy']['before']:.4f} -> {doc['accuracy']['after']:.4f} "
-          f"(drop {100 * doc['accuracy']['drop']:.2f} points), sparsity {doc['sparsity']['global']:.4f}, "
-          f"MACs {doc['macs']['before']:,} -> {doc['macs']['after']:,}")
-    print(f"TVM host latency: dense {lat['dense']:.4f} ms, pruned {lat['pruned']:.4f} ms, "
-          f"speed-up {lat['dense'] / lat['pruned']:.2f}x", flush=True)
+    print(
+        f"cnn structured 70%: accuracy {doc['accuracy']['before']:.4f} -> {doc['accuracy']['after']:.4f} "
+        f"(drop {100 * doc['accuracy']['drop']:.2f} points), sparsity {doc['sparsity']['global']:.4f}, "
+        f"MACs {doc['macs']['before']:,} -> {doc['macs']['after']:,}"
+    )
+    print(
+        f"TVM host latency: dense {lat['dense']:.4f} ms, pruned {lat['pruned']:.4f} ms, "
+        f"speed-up {lat['dense'] / lat['pruned']:.2f}x",
+        flush=True,
+    )
 
     # 2. allocation and distillation, each at the same (small) fine-tuning budget, over seeds
     def mean_acc(target: float, **kw) -> dict:
@@ -87,8 +95,11 @@ def main() -> None:
         uni = mean_acc(target, scope=Scope.layer, allocation=Allocation.uniform, **small)
         sens = mean_acc(target, scope=Scope.layer, allocation=Allocation.sensitivity, **small)
         result["allocation"][str(target)] = {"uniform": uni, "sensitivity": sens}
-        print(f"allocation @ {target:.0%} (one-shot, 2 epochs): uniform {uni['accuracy_mean']:.4f}, "
-              f"sensitivity {sens['accuracy_mean']:.4f}", flush=True)
+        print(
+            f"allocation @ {target:.0%} (one-shot, 2 epochs): uniform {uni['accuracy_mean']:.4f}, "
+            f"sensitivity {sens['accuracy_mean']:.4f}",
+            flush=True,
+        )
 
     gradual_small = dict(schedule=Schedule.gradual, steps=4, epochs_per_step=1, final_epochs=2)
     result["distillation"] = {}
@@ -96,8 +107,11 @@ def main() -> None:
         plain = mean_acc(target, distill=False, **gradual_small)
         kd = mean_acc(target, distill=True, **gradual_small)
         result["distillation"][str(target)] = {"without": plain, "with": kd}
-        print(f"distillation @ {target:.0%} (gradual, 1+2 epochs): without {plain['accuracy_mean']:.4f}, "
-              f"with {kd['accuracy_mean']:.4f}", flush=True)
+        print(
+            f"distillation @ {target:.0%} (gradual, 1+2 epochs): without {plain['accuracy_mean']:.4f}, "
+            f"with {kd['accuracy_mean']:.4f}",
+            flush=True,
+        )
 
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")

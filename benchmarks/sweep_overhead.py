@@ -14,6 +14,7 @@ and shares the stages that settings have in common (one training instead of 8). 
 with an empty stage cache, so nothing is reused from an earlier run. A benchmark, not a test: it
 prints what it measured here and now, and asserts nothing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,7 +37,9 @@ SECTION = "## sweep_overhead.py: the sweep engine vs `edgeopt run` one after ano
 
 
 def settings() -> list[dict]:
-    return [{"sparsity": s, "method": m, "calibrator": c} for s, m, c in itertools.product(SPARSITY, METHODS, CALIBRATORS)]
+    return [
+        {"sparsity": s, "method": m, "calibrator": c} for s, m, c in itertools.product(SPARSITY, METHODS, CALIBRATORS)
+    ]
 
 
 def sequential(epochs: int, budget: float) -> tuple[float, list[dict]]:
@@ -55,8 +58,10 @@ def sweep(epochs: int, budget: float, num_cpus: int | None) -> tuple[float, dict
     """(wall seconds, sweep.json, seconds from the start to the first trial's start)."""
     from edgeopt.toolkit.sweep import resolve, run_sweep
 
-    spec = resolve({"epochs": epochs, "budget": budget},
-                   {"sparsity": list(SPARSITY), "method": list(METHODS), "calibrator": list(CALIBRATORS)})
+    spec = resolve(
+        {"epochs": epochs, "budget": budget},
+        {"sparsity": list(SPARSITY), "method": list(METHODS), "calibrator": list(CALIBRATORS)},
+    )
     with tempfile.TemporaryDirectory(prefix="edgeopt-sweep-bench-") as tmp:
         t0, wall0 = time.perf_counter(), time.time()
         doc = run_sweep(spec, out=Path(tmp) / "out", num_cpus=num_cpus, quiet=False)
@@ -81,19 +86,19 @@ def markdown(res: dict) -> str:
     s, q = res["sweep"], res["sequential"]
     return f"""{SECTION}
 
-`python benchmarks/sweep_overhead.py --epochs {res['epochs']} --out benchmarks/results/sweep_overhead.json`
-on {res['machine']}; Ray {res['versions']['ray']}, Optuna {res['versions']['optuna']}. One run each,
+`python benchmarks/sweep_overhead.py --epochs {res["epochs"]} --out benchmarks/results/sweep_overhead.json`
+on {res["machine"]}; Ray {res["versions"]["ray"]}, Optuna {res["versions"]["optuna"]}. One run each,
 sequential first, the machine shared with other work (read the ratio, not the seconds).
 The same 8 settings (sparsity 0.70/0.80 x magnitude/structured x minmax/percentile, the MLP on
-digits, {res['epochs']} training epochs, host target, local board):
+digits, {res["epochs"]} training epochs, host target, local board):
 
 | | wall time (s) | trials at once | stages built / reused |
 | --- | ---: | ---: | --- |
-| `edgeopt run` x 8, one process | {q['seconds']:.1f} | 1 | every stage 8 times |
-| `edgeopt sweep`, local Ray | {s['seconds']:.1f} | {s['concurrency']} | {s['stages_built']} / {s['stages_reused']} |
+| `edgeopt run` x 8, one process | {q["seconds"]:.1f} | 1 | every stage 8 times |
+| `edgeopt sweep`, local Ray | {s["seconds"]:.1f} | {s["concurrency"]} | {s["stages_built"]} / {s["stages_reused"]} |
 
-**Ratio sweep / sequential: {res['ratio']:.2f}** (goal <= {GOAL:.2f}: {'met' if res['ratio'] <= GOAL else 'NOT met'}).
-The sweep's time includes starting and stopping Ray ({s['ray_start_s']:.1f} s to the first trial)
+**Ratio sweep / sequential: {res["ratio"]:.2f}** (goal <= {GOAL:.2f}: {"met" if res["ratio"] <= GOAL else "NOT met"}).
+The sweep's time includes starting and stopping Ray ({s["ray_start_s"]:.1f} s to the first trial)
 and its report; it trains the dense model once (the stage cache) where 8 runs train it 8 times,
 and it runs two trials at once on 2 cores, while its measurement does more than a run's (the
 setting and the original model, TVM and onnxruntime: the speedup in its report). So the ratio is
@@ -106,7 +111,9 @@ trials.
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=10)
-    ap.add_argument("--budget", type=float, default=0.5, help="quantization budget of the runs (wide: every setting finishes)")
+    ap.add_argument(
+        "--budget", type=float, default=0.5, help="quantization budget of the runs (wide: every setting finishes)"
+    )
     ap.add_argument("--num-cpus", type=int, default=None)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "sweep_overhead.json")
     ap.add_argument("--markdown", type=Path, help="replace (or add) this benchmark's section in that file")
@@ -120,14 +127,21 @@ def main() -> None:
     print(f"sweep: {sw_s:.1f} s", file=sys.stderr)
     cpus = int(doc["cluster"]["nodes"][0]["resources"].get("CPU", 1))
     res = {
-        "machine": machine(), "epochs": args.epochs, "settings": settings(),
+        "machine": machine(),
+        "epochs": args.epochs,
+        "settings": settings(),
         "versions": {"ray": version("ray"), "optuna": version("optuna"), "edgeopt": version("edgeopt")},
         "sequential": {"seconds": round(seq_s, 2), "runs": seq_rows},
-        "sweep": {"seconds": round(sw_s, 2), "trials_ok": doc["trials"]["ok"], "stages_built": doc["stages"]["built"],
-                  "stages_reused": doc["stages"]["reused"], "by_stage": doc["stages"]["by_stage"],
-                  "concurrency": doc["spec"]["concurrency"] or int(cpus / doc["spec"]["cpus_per_trial"]),
-                  "trial_seconds": sorted(r.get("seconds", 0) for r in doc["results"]),
-                  "ray_start_s": round(to_first, 2)},
+        "sweep": {
+            "seconds": round(sw_s, 2),
+            "trials_ok": doc["trials"]["ok"],
+            "stages_built": doc["stages"]["built"],
+            "stages_reused": doc["stages"]["reused"],
+            "by_stage": doc["stages"]["by_stage"],
+            "concurrency": doc["spec"]["concurrency"] or int(cpus / doc["spec"]["cpus_per_trial"]),
+            "trial_seconds": sorted(r.get("seconds", 0) for r in doc["results"]),
+            "ray_start_s": round(to_first, 2),
+        },
         "ratio": round(sw_s / seq_s, 3),
         "goal": GOAL,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

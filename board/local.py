@@ -2,13 +2,14 @@
 running commands with this machine's CPU and Python. Nothing is mocked: the host reaches it
 with the same SSH client, SFTP uploads and agent commands as any other board.
 """
+
 from __future__ import annotations
 
 import asyncio
 import errno
 import os
-import shutil
 import shlex
+import shutil
 import sys
 import tempfile
 import threading
@@ -102,9 +103,15 @@ class LocalBoard:
             process.exit(1)
             return
         proc = await asyncio.create_subprocess_exec(
-            "/bin/sh", "-c", process.command, cwd=self.home, env=self._env(),
+            "/bin/sh",
+            "-c",
+            process.command,
+            cwd=self.home,
+            env=self._env(),
             start_new_session=True,  # like sshd: a session of its own, which the watchdog may stop whole
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         await process.redirect(stdin=proc.stdin)
 
@@ -149,7 +156,9 @@ class LocalBoard:
                     f"local board port {self.requested_port} is already in use",
                     hint="pick another --local-port, or leave it out for a free one",
                 ) from None
-            raise BoardError(f"cannot start the local board on {self.host}:{self.requested_port}: {exc.strerror}") from None
+            raise BoardError(
+                f"cannot start the local board on {self.host}:{self.requested_port}: {exc.strerror}"
+            ) from None
         self.port = self._server.sockets[0].getsockname()[1]
         line = f"[{self.host}]:{self.port} {host_key.export_public_key('openssh').decode().strip()}\n"
         self.known_hosts.write_text(line)
@@ -159,7 +168,7 @@ class LocalBoard:
         python = self.home / ".bin" / "python3"
         # a wrapper, not a symlink: a venv's interpreter finds its pyvenv.cfg (and so its packages)
         # next to the path it is started by, and a symlink elsewhere would start the bare base Python
-        wrapper = f"#!/bin/sh\nexec {shlex.quote(sys.executable)} \"$@\"\n"
+        wrapper = f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n'
         if python.is_symlink() or not python.exists() or python.read_text() != wrapper:
             python.unlink(missing_ok=True)
             python.write_text(wrapper)
@@ -177,6 +186,7 @@ class LocalBoard:
     def stop(self) -> None:
         if self._loop is not None:
             if self._server is not None:
+
                 async def close() -> None:
                     self._server.close()
                     await self._server.wait_closed()

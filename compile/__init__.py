@@ -2,6 +2,7 @@
 
 TVM's Python API moves fast (Relay and tvmc are gone in 0.2x); this package absorbs the churn.
 """
+
 from .bundle import Bundle
 from .targets import TARGETS, Target, get_target
 

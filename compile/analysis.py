@@ -1,5 +1,6 @@
 """What a lowered Relax module holds, for the manifest: its constants' bytes and the kernels
 `main` calls."""
+
 from __future__ import annotations
 
 import numpy as np

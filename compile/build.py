@@ -1,5 +1,6 @@
 """ONNX -> Relax -> the "zero" pipeline -> a shared library, checked against onnxruntime: the
 compile stage's entry point. The work is done by the steps in compile/steps.py."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -46,9 +47,20 @@ def compile_onnx(
     `tune_boards`: a started compile.remote.BoardPool (edgeopt.toolkit.boards.tuning makes one):
     tuning measures on those boards, which any target may use (a cross target needs one)."""
     request = CompileRequest(
-        onnx_path=onnx_path, target=target, out_dir=out_dir, parity_inputs=parity_inputs, tolerance=tolerance,
-        input_shapes=input_shapes, extra_manifest=extra_manifest, onnx_copy=onnx_copy, preprocessing=preprocessing,
-        tune_trials=tune_trials, tune_threads=tune_threads, on_trials=on_trials, integer=integer,
-        tune_boards=tune_boards)
+        onnx_path=onnx_path,
+        target=target,
+        out_dir=out_dir,
+        parity_inputs=parity_inputs,
+        tolerance=tolerance,
+        input_shapes=input_shapes,
+        extra_manifest=extra_manifest,
+        onnx_copy=onnx_copy,
+        preprocessing=preprocessing,
+        tune_trials=tune_trials,
+        tune_threads=tune_threads,
+        on_trials=on_trials,
+        integer=integer,
+        tune_boards=tune_boards,
+    )
     state = run(CompileState(request))
     return state.bundle, state.parity

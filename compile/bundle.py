@@ -3,6 +3,7 @@
 A manifest is data a stranger may have written: its file names are checked to be plain names of
 regular files inside the bundle before any file is opened (the board agent checks them again,
 board/agent/bundle.py)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -49,16 +50,20 @@ def check(path: Path, manifest: dict) -> None:
     for name, meta in files.items():
         why = bad_name_reason(name)
         if why:
-            raise BundleError(f"bundle {path}: manifest names the file {name!r}, which is {why}; refused",
-                              hint=f"a bundle's files are plain names inside it; {_REBUILD}")
+            raise BundleError(
+                f"bundle {path}: manifest names the file {name!r}, which is {why}; refused",
+                hint=f"a bundle's files are plain names inside it; {_REBUILD}",
+            )
         if not isinstance(meta, dict) or not isinstance(meta.get("sha256"), str) or not _SHA256.match(meta["sha256"]):
             raise BundleError(f"bundle {path}: manifest entry {name!r} has no valid sha256", hint=_REBUILD)
         f = path / name
         if not f.exists() and not f.is_symlink():
             raise BundleError(f"bundle {path} is missing {name}", hint=_REBUILD)
         if f.is_symlink() or not f.resolve().parent == root or not f.is_file():
-            raise BundleError(f"bundle {path}: {name} is not a regular file inside the bundle; refused",
-                              hint="copy the bundle with its files, not links to them")
+            raise BundleError(
+                f"bundle {path}: {name} is not a regular file inside the bundle; refused",
+                hint="copy the bundle with its files, not links to them",
+            )
     if LIBRARY not in files:
         raise BundleError(f"bundle {path} has no {LIBRARY} in its manifest: nothing to run", hint=_REBUILD)
 
@@ -121,8 +126,10 @@ class Bundle:
         check(path, manifest)
         for name, meta in manifest["files"].items():
             if sha256_file(path / name) != meta["sha256"]:
-                raise BundleError(f"bundle file {path / name} does not match its sha256 in {MANIFEST}",
-                                  hint="the file was changed or damaged; rebuild the bundle")
+                raise BundleError(
+                    f"bundle file {path / name} does not match its sha256 in {MANIFEST}",
+                    hint="the file was changed or damaged; rebuild the bundle",
+                )
         return cls(path, manifest)
 
 

@@ -1,5 +1,6 @@
 """The ONNX side of a compile: load and check the model, its static input shapes, which operators
 TVM's importer knows, and the parity tolerance its outputs allow."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +9,6 @@ from edgeopt.errors import InputError, UnsupportedModelError
 
 # Domains whose operators TVM's ONNX importer knows (it has no contrib ops, no QLinear* ops).
 _ONNX_DOMAINS = ("", "ai.onnx")
-
 
 
 def load_onnx(path: Path):
@@ -45,8 +45,9 @@ def graph_input_shapes(model, *, overrides: dict[str, list[int]] | None = None) 
             )
         shapes[inp.name] = [d.dim_value for d in dims]
     if overrides:
-        raise UnsupportedModelError(f"--input-shape names no model input: {', '.join(overrides)}",
-                                    hint=f"inputs: {', '.join(shapes)}")
+        raise UnsupportedModelError(
+            f"--input-shape names no model input: {', '.join(overrides)}", hint=f"inputs: {', '.join(shapes)}"
+        )
     return shapes
 
 

@@ -1,4 +1,5 @@
 """The host build checked against onnxruntime (edgeopt/reference.py) on the same inputs."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

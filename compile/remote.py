@@ -11,6 +11,7 @@ The board's server is started without a tracker of its own: it accepts any clien
 its key (`client:<matchkey>`), and the registration here hands that key to the tracker. That keeps
 the board from ever connecting to the host, and the port the tracker hands out is the host's end
 of the forward, not the board's (on a real board the two loopbacks are different machines)."""
+
 from __future__ import annotations
 
 import logging
@@ -38,8 +39,19 @@ UNUSED_S = 6.0  # a board handed to a runner that never connected is offered aga
 def server_argv(python: str, key: str) -> list[str]:
     """The command that starts TVM's RPC server on a board, on its loopback only."""
     start = SERVER_PORTS[0] + secrets.randbelow(SERVER_PORTS[1] - SERVER_PORTS[0])
-    return [python, "-m", "tvm.exec.rpc_server", "--host", HOST, "--port", str(start),
-            "--port-end", str(start + SERVER_PORT_WINDOW), "--key", key]
+    return [
+        python,
+        "-m",
+        "tvm.exec.rpc_server",
+        "--host",
+        HOST,
+        "--port",
+        str(start),
+        "--port-end",
+        str(start + SERVER_PORT_WINDOW),
+        "--key",
+        key,
+    ]
 
 
 def new_keys(n: int) -> tuple[str, list[str]]:
@@ -222,8 +234,7 @@ class BoardPool:
                 return
             ep.dropped = why
             left = len(self.alive())
-        log.warning("board %s dropped out of the tuning pool (%s); tuning goes on with %d board(s)",
-                    ep.name, why, left)
+        log.warning("board %s dropped out of the tuning pool (%s); tuning goes on with %d board(s)", ep.name, why, left)
 
     def alive(self) -> list[Endpoint]:
         return [ep for ep in self.endpoints if ep.dropped is None]
@@ -231,18 +242,31 @@ class BoardPool:
     def runner(self):
         from tvm.s_tir import meta_schedule as ms
 
-        config = ms.runner.RPCConfig(tracker_host=HOST, tracker_port=self.tracker_port, tracker_key=self.key,
-                                     session_priority=1, session_timeout_sec=int(self.session_timeout_s))
+        config = ms.runner.RPCConfig(
+            tracker_host=HOST,
+            tracker_port=self.tracker_port,
+            tracker_key=self.key,
+            session_priority=1,
+            session_timeout_sec=int(self.session_timeout_s),
+        )
         # emulated arithmetic is hundreds of times slower: fewer repetitions per candidate
-        evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=0 if self.emulated else 100,
-                                              enable_cpu_cache_flush=False)
-        return ms.runner.RPCRunner(config, evaluator, f_alloc_argument=_alloc_argument,
-                                   max_workers=len(self.endpoints))
+        evaluator = ms.runner.EvaluatorConfig(
+            number=3, repeat=1, min_repeat_ms=0 if self.emulated else 100, enable_cpu_cache_flush=False
+        )
+        return ms.runner.RPCRunner(config, evaluator, f_alloc_argument=_alloc_argument, max_workers=len(self.endpoints))
 
     def report(self) -> list[dict]:
         """Per board: the sessions carried to it and the candidates it loaded (its own log)."""
-        return [{"name": ep.name, "address": ep.address, "sessions": ep.sessions(), "measured": ep.loaded(),
-                 **({"dropped": ep.dropped} if ep.dropped else {})} for ep in self.endpoints]
+        return [
+            {
+                "name": ep.name,
+                "address": ep.address,
+                "sessions": ep.sessions(),
+                "measured": ep.loaded(),
+                **({"dropped": ep.dropped} if ep.dropped else {}),
+            }
+            for ep in self.endpoints
+        ]
 
     def close(self) -> None:
         for reg in self._registrations:

@@ -1,4 +1,5 @@
 """Integer size arithmetic shared by the kernels and the int8 pass."""
+
 from __future__ import annotations
 
 

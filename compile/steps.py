@@ -8,6 +8,7 @@ holding what it needs (tests/unit/compile/test_steps.py does).
 The steps from import_relax to describe run TVM: any error there that is not already one of
 ours becomes a CompileError naming the model (`TVM_STEPS`, wrapped by `run`).
 """
+
 from __future__ import annotations
 
 import shutil
@@ -86,8 +87,10 @@ def validate(s: CompileState) -> None:
             hint="export with QDQ quantization (not QOperator) and standard ONNX ops",
         )
     if r.target.cc and shutil.which(r.target.cc) is None:
-        raise CompileError(f"cross compiler {r.target.cc} not found for target {r.target.name!r}",
-                           hint="install it: apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross")
+        raise CompileError(
+            f"cross compiler {r.target.cc} not found for target {r.target.name!r}",
+            hint="install it: apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross",
+        )
     if r.tune_threads < 1:
         raise UsageError(f"--tune-threads must be >= 1, got {r.tune_threads}")
     # the tuned schedules and the build must see the same target (the database is keyed by it)
@@ -143,9 +146,17 @@ def tune(s: CompileState) -> None:
     from .tune import tune as run_tuning
 
     variant = f"int8-{s.int8.kernels or 'ops'}" if s.int8 else ""
-    s.mod, s.tuning = run_tuning(s.mod, s.tvm_target, target=r.target, onnx_bytes=r.onnx_path.read_bytes(),
-                                 trials=r.tune_trials, on_trials=r.on_trials, threads=r.tune_threads, variant=variant,
-                                 boards=r.tune_boards)
+    s.mod, s.tuning = run_tuning(
+        s.mod,
+        s.tvm_target,
+        target=r.target,
+        onnx_bytes=r.onnx_path.read_bytes(),
+        trials=r.tune_trials,
+        on_trials=r.on_trials,
+        threads=r.tune_threads,
+        variant=variant,
+        boards=r.tune_boards,
+    )
 
 
 def build(s: CompileState) -> None:
@@ -162,8 +173,12 @@ def keep_faster(s: CompileState) -> None:
         return
     if s.request.tune_boards is not None:
         # this machine cannot time the board's code: the records, measured there, are applied
-        s.tuning = {**s.tuning, "kept": "tuned", "latency_us": None,
-                    "compared": "not compared: the kernels were timed on the board, one by one"}
+        s.tuning = {
+            **s.tuning,
+            "kept": "tuned",
+            "latency_us": None,
+            "compared": "not compared: the kernels were timed on the board, one by one",
+        }
         return
     from tvm import relax
 
@@ -196,8 +211,9 @@ def link(s: CompileState) -> None:
     except RuntimeError as exc:
         lines = [line for line in str(exc).splitlines() if "error" in line.lower() or "cannot find" in line]
         hint = "install the target's C library: apt-get install libc6-dev-arm64-cross" if "crt" in str(exc) else None
-        raise CompileError(f"linking {LIBRARY} for {r.target.name!r} failed: {(lines or [str(exc)])[0].strip()}",
-                           hint=hint) from exc
+        raise CompileError(
+            f"linking {LIBRARY} for {r.target.name!r} failed: {(lines or [str(exc)])[0].strip()}", hint=hint
+        ) from exc
 
 
 def check_parity(s: CompileState) -> None:
@@ -239,8 +255,9 @@ def run(s: CompileState) -> CompileState:
     except EdgeoptError:
         raise
     except Exception as exc:
-        raise CompileError(f"TVM failed to build {s.request.onnx_path.name}: "
-                           f"{str(exc).strip().splitlines()[-1]}") from exc
+        raise CompileError(
+            f"TVM failed to build {s.request.onnx_path.name}: {str(exc).strip().splitlines()[-1]}"
+        ) from exc
     try:
         for step in BUNDLE_STEPS:
             step(s)

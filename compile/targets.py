@@ -4,6 +4,7 @@ the shared library is linked, and which board CPU architecture (`uname -m`) can 
 Adding a target: register a `Target` whose `tvm_target()` returns TVM's target dict; set `cc`
 to a cross compiler when the target is not the host. See docs/targets.md.
 """
+
 from __future__ import annotations
 
 import platform
@@ -61,10 +62,24 @@ def _host_llvm() -> dict:
 # LLVM feature name -> /proc/cpuinfo flag, for the instruction-set extensions that make code
 # crash with SIGILL on a CPU without them.
 CPUINFO_FLAGS = {
-    "sse4.1": "sse4_1", "sse4.2": "sse4_2", "avx": "avx", "avx2": "avx2", "fma": "fma", "f16c": "f16c",
-    "avx512f": "avx512f", "avx512bw": "avx512bw", "avx512dq": "avx512dq", "avx512vl": "avx512vl",
-    "avx512vnni": "avx512_vnni", "avxvnni": "avx_vnni", "amx-int8": "amx_int8",
-    "neon": "asimd", "dotprod": "asimddp", "i8mm": "i8mm", "sve": "sve", "fullfp16": "fphp",
+    "sse4.1": "sse4_1",
+    "sse4.2": "sse4_2",
+    "avx": "avx",
+    "avx2": "avx2",
+    "fma": "fma",
+    "f16c": "f16c",
+    "avx512f": "avx512f",
+    "avx512bw": "avx512bw",
+    "avx512dq": "avx512dq",
+    "avx512vl": "avx512vl",
+    "avx512vnni": "avx512_vnni",
+    "avxvnni": "avx_vnni",
+    "amx-int8": "amx_int8",
+    "neon": "asimd",
+    "dotprod": "asimddp",
+    "i8mm": "i8mm",
+    "sve": "sve",
+    "fullfp16": "fphp",
 }
 
 TARGETS: dict[str, Target] = {}
@@ -89,17 +104,29 @@ CROSS_CC = "aarch64-linux-gnu-gcc"  # Debian package gcc-aarch64-linux-gnu
 
 register(Target("host", platform.machine(), "the CPU of this machine (LLVM, -mcpu=native)", _host_llvm))
 register(Target("aarch64", "aarch64", "any 64-bit Arm (Armv8-A, NEON)", _aarch64(None, ["+neon"]), CROSS_CC))
-register(Target("cortex-a55", "aarch64", "RZ/V2L, RZ/V2H-class boards (Cortex-A55, dot product)",
-                _aarch64("cortex-a55", ["+neon", "+dotprod"]), CROSS_CC))
+register(
+    Target(
+        "cortex-a55",
+        "aarch64",
+        "RZ/V2L, RZ/V2H-class boards (Cortex-A55, dot product)",
+        _aarch64("cortex-a55", ["+neon", "+dotprod"]),
+        CROSS_CC,
+    )
+)
 register(Target("cortex-a72", "aarch64", "Raspberry Pi 4 (Cortex-A72)", _aarch64("cortex-a72", ["+neon"]), CROSS_CC))
-register(Target("cortex-a76", "aarch64", "Raspberry Pi 5 (Cortex-A76, dot product)",
-                _aarch64("cortex-a76", ["+neon", "+dotprod"]), CROSS_CC))
+register(
+    Target(
+        "cortex-a76",
+        "aarch64",
+        "Raspberry Pi 5 (Cortex-A76, dot product)",
+        _aarch64("cortex-a76", ["+neon", "+dotprod"]),
+        CROSS_CC,
+    )
+)
 
 
 def get_target(name: str) -> Target:
     try:
         return TARGETS[name]
     except KeyError:
-        raise UsageError(
-            f"unknown target {name!r}", hint=f"known targets: {', '.join(sorted(TARGETS))}"
-        ) from None
+        raise UsageError(f"unknown target {name!r}", hint=f"known targets: {', '.join(sorted(TARGETS))}") from None

@@ -1,5 +1,6 @@
 """Timing compiled libraries on the host with TVM's own timer (for benchmarks and the
 latency-aware pruning allocation; boards are timed by the board agent)."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -4,6 +4,7 @@ the candidates are timed on boards: compile/remote.py).
 TVM's documented `static_shape_tuning` pipeline times out here: every fresh builder worker imports
 `tvm.s_tir.tensor_intrin` (~40 s, mostly its CUDA part). Tuning the extracted tasks with a
 builder that skips that import (`_fast_build`), then `MetaScheduleApplyDatabase`, works."""
+
 from __future__ import annotations
 
 import contextlib
@@ -57,8 +58,11 @@ def _export(cc: str | None, mod) -> str:
 
 def _scheduled_count(mod) -> int:
     """Functions marked scheduled (MetaScheduleApplyDatabase marks those it took from the records)."""
-    return sum(1 for _, f in mod.functions_items()
-               if f.attrs and any(f.attrs.get(k, False) for k in ("tir.is_scheduled", "tirx.is_scheduled")))
+    return sum(
+        1
+        for _, f in mod.functions_items()
+        if f.attrs and any(f.attrs.get(k, False) for k in ("tir.is_scheduled", "tirx.is_scheduled"))
+    )
 
 
 def _progress_callback(on_trials: Callable[[int], None]):
@@ -145,8 +149,18 @@ def budget(tasks, trials: int) -> list[tuple[list, int]]:
     return tiers
 
 
-def tune(mod, tvm_target, *, target: Target, onnx_bytes: bytes, trials: int, variant: str = "", threads: int = 1,
-         on_trials: Callable[[int], None] | None = None, boards=None) -> tuple[object, dict]:
+def tune(
+    mod,
+    tvm_target,
+    *,
+    target: Target,
+    onnx_bytes: bytes,
+    trials: int,
+    variant: str = "",
+    threads: int = 1,
+    on_trials: Callable[[int], None] | None = None,
+    boards=None,
+) -> tuple[object, dict]:
     """Return `mod` with the best schedules found applied, and what was done for the manifest.
 
     `trials` is the whole budget, split by `budget` into tiers, heavy tasks first; each tier is
@@ -195,21 +209,37 @@ def tune(mod, tvm_target, *, target: Target, onnx_bytes: bytes, trials: int, var
         for group, per_task in tiers:
             with _logs_to_files():  # both calls below set up MetaSchedule's loggers
                 contexts, weights = extracted_tasks_to_tune_contexts(
-                    extracted_tasks=group, work_dir=str(work), space="post-order-apply", strategy="evolutionary",
-                    seed=0)
-                tune_tasks(
-                    tasks=contexts, task_weights=weights, work_dir=str(work), max_trials_global=per_task * len(group),
-                    max_trials_per_task=per_task, num_trials_per_iter=min(16, per_task), task_scheduler="round-robin",
-                    builder=builder, runner=runner, database="json", cost_model="xgb", measure_callbacks=callbacks,
+                    extracted_tasks=group, work_dir=str(work), space="post-order-apply", strategy="evolutionary", seed=0
                 )
-        meta = {"trials": trials, "tasks": tasks, "trials_per_task": [p for _, p in tiers],
-                "tuned_tasks": sum(len(g) for g, _ in tiers), "threads": threads, "target": target.tvm_target()}
+                tune_tasks(
+                    tasks=contexts,
+                    task_weights=weights,
+                    work_dir=str(work),
+                    max_trials_global=per_task * len(group),
+                    max_trials_per_task=per_task,
+                    num_trials_per_iter=min(16, per_task),
+                    task_scheduler="round-robin",
+                    builder=builder,
+                    runner=runner,
+                    database="json",
+                    cost_model="xgb",
+                    measure_callbacks=callbacks,
+                )
+        meta = {
+            "trials": trials,
+            "tasks": tasks,
+            "trials_per_task": [p for _, p in tiers],
+            "tuned_tasks": sum(len(g) for g, _ in tiers),
+            "threads": threads,
+            "target": target.tvm_target(),
+        }
         if boards is not None:
             measured = boards.report()
             if not any(b["measured"] for b in measured):
                 raise BoardError(
                     f"no board measured a candidate ({', '.join(b['name'] for b in measured)}); nothing was recorded",
-                    hint="check the boards with `edgeopt board doctor`; MetaSchedule's log: " + str(log_dir(key)))
+                    hint="check the boards with `edgeopt board doctor`; MetaSchedule's log: " + str(log_dir(key)),
+                )
             meta["board"] = boards.identity
             meta["measured_on"] = measured
         meta_path.write_text(json.dumps(meta))
@@ -217,11 +247,18 @@ def tune(mod, tvm_target, *, target: Target, onnx_bytes: bytes, trials: int, var
     database = ms.database.JSONDatabase(work_dir=str(work), module_equality="structural")
     with tvm_target, database, tvm.transform.PassContext(opt_level=3):
         tuned = relax.transform.MetaScheduleApplyDatabase()(mod)
-    info = {"trials": meta["trials"], "tasks": meta.get("tasks"), "tuned_tasks": meta.get("tuned_tasks"),
-            "trials_per_task": meta.get("trials_per_task"),
-            "threads": threads, "database": key, "reused": reused, "log": str(log_dir(key)),
-            # functions whose schedule came from the records
-            "applied": _scheduled_count(tuned) - _scheduled_count(mod)}
+    info = {
+        "trials": meta["trials"],
+        "tasks": meta.get("tasks"),
+        "tuned_tasks": meta.get("tuned_tasks"),
+        "trials_per_task": meta.get("trials_per_task"),
+        "threads": threads,
+        "database": key,
+        "reused": reused,
+        "log": str(log_dir(key)),
+        # functions whose schedule came from the records
+        "applied": _scheduled_count(tuned) - _scheduled_count(mod),
+    }
     if boards is not None:
         info["board"] = boards.identity
         info["measured_on"] = meta.get("measured_on") if reused else boards.report()

@@ -3,6 +3,7 @@
 Library code raises these; only the CLI entry point turns them into one line on stderr and an
 exit code (the codes are documented in docs/cli.md).
 """
+
 from __future__ import annotations
 
 

@@ -6,6 +6,7 @@ imports only the standard library, so compile/, toolkit/ and board-facing code m
     cache   $EDGEOPT_CACHE_DIR, else $XDG_CACHE_HOME/edgeopt, else ~/.cache/edgeopt
     data    $EDGEOPT_DATA_DIR, else $XDG_DATA_HOME/edgeopt, else ~/.local/share/edgeopt
 """
+
 from __future__ import annotations
 
 import os

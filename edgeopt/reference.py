@@ -1,6 +1,7 @@
 """Running an ONNX model on the host with onnxruntime: the reference every other number is
 checked against (compile/ for its parity check, toolkit/ for accuracy and the board's references).
 A leaf: the standard library, numpy, onnxruntime and edgeopt.errors only."""
+
 from __future__ import annotations
 
 from pathlib import Path

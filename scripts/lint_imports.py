@@ -4,6 +4,7 @@ The repository keeps toolkit/, compile/ and board/ at its top and installs them 
 edgeopt.compile, edgeopt.board (package-dir mapping); grimp, import-linter's graph builder, only
 walks the folder of a top-level package. So this lays the namespace out as one folder of symlinks
 in a temporary directory and runs `lint-imports` from there. Exit status: lint-imports'."""
+
 from __future__ import annotations
 
 import os
@@ -32,8 +33,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="edgeopt-imports.") as tmp:
         # run from the temporary folder: it comes first on sys.path, before the editable install
         env = {**os.environ, "PYTHONPATH": ""}
-        return subprocess.run([str(lint), "--no-cache", str(ROOT / "pyproject.toml")], cwd=layout(Path(tmp)),
-                              env=env).returncode
+        return subprocess.run(
+            [str(lint), "--no-cache", str(ROOT / "pyproject.toml")], cwd=layout(Path(tmp)), env=env
+        ).returncode
 
 
 if __name__ == "__main__":

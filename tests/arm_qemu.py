@@ -6,6 +6,7 @@ the Arm kernels are checked numerically here instead of being reported NOT RUN.
 
 `missing(isa)` says why this machine cannot run them (no board image, no qemu-aarch64, no cross
 compiler), None when it can; `run_on_core(isa, jobs)` runs a batch of kernels."""
+
 from __future__ import annotations
 
 import json
@@ -74,10 +75,30 @@ def run_on_core(isa: str, jobs: dict) -> dict:
             np.savez(t / f"in{i}.npz", **{f"a{j}": np.ascontiguousarray(a) for j, a in enumerate(arrays)})
         (t / "jobs.json").write_text(json.dumps([len(jobs[k][1]) for k in keys]))
         (t / "guest.py").write_text(_GUEST)
-        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONPATH": str(rootfs / VENV_SITE),
-               "TVM_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
-        r = subprocess.run([QEMU_DYNAMIC, "-cpu", core, "-L", str(rootfs), str(rootfs / "usr/bin/python3"),
-                            str(t / "guest.py"), str(t / "jobs.json"), str(t)],
-                           capture_output=True, text=True, env=env, timeout=1200)
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "PYTHONPATH": str(rootfs / VENV_SITE),
+            "TVM_NUM_THREADS": "1",
+            "OMP_NUM_THREADS": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+        r = subprocess.run(
+            [
+                QEMU_DYNAMIC,
+                "-cpu",
+                core,
+                "-L",
+                str(rootfs),
+                str(rootfs / "usr/bin/python3"),
+                str(t / "guest.py"),
+                str(t / "jobs.json"),
+                str(t),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=1200,
+        )
         assert r.returncode == 0, f"the kernels failed on the emulated {core}: {r.stderr.strip()[-500:]}"
         return {key: np.load(t / f"out{i}.npy") for i, key in enumerate(keys)}

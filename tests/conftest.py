@@ -2,6 +2,7 @@
 fails: that script installs every capability, so a skip there means something is missing.
 A check that this machine's hardware cannot run ends with tests.outcomes.not_run(reason): its
 own "NOT RUN" status, listed with its reason at the end, neither passed nor (strict) failed."""
+
 from __future__ import annotations
 
 import os
@@ -79,6 +80,7 @@ def host_bundle(quantized, digits, tmp_path_factory):
     from edgeopt.compile import compile_onnx, get_target
 
     out = tmp_path_factory.mktemp("bundles") / "bundle"
-    bundle, parity = compile_onnx(quantized.path, target=get_target("host"), out_dir=out,
-                                  parity_inputs=digits.x_test[:8], onnx_copy=False)
+    bundle, parity = compile_onnx(
+        quantized.path, target=get_target("host"), out_dir=out, parity_inputs=digits.x_test[:8], onnx_copy=False
+    )
     return bundle

@@ -7,6 +7,7 @@ install a missing package, not a missing CPU feature.
     if not host_has("avx512vnni"):
         not_run("the host CPU lacks AVX512-VNNI (vpdpbusd)")
 """
+
 from __future__ import annotations
 
 import pytest

@@ -1,6 +1,7 @@
 """The QEMU-emulated aarch64 board for tests: the cached image (built if missing: the real
 mmdebstrap, ~10-15 min once), boards started with the real `up` and stopped with `down`, and a
 snapshot of what the host has (mounts, binfmt entries, processes) to prove `down` left nothing."""
+
 from __future__ import annotations
 
 import contextlib
@@ -13,8 +14,9 @@ import pytest
 
 
 def unavailable_reason() -> str | None:
-    from edgeopt.errors import EdgeoptError
     from edgeopt.toolkit.boards.qemu import host
+
+    from edgeopt.errors import EdgeoptError
 
     try:
         host.require()

@@ -1,2 +1,3 @@
 """edgeopt's host side: data, models, prune, quantize, export, deploy, report and the CLI."""
+
 __version__ = "0.1.0"

@@ -1,6 +1,7 @@
 """The board agent's JSON, validated before the host uses any of it: a board is a peer that can
 print anything. The schema (pydantic models, extra keys allowed for newer agents) covers what
 the host reads; a document that does not match is one clear AgentError, never a KeyError."""
+
 from __future__ import annotations
 
 import json
@@ -140,19 +141,25 @@ def parse(text: str, *, verb: str, where: str) -> dict:
     if not text:
         raise ValueError("no output")
     if _depth(text) > MAX_DEPTH:
-        raise AgentError(f"board agent '{verb}' on {where} printed JSON nested deeper than {MAX_DEPTH} levels; refused",
-                         hint="the board's agent or Python is not the one edgeopt uploaded: deploy again")
+        raise AgentError(
+            f"board agent '{verb}' on {where} printed JSON nested deeper than {MAX_DEPTH} levels; refused",
+            hint="the board's agent or Python is not the one edgeopt uploaded: deploy again",
+        )
     doc = json.loads(text)  # JSONDecodeError (a ValueError) is the caller's "not JSON"
     if not isinstance(doc, dict):
-        raise AgentError(f"board agent '{verb}' on {where} printed a JSON {type(doc).__name__}, not its document; refused",
-                         hint="the board's agent or Python is not the one edgeopt uploaded: deploy again")
+        raise AgentError(
+            f"board agent '{verb}' on {where} printed a JSON {type(doc).__name__}, not its document; refused",
+            hint="the board's agent or Python is not the one edgeopt uploaded: deploy again",
+        )
     schema = VERB_SCHEMAS.get(verb, Envelope) if doc.get("ok") is True else Envelope
     try:
         schema.model_validate(doc)
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"]) or "(top)"
-        raise AgentError(f"board agent '{verb}' on {where} printed a document that does not match its schema "
-                         f"({exc.error_count()} problem(s), first at {loc}: {first['msg']}); refused",
-                         hint="the board's agent or Python is not the one edgeopt uploaded: deploy again") from None
+        raise AgentError(
+            f"board agent '{verb}' on {where} printed a document that does not match its schema "
+            f"({exc.error_count()} problem(s), first at {loc}: {first['msg']}); refused",
+            hint="the board's agent or Python is not the one edgeopt uploaded: deploy again",
+        ) from None
     return doc

@@ -1,4 +1,5 @@
 """`edgeopt run` options: defaults < --config FILE.toml < flags. Validated before anything runs."""
+
 from __future__ import annotations
 
 import tomllib
@@ -9,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgeopt.errors import InputError, UsageError
+
 from .prune import Method, PruneConfig, Schedule
 from .quantize import Calibrator, QuantConfig
 
@@ -20,7 +22,9 @@ TRAIN_LR = 3e-3
 class RunConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
 
-    model: str = "mlp"  # a built-in name, a stage folder, or a model file (module, state dict, TorchScript, .pt2, .onnx)
+    model: str = (
+        "mlp"  # a built-in name, a stage folder, or a model file (module, state dict, TorchScript, .pt2, .onnx)
+    )
     factory: str | None = None  # package.module:function building the model a state dict is for
     data: str = "digits"
     val_data: Path | None = None
@@ -98,6 +102,8 @@ class CompileConfig:
     """`edgeopt compile`'s options: the defaults its flags show."""
 
     target: str = RunConfig.model_fields["target"].default
-    tune_trials: int = 64  # with --tune: MetaSchedule trials in all, three quarters to the heavy tasks (compile/tune.py)
+    tune_trials: int = (
+        64  # with --tune: MetaSchedule trials in all, three quarters to the heavy tasks (compile/tune.py)
+    )
     tune_threads: int = 1  # small models' kernels are too short to gain from a parallel launch
     scale: float = 1.0  # input preprocessing recorded in the manifest: x * scale, then (x - mean) / std

@@ -1,4 +1,5 @@
 """Data sets: the built-in digits, or a user's .npz (samples of any shape, labels optional)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -55,16 +56,24 @@ class Dataset:
 def _split(name: str, x: np.ndarray, y: np.ndarray) -> Dataset:
     from sklearn.model_selection import train_test_split
 
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        x, y, test_size=TEST_FRACTION, random_state=SPLIT_SEED, stratify=y
-    )
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=TEST_FRACTION, random_state=SPLIT_SEED, stratify=y)
     x_tr, x_val, y_tr, y_val = train_test_split(
         x_tr, y_tr, test_size=VALIDATION_FRACTION, random_state=SPLIT_SEED, stratify=y_tr
     )
-    return Dataset(name, x_tr, y_tr, x_val, y_val, x_te, y_te, splits={
-        "train": f"{name}: the rest after the held-out splits",
-        "val": f"{name}: {VALIDATION_FRACTION:.0%} of the training part held out (seed {SPLIT_SEED})",
-        "test": f"{name}: {TEST_FRACTION:.0%} held out (stratified, seed {SPLIT_SEED}), never trained on"})
+    return Dataset(
+        name,
+        x_tr,
+        y_tr,
+        x_val,
+        y_val,
+        x_te,
+        y_te,
+        splits={
+            "train": f"{name}: the rest after the held-out splits",
+            "val": f"{name}: {VALIDATION_FRACTION:.0%} of the training part held out (seed {SPLIT_SEED})",
+            "test": f"{name}: {TEST_FRACTION:.0%} held out (stratified, seed {SPLIT_SEED}), never trained on",
+        },
+    )
 
 
 def _resize(images: np.ndarray, size: int) -> np.ndarray:
@@ -100,21 +109,29 @@ def _read_npz(path: Path, role: str) -> dict[str, np.ndarray]:
             return {k: f[k] for k in f.files}
     except ValueError as exc:
         if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
-            raise InputError(f"{path} holds pickled Python objects, which edgeopt never loads",
-                             hint="save plain numeric arrays: np.savez(PATH, x=x.astype('float32'), y=y.astype('int64'))") from None
+            raise InputError(
+                f"{path} holds pickled Python objects, which edgeopt never loads",
+                hint="save plain numeric arrays: np.savez(PATH, x=x.astype('float32'), y=y.astype('int64'))",
+            ) from None
         raise InputError(f"cannot read {path} as .npz: {str(exc).splitlines()[0]}", hint=DATA_HINT) from None
     except Exception as exc:  # zip/npy parse errors come in many kinds
-        raise InputError(f"cannot read {path} as .npz: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
-                         hint=DATA_HINT) from None
+        raise InputError(
+            f"cannot read {path} as .npz: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+            hint=DATA_HINT,
+        ) from None
 
 
 def _samples(path: Path, key: str, x: np.ndarray) -> np.ndarray:
     if x.dtype.kind not in "fiu":
-        raise InputError(f"{path}: {key!r} has dtype {x.dtype}; samples must be numbers",
-                         hint="save them as float32: x.astype('float32')")
+        raise InputError(
+            f"{path}: {key!r} has dtype {x.dtype}; samples must be numbers",
+            hint="save them as float32: x.astype('float32')",
+        )
     if x.ndim < 2:
-        raise InputError(f"{path}: {key!r} has shape {x.shape}; samples are N x features (or N x C x L, N x C x H x W)",
-                         hint="one row per sample: x.reshape(len(x), -1) for features")
+        raise InputError(
+            f"{path}: {key!r} has shape {x.shape}; samples are N x features (or N x C x L, N x C x H x W)",
+            hint="one row per sample: x.reshape(len(x), -1) for features",
+        )
     if len(x) == 0:
         raise InputError(f"{path}: {key!r} is empty", hint="give at least one sample per split")
     x = x.astype(np.float32)
@@ -125,11 +142,15 @@ def _samples(path: Path, key: str, x: np.ndarray) -> np.ndarray:
 
 def _labels(path: Path, key: str, y: np.ndarray, n: int) -> np.ndarray:
     if y.dtype.kind not in "iu":
-        raise InputError(f"{path}: labels {key!r} have dtype {y.dtype}; they must be integer class indices",
-                         hint="y.astype('int64'), classes numbered from 0")
+        raise InputError(
+            f"{path}: labels {key!r} have dtype {y.dtype}; they must be integer class indices",
+            hint="y.astype('int64'), classes numbered from 0",
+        )
     if y.ndim != 1 or len(y) != n:
-        raise InputError(f"{path}: labels {key!r} have shape {y.shape}; expected ({n},), one per sample",
-                         hint="one integer class index per sample")
+        raise InputError(
+            f"{path}: labels {key!r} have shape {y.shape}; expected ({n},), one per sample",
+            hint="one integer class index per sample",
+        )
     if (y < 0).any():
         raise InputError(f"{path}: labels {key!r} hold negative values", hint="classes are numbered from 0")
     return y.astype(np.int64)
@@ -170,38 +191,56 @@ def load_npz(path: Path, *, val: Path | None = None, test: Path | None = None) -
     for split, extra in (("val", val), ("test", test)):
         if extra is not None:
             if given[split] is not None:
-                raise InputError(f"{path} already has x_{split}; --{split}-data {extra} would be a second {split} split",
-                                 hint="drop one of them")
+                raise InputError(
+                    f"{path} already has x_{split}; --{split}-data {extra} would be a second {split} split",
+                    hint="drop one of them",
+                )
             given[split] = _pair(extra, _read_npz(extra, f"--{split}-data"), "x", "y")
             if given[split] is None:
                 raise InputError(f"--{split}-data {extra} has no array 'x'", hint=DATA_HINT)
             where[split] = f"{extra} x/y"
     shapes = {k: v[0].shape[1:] for k, v in {"train": train, **given}.items() if v is not None}
     if len(set(shapes.values())) > 1:
-        raise InputError(f"{path}: the splits' samples differ in shape: "
-                         + ", ".join(f"{k} {tuple(s)}" for k, s in shapes.items()), hint="every split's samples must have one shape")
+        raise InputError(
+            f"{path}: the splits' samples differ in shape: " + ", ".join(f"{k} {tuple(s)}" for k, s in shapes.items()),
+            hint="every split's samples must have one shape",
+        )
     labelled = [v[1] is not None for v in (train, *given.values()) if v is not None]
     if not any(labelled):  # calibration data for a model whose labels we do not have
         x = train[0]
         empty = x[:0]
-        return Dataset(str(path), x, None, empty, None, empty, None,
-                       splits={"train": where["train"], "calibration": where["train"], "val": None, "test": None})
+        return Dataset(
+            str(path),
+            x,
+            None,
+            empty,
+            None,
+            empty,
+            None,
+            splits={"train": where["train"], "calibration": where["train"], "val": None, "test": None},
+        )
     if not all(labelled):
         raise InputError(f"{path}: some splits have labels and some do not", hint="give y for every x, or for none")
     x, y = train
     if given["test"] is None:
         if len(x) < 10:
-            raise InputError(f"{path}: need at least 10 labelled samples to hold out a test split, got {len(x)}",
-                             hint="give more samples, or x_test/y_test")
+            raise InputError(
+                f"{path}: need at least 10 labelled samples to hold out a test split, got {len(x)}",
+                hint="give more samples, or x_test/y_test",
+            )
         (x, y), given["test"] = _carve(x, y, TEST_FRACTION)
         where["test"] = f"{TEST_FRACTION:.0%} of {path} x/y held out (seed {SPLIT_SEED}), never trained on"
     if given["val"] is None:
         if len(x) < 10:
-            raise InputError(f"{path}: need at least 10 labelled training samples to hold out a validation split",
-                             hint="give more samples, or x_val/y_val")
+            raise InputError(
+                f"{path}: need at least 10 labelled training samples to hold out a validation split",
+                hint="give more samples, or x_val/y_val",
+            )
         (x, y), given["val"] = _carve(x, y, VALIDATION_FRACTION)
         where["val"] = f"{VALIDATION_FRACTION:.0%} of the rest of {path} x/y held out (seed {SPLIT_SEED})"
-    where["train"] = f"{path} x/y" + (" (what remains after the held-out splits)" if "held out" in where["val"] + where["test"] else "")
+    where["train"] = f"{path} x/y" + (
+        " (what remains after the held-out splits)" if "held out" in where["val"] + where["test"] else ""
+    )
     (xv, yv), (xt, yt) = given["val"], given["test"]
     return Dataset(str(path), x, y, xv, yv, xt, yt, splits=where)
 
@@ -212,16 +251,20 @@ def label_with(data: Dataset, top1, *, source: str) -> Dataset:
     is agreement with that model (fidelity), and the splits say so."""
     x = data.x_train
     if len(x) < 20:
-        raise InputError(f"{data.name}: need at least 20 unlabelled samples to hold out validation and test splits, "
-                         f"got {len(x)}", hint="give more samples, or labels (y)")
+        raise InputError(
+            f"{data.name}: need at least 20 unlabelled samples to hold out validation and test splits, got {len(x)}",
+            hint="give more samples, or labels (y)",
+        )
     y = np.asarray(top1(x), dtype=np.int64)
     (x, y), test = _carve(x, y, TEST_FRACTION)
     (x, y), val = _carve(x, y, VALIDATION_FRACTION)
     label = f"labels: {source}'s top-1 (the data has none), so accuracy here is agreement with it"
-    where = {"train": f"{data.name} x, what remains after the held-out splits; {label}",
-             "val": f"{VALIDATION_FRACTION:.0%} of the rest of {data.name} x held out (seed {SPLIT_SEED}); {label}",
-             "test": f"{TEST_FRACTION:.0%} of {data.name} x held out (seed {SPLIT_SEED}), never trained on; {label}",
-             "labels": source}
+    where = {
+        "train": f"{data.name} x, what remains after the held-out splits; {label}",
+        "val": f"{VALIDATION_FRACTION:.0%} of the rest of {data.name} x held out (seed {SPLIT_SEED}); {label}",
+        "test": f"{TEST_FRACTION:.0%} of {data.name} x held out (seed {SPLIT_SEED}), never trained on; {label}",
+        "labels": source,
+    }
     return Dataset(data.name, x, y, *val, *test, splits=where)
 
 

@@ -9,6 +9,7 @@ data for each: the tests and the benchmarks feed them through the flow as a user
 `make_data(family)` returns a dict of arrays (x, y, x_val, y_val, x_test, y_test) to save with
 np.savez: each class is a fixed random prototype, each sample a noisy, scaled copy of one, so a
 model learns it well but not perfectly (accuracy means something)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,10 +30,14 @@ class InvertedResidual(nn.Module):
         hidden = cin * expand
         self.use_res = stride == 1 and cin == cout
         self.body = nn.Sequential(
-            nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(),
+            nn.Conv2d(cin, hidden, 1, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU6(),
             nn.Conv2d(hidden, hidden, 3, stride=stride, padding=1, groups=hidden, bias=False),
-            nn.BatchNorm2d(hidden), nn.ReLU6(),
-            nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU6(),
+            nn.Conv2d(hidden, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -43,11 +48,15 @@ class MobileNetV2Style(nn.Module):
     def __init__(self, num_classes: int = 4, in_channels: int = 3, width: int = 16) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU6(),
+            nn.Conv2d(in_channels, width, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU6(),
             InvertedResidual(width, width, 1),
             InvertedResidual(width, 2 * width, 2),
             InvertedResidual(2 * width, 2 * width, 1),
-            nn.Conv2d(2 * width, 4 * width, 1, bias=False), nn.BatchNorm2d(4 * width), nn.ReLU6(),
+            nn.Conv2d(2 * width, 4 * width, 1, bias=False),
+            nn.BatchNorm2d(4 * width),
+            nn.ReLU6(),
         )
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(4 * width, num_classes)
@@ -62,9 +71,15 @@ class KeywordSpotter1D(nn.Module):
     def __init__(self, num_classes: int = 4, features: int = 40, width: int = 64) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv1d(features, width, 5, stride=2, padding=2, bias=False), nn.BatchNorm1d(width), nn.ReLU(),
-            nn.Conv1d(width, width, 3, padding=1, bias=False), nn.BatchNorm1d(width), nn.ReLU(),
-            nn.Conv1d(width, width, 3, stride=2, padding=1, bias=False), nn.BatchNorm1d(width), nn.ReLU(),
+            nn.Conv1d(features, width, 5, stride=2, padding=2, bias=False),
+            nn.BatchNorm1d(width),
+            nn.ReLU(),
+            nn.Conv1d(width, width, 3, padding=1, bias=False),
+            nn.BatchNorm1d(width),
+            nn.ReLU(),
+            nn.Conv1d(width, width, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm1d(width),
+            nn.ReLU(),
         )
         self.classifier = nn.Linear(width, num_classes)
 
@@ -73,8 +88,9 @@ class KeywordSpotter1D(nn.Module):
 
 
 def tabular_mlp(num_classes: int = 4, features: int = 20, hidden: int = 128) -> nn.Module:
-    return nn.Sequential(nn.Linear(features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                         nn.Linear(hidden, num_classes))
+    return nn.Sequential(
+        nn.Linear(features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)
+    )
 
 
 @dataclass(frozen=True)
@@ -100,7 +116,9 @@ def build(family: str) -> nn.Module:
     return FAMILIES[family].build()
 
 
-def make_data(family: str, *, train: int = 640, val: int = 160, test: int = 400, seed: int = 0) -> dict[str, np.ndarray]:
+def make_data(
+    family: str, *, train: int = 640, val: int = 160, test: int = 400, seed: int = 0
+) -> dict[str, np.ndarray]:
     """Noisy copies of one smooth random prototype per class; three disjoint splits."""
     fam = FAMILIES[family]
     rng = np.random.default_rng(seed)

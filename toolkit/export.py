@@ -1,4 +1,5 @@
 """torch -> ONNX (fp32), batch 1, named input and output."""
+
 from __future__ import annotations
 
 import contextlib
@@ -26,10 +27,14 @@ def _as_input_error(path: Path):
     except Exception as exc:
         text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
         lines = [l.strip() for l in text.splitlines() if l.strip()]
-        cause = next((l for l in lines if "Error" in l or "error" in l and not l.startswith("-")), lines[0] if lines else type(exc).__name__)
-        raise UnsupportedModelError(f"torch cannot export the model to ONNX: {cause[:300]}",
-                                    hint="the model must trace with torch.export (no data-dependent control flow); "
-                                         "or bring it as ONNX") from None
+        cause = next(
+            (l for l in lines if "Error" in l or "error" in l and not l.startswith("-")),
+            lines[0] if lines else type(exc).__name__,
+        )
+        raise UnsupportedModelError(
+            f"torch cannot export the model to ONNX: {cause[:300]}",
+            hint="the model must trace with torch.export (no data-dependent control flow); or bring it as ONNX",
+        ) from None
 
 
 def export_onnx(model: Model, path: Path) -> Path:

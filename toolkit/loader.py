@@ -8,6 +8,7 @@
 
 The format is read from the file's contents, not its name. Every failure is an InputError naming
 the user's file and the fix; the `requires` of a load say what a stage folder needs to load again."""
+
 from __future__ import annotations
 
 import contextlib
@@ -62,8 +63,13 @@ def sniff(path: Path) -> ModelFormat | None:
             return None
         if any("/code/" in n for n in names):
             return ModelFormat.torchscript
-        if any(n.endswith("archive_format") or "/models/" in n or "/serialized_" in n or n.endswith("model_weights_config.json")
-               for n in names):
+        if any(
+            n.endswith("archive_format")
+            or "/models/" in n
+            or "/serialized_" in n
+            or n.endswith("model_weights_config.json")
+            for n in names
+        ):
             return ModelFormat.exported
         if any(n.endswith("data.pkl") for n in names):
             return ModelFormat.module  # or a state dict: told apart once loaded
@@ -104,14 +110,19 @@ def _torch_load(path: Path):
             raise InputError(
                 f"{path} holds a model class pickled under __main__ ({msg})",
                 hint="save its state dict instead, torch.save(model.state_dict(), PATH), put the class in a module "
-                     "and pass --factory module:build (a function returning the model); or save it with "
-                     "torch.jit.script, torch.export or as ONNX") from None
-        raise InputError(f"{path} needs a python module to load: {msg}",
-                         hint="put the module that defines the model's class on PYTHONPATH, or bring the model as "
-                              "TorchScript, a torch.export .pt2 or ONNX") from None
+                "and pass --factory module:build (a function returning the model); or save it with "
+                "torch.jit.script, torch.export or as ONNX",
+            ) from None
+        raise InputError(
+            f"{path} needs a python module to load: {msg}",
+            hint="put the module that defines the model's class on PYTHONPATH, or bring the model as "
+            "TorchScript, a torch.export .pt2 or ONNX",
+        ) from None
     except Exception as exc:  # pickle, zip and torch errors come in many kinds
-        raise InputError(f"cannot load {path} with torch.load: {_first_line(exc)}",
-                         hint="bring a torch.save'd module or state dict, TorchScript, a .pt2 program or ONNX") from None
+        raise InputError(
+            f"cannot load {path} with torch.load: {_first_line(exc)}",
+            hint="bring a torch.save'd module or state dict, TorchScript, a .pt2 program or ONNX",
+        ) from None
 
 
 def _factory(spec: str, path: Path):
@@ -119,33 +130,50 @@ def _factory(spec: str, path: Path):
 
     mod_name, _, fn_name = spec.partition(":")
     if not mod_name or not fn_name:
-        raise InputError(f"--factory {spec!r} is not package.module:function (for {path})",
-                         hint="e.g. --factory mymodels:build, with mymodels.py on PYTHONPATH")
+        raise InputError(
+            f"--factory {spec!r} is not package.module:function (for {path})",
+            hint="e.g. --factory mymodels:build, with mymodels.py on PYTHONPATH",
+        )
     try:
         return getattr(importlib.import_module(mod_name), fn_name)
     except (ImportError, AttributeError) as exc:
-        raise InputError(f"cannot import --factory {spec} (for {path}): {_first_line(exc)}",
-                         hint="put the module on PYTHONPATH (or run from its folder); the form is package.module:function") from None
+        raise InputError(
+            f"cannot import --factory {spec} (for {path}): {_first_line(exc)}",
+            hint="put the module on PYTHONPATH (or run from its folder); the form is package.module:function",
+        ) from None
 
 
 def _from_state_dict(path: Path, state: dict, factory: str | None) -> Loaded:
     if factory is None:
-        raise InputError(f"{path} is a state dict, not a model",
-                         hint="also pass --factory package.module:function that builds the model")
+        raise InputError(
+            f"{path} is a state dict, not a model",
+            hint="also pass --factory package.module:function that builds the model",
+        )
     fn = _factory(factory, path)
     try:
         module = fn()
     except Exception as exc:  # the user's own code
-        raise InputError(f"--factory {factory}() failed: {_first_line(exc)}", hint="it must take no arguments and return an nn.Module") from None
+        raise InputError(
+            f"--factory {factory}() failed: {_first_line(exc)}",
+            hint="it must take no arguments and return an nn.Module",
+        ) from None
     if not isinstance(module, nn.Module):
         raise InputError(f"--factory {factory}() returned a {type(module).__name__}, not an nn.Module")
     try:
         module.load_state_dict(state)
     except RuntimeError as exc:
-        raise InputError(f"state dict {path} does not fit {factory}(): {_first_line(exc)}",
-                         hint="pass the factory that built the model the weights were saved from") from None
-    return Loaded(module.eval(), ModelFormat.state_dict, path, None, f"a state dict for {factory}()",
-                  {"modules": class_modules(module), "factory": factory})
+        raise InputError(
+            f"state dict {path} does not fit {factory}(): {_first_line(exc)}",
+            hint="pass the factory that built the model the weights were saved from",
+        ) from None
+    return Loaded(
+        module.eval(),
+        ModelFormat.state_dict,
+        path,
+        None,
+        f"a state dict for {factory}()",
+        {"modules": class_modules(module), "factory": factory},
+    )
 
 
 def _quiet():
@@ -170,8 +198,10 @@ def _via_onnx(path: Path, fmt: ModelFormat, export, sample_shape: tuple[int, ...
         except InputError:
             raise
         except Exception as exc:
-            raise UnsupportedModelError(f"cannot export {path} ({DESCRIBE[fmt]}) to ONNX for pruning: {_first_line(exc)}",
-                                        hint="bring the model as a torch.save'd module or a state dict with --factory") from None
+            raise UnsupportedModelError(
+                f"cannot export {path} ({DESCRIBE[fmt]}) to ONNX for pruning: {_first_line(exc)}",
+                hint="bring the model as a torch.save'd module or a state dict with --factory",
+            ) from None
         module = convert(onnx_path)
     return Loaded(module, fmt, path, None, f"{DESCRIBE[fmt]}, converted to torch layers through ONNX")
 
@@ -183,8 +213,10 @@ def load(path: Path, *, factory: str | None = None, sample_shape: tuple[int, ...
         raise InputError(f"model not found: {path}", hint="pass a model file (.pt, .pt2, .onnx) or a built-in name")
     fmt = sniff(path)
     if fmt is None:
-        raise InputError(f"{path} is not a model edgeopt can read",
-                         hint="bring a torch.save'd module or state dict, TorchScript, a torch.export .pt2 or ONNX")
+        raise InputError(
+            f"{path} is not a model edgeopt can read",
+            hint="bring a torch.save'd module or state dict, TorchScript, a torch.export .pt2 or ONNX",
+        )
     if fmt is ModelFormat.onnx:
         return load_onnx(path)
     if fmt is ModelFormat.torchscript:
@@ -194,9 +226,20 @@ def load(path: Path, *, factory: str | None = None, sample_shape: tuple[int, ...
             raise InputError(f"cannot load {path} as TorchScript: {_first_line(exc)}") from None
         if sample_shape is None:
             raise InputError(f"{path} is TorchScript, which declares no input shape", hint="pass --data with samples")
-        return _via_onnx(path, fmt, lambda out: torch.onnx.export(
-            script, (torch.zeros(sample_shape),), str(out), input_names=["input"], output_names=["output"],
-            dynamo=False, opset_version=18), sample_shape)
+        return _via_onnx(
+            path,
+            fmt,
+            lambda out: torch.onnx.export(
+                script,
+                (torch.zeros(sample_shape),),
+                str(out),
+                input_names=["input"],
+                output_names=["output"],
+                dynamo=False,
+                opset_version=18,
+            ),
+            sample_shape,
+        )
     if fmt is ModelFormat.exported:
         try:
             program = torch.export.load(str(path))
@@ -207,14 +250,22 @@ def load(path: Path, *, factory: str | None = None, sample_shape: tuple[int, ...
         return Loaded(loaded.module, fmt, path, shape, loaded.found)
     obj = _torch_load(path)
     if isinstance(obj, nn.Module):
-        return Loaded(obj.eval(), ModelFormat.module, path, None, f"a torch.save'd {type(obj).__name__}",
-                      {"modules": class_modules(obj)})
+        return Loaded(
+            obj.eval(),
+            ModelFormat.module,
+            path,
+            None,
+            f"a torch.save'd {type(obj).__name__}",
+            {"modules": class_modules(obj)},
+        )
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return _from_state_dict(path, obj, factory)
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         return _from_state_dict(path, obj["state_dict"], factory)
-    raise InputError(f"{path} holds a {type(obj).__name__}, not an nn.Module or a state dict",
-                     hint="torch.save(model) or torch.save(model.state_dict()) with --factory")
+    raise InputError(
+        f"{path} holds a {type(obj).__name__}, not an nn.Module or a state dict",
+        hint="torch.save(model) or torch.save(model.state_dict()) with --factory",
+    )
 
 
 def _program_input_shape(program) -> tuple[int, ...] | None:
@@ -226,8 +277,16 @@ def _program_input_shape(program) -> tuple[int, ...] | None:
 
 
 def _export_program(program, out: Path) -> None:
-    torch.onnx.export(program, (), str(out), input_names=["input"], output_names=["output"], dynamo=True,
-                      opset_version=18, external_data=False)
+    torch.onnx.export(
+        program,
+        (),
+        str(out),
+        input_names=["input"],
+        output_names=["output"],
+        dynamo=True,
+        opset_version=18,
+        external_data=False,
+    )
 
 
 def onnx_input_shape(path: Path) -> tuple[int | None, ...] | None:
@@ -250,7 +309,9 @@ def load_onnx(path: Path) -> Loaded:
     try:
         onnx.checker.check_model(onnx.load(str(path), load_external_data=False))
     except Exception as exc:
-        raise InputError(f"{path} is not a valid ONNX model: {_first_line(exc)}",
-                         hint="re-export it (torch.onnx.export) or check the file is complete") from None
+        raise InputError(
+            f"{path} is not a valid ONNX model: {_first_line(exc)}",
+            hint="re-export it (torch.onnx.export) or check the file is complete",
+        ) from None
     module = convert(path)
     return Loaded(module, ModelFormat.onnx, path, onnx_input_shape(path), "an ONNX model, converted to torch layers")

@@ -6,6 +6,7 @@ CPU torch this project pins. The operators below are what torch's exporters emit
 convolutional, recurrent-free classifiers and MLPs; weights become real nn.Conv1d/2d and
 nn.Linear layers (what pruning works on), everything else runs as torch functions, node by node
 in the graph's order. Any other operator is refused by name (UnsupportedModelError)."""
+
 from __future__ import annotations
 
 import re
@@ -43,7 +44,9 @@ class OnnxModule(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         env: dict[str, torch.Tensor] = {self.input_name: x}
         for op, ins, outs, attrs in self.steps:
-            args = [env[i] if i in env else (getattr(self, self._consts[i]) if i in self._consts else None) for i in ins]
+            args = [
+                env[i] if i in env else (getattr(self, self._consts[i]) if i in self._consts else None) for i in ins
+            ]
             result = RUN[op](self, args, attrs)
             env[outs[0]] = result
         return env[self.output_name]
@@ -54,19 +57,26 @@ class OnnxModule(nn.Module):
 
 def _pool_args(attrs: dict, dims: int) -> dict:
     pads = attrs.get("pads", [0] * 2 * dims)
-    return {"kernel_size": attrs["kernel_shape"], "stride": attrs.get("strides", attrs["kernel_shape"]),
-            "padding": pads[:dims], "ceil_mode": bool(attrs.get("ceil_mode", 0))}
+    return {
+        "kernel_size": attrs["kernel_shape"],
+        "stride": attrs.get("strides", attrs["kernel_shape"]),
+        "padding": pads[:dims],
+        "ceil_mode": bool(attrs.get("ceil_mode", 0)),
+    }
 
 
 def _maxpool(m, a, at):
     dims = a[0].dim() - 2
-    return (F.max_pool1d if dims == 1 else F.max_pool2d)(a[0], dilation=at.get("dilations", [1] * dims), **_pool_args(at, dims))
+    return (F.max_pool1d if dims == 1 else F.max_pool2d)(
+        a[0], dilation=at.get("dilations", [1] * dims), **_pool_args(at, dims)
+    )
 
 
 def _avgpool(m, a, at):
     dims = a[0].dim() - 2
-    return (F.avg_pool1d if dims == 1 else F.avg_pool2d)(a[0], count_include_pad=bool(at.get("count_include_pad", 0)),
-                                                          **_pool_args(at, dims))
+    return (F.avg_pool1d if dims == 1 else F.avg_pool2d)(
+        a[0], count_include_pad=bool(at.get("count_include_pad", 0)), **_pool_args(at, dims)
+    )
 
 
 def _reshape(m, a, at):
@@ -158,9 +168,16 @@ def _conv(mod: OnnxModule, node, inits: dict, at: dict) -> None:
     pads = list(at.get("pads", [0] * 2 * dims))
     begin, end = pads[:dims], pads[dims:]
     cls = nn.Conv1d if dims == 1 else nn.Conv2d
-    layer = cls(w.shape[1] * groups, w.shape[0], tuple(w.shape[2:]), stride=tuple(at.get("strides", [1] * dims)),
-                padding=tuple(begin) if begin == end else 0, dilation=tuple(at.get("dilations", [1] * dims)),
-                groups=groups, bias=b is not None)
+    layer = cls(
+        w.shape[1] * groups,
+        w.shape[0],
+        tuple(w.shape[2:]),
+        stride=tuple(at.get("strides", [1] * dims)),
+        padding=tuple(begin) if begin == end else 0,
+        dilation=tuple(at.get("dilations", [1] * dims)),
+        groups=groups,
+        bias=b is not None,
+    )
     with torch.no_grad():
         layer.weight.copy_(torch.from_numpy(np.array(w)))
         if b is not None:
@@ -208,8 +225,9 @@ def convert(path: Path) -> OnnxModule:
             inits[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
     inputs = [i.name for i in graph.input if i.name not in inits]
     if len(inputs) != 1 or len(graph.output) != 1:
-        raise UnsupportedModelError(f"{path} has {len(inputs)} inputs and {len(graph.output)} outputs; "
-                                    "conversion for pruning takes one of each")
+        raise UnsupportedModelError(
+            f"{path} has {len(inputs)} inputs and {len(graph.output)} outputs; conversion for pruning takes one of each"
+        )
     mod = OnnxModule(inputs[0], graph.output[0].name)
     consumers: dict[str, list] = {}
     for node in graph.node:
@@ -243,15 +261,22 @@ def convert(path: Path) -> OnnxModule:
             rank = ranks.get(node.input[0], 4)
             layer = (nn.BatchNorm2d if rank == 4 else nn.BatchNorm1d)(len(scale), eps=at.get("epsilon", 1e-5))
             with torch.no_grad():
-                for t, v in ((layer.weight, scale), (layer.bias, bias), (layer.running_mean, mean), (layer.running_var, var)):
+                for t, v in (
+                    (layer.weight, scale),
+                    (layer.bias, bias),
+                    (layer.running_mean, mean),
+                    (layer.running_var, var),
+                ):
                     t.copy_(torch.from_numpy(v.astype(np.float32)))
             name = _key(node.name or node.output[0])
             mod.layers[name] = layer
             mod.steps.append(("layer", [node.input[0]], [node.output[0]], {"layer": name}))
         elif node.op_type == "Reshape":
             if node.input[1] not in inits:
-                raise UnsupportedModelError(f"Reshape {node.name!r} takes its shape from the graph (a dynamic shape)",
-                                            hint="export with static shapes (torch.onnx.export with a fixed example)")
+                raise UnsupportedModelError(
+                    f"Reshape {node.name!r} takes its shape from the graph (a dynamic shape)",
+                    hint="export with static shapes (torch.onnx.export with a fixed example)",
+                )
             mod.steps.append(("Reshape", [node.input[0]], list(node.output), {"shape": inits[node.input[1]].tolist()}))
         elif node.op_type in STATIC_ARGS and all(i in inits for i in node.input[1:] if i):
             # axes and clip bounds are constants: kept as python values, never read from a tensor
@@ -270,5 +295,6 @@ def convert(path: Path) -> OnnxModule:
             raise UnsupportedModelError(
                 f"cannot convert {path.name} to torch for pruning: operator {node.op_type} (node {node.name!r}) is not supported",
                 hint=f"supported: Conv, Gemm, MatMul, {', '.join(sorted(k for k in RUN if k[0].isupper()))}; "
-                     "or prune in torch and bring the torch model")
+                "or prune in torch and bring the torch model",
+            )
     return mod.eval()

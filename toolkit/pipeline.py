@@ -1,5 +1,6 @@
 """`edgeopt run`: data -> train -> prune -> PTQ -> ONNX (QDQ) -> TVM bundle -> board -> report.
 Every arrow is a file in the run directory; every stage is callable on its own."""
+
 from __future__ import annotations
 
 import contextlib
@@ -9,17 +10,17 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-
 from edgeopt.compile import get_target
 
+from edgeopt.errors import AccuracyBudgetError, InputError, UsageError
+
+from . import original
+from .boards.deploy import Connection, Deployment
 from .boards.names import check_board, open_board
 from .config import RunConfig
 from .data import Dataset
-from .boards.deploy import Connection, Deployment
-from edgeopt.errors import AccuracyBudgetError, InputError, UsageError
 from .inputs import check_model_spec, resolve_model, train_builtin
 from .models import BUILTIN_MODELS, Model
-from . import original
 from .onnx_run import predict
 from .progress import Progress
 from .prune import PruneConfig, PrunedModel
@@ -48,10 +49,21 @@ def manifest_sparsity(pruned: PrunedModel) -> dict:
     """The pruning stage's sparsity, carried in the bundle's manifest: structured pruning removes
     weights, which a count of zeros in the compiled model cannot see."""
     doc = pruned.to_json()
-    return {"global": doc["sparsity"]["global"], "method": doc["config"]["method"], "source": "prune.json",
-            "params": doc["params"], "layers": [{"name": l["name"], "params": l["params_before"],
-                                                 "zeros": l["params_before"] - l["params_after"], "sparsity": l["sparsity"]}
-                                                for l in doc["layers"]]}
+    return {
+        "global": doc["sparsity"]["global"],
+        "method": doc["config"]["method"],
+        "source": "prune.json",
+        "params": doc["params"],
+        "layers": [
+            {
+                "name": l["name"],
+                "params": l["params_before"],
+                "zeros": l["params_before"] - l["params_after"],
+                "sparsity": l["sparsity"],
+            }
+            for l in doc["layers"]
+        ],
+    }
 
 
 def dense_onnx(workdir: Path, dense: Model) -> Path:
@@ -67,8 +79,8 @@ def dense_onnx(workdir: Path, dense: Model) -> Path:
 def _target_name(config: RunConfig) -> str:
     """--target if given; else what an emulated board runs (aarch64), else the host."""
     if "target" not in config.model_fields_set:
-        from .boards.qemu.board import TARGET
         from .boards.names import QEMU_KINDS
+        from .boards.qemu.board import TARGET
 
         if config.board in QEMU_KINDS:
             return TARGET
@@ -78,8 +90,9 @@ def _target_name(config: RunConfig) -> str:
 def _open_board(config: RunConfig, stack: contextlib.ExitStack, progress: Progress):
     """Start or reach the run's board (closed with `stack`); its BoardSpec."""
     with progress.stage("board", f"start/connect board ({config.board})") as st:
-        spec = stack.enter_context(open_board(config.board, local_port=config.local_port,
-                                              trust_new_host=config.trust_new_host))
+        spec = stack.enter_context(
+            open_board(config.board, local_port=config.local_port, trust_new_host=config.trust_new_host)
+        )
         st["note"] = spec.address
     return spec
 
@@ -89,20 +102,34 @@ def run(config: RunConfig, *, progress: Progress | None = None) -> dict:
     progress = progress or Progress(quiet=True)
     # validate everything cheap before the first expensive step
     target = get_target(_target_name(config))
-    prune_cfg = PruneConfig(target=config.sparsity, method=config.method, schedule=config.schedule,
-                            distill=config.distill, seed=config.seed, allow_below_70=config.allow_below_70,
-                            epochs_per_step=config.prune_epochs, final_epochs=config.final_epochs, lr=config.prune_lr,
-                            # the budget is the whole flow's: pruning may spend half of it, then
-                            # recovery rounds win the rest back (quantization keeps its own check)
-                            budget=config.budget / 2)
+    prune_cfg = PruneConfig(
+        target=config.sparsity,
+        method=config.method,
+        schedule=config.schedule,
+        distill=config.distill,
+        seed=config.seed,
+        allow_below_70=config.allow_below_70,
+        epochs_per_step=config.prune_epochs,
+        final_epochs=config.final_epochs,
+        lr=config.prune_lr,
+        # the budget is the whole flow's: pruning may spend half of it, then
+        # recovery rounds win the rest back (quantization keeps its own check)
+        budget=config.budget / 2,
+    )
     prune_cfg.validate()
-    quant_cfg = QuantConfig(calibrator=config.calibrator, calibration_samples=config.calibration_samples,
-                            budget=config.budget, seed=config.seed)
+    quant_cfg = QuantConfig(
+        calibrator=config.calibrator,
+        calibration_samples=config.calibration_samples,
+        budget=config.budget,
+        seed=config.seed,
+    )
     quant_cfg.validate()
     check_model_spec(config.model)
     check_board(config.board, local_port=config.local_port)
     if config.tune and config.tune_trials == 0:
-        raise UsageError("--tune with --tune-trials 0 tunes nothing", hint="give --tune-trials N (N > 0), or leave out --tune")
+        raise UsageError(
+            "--tune with --tune-trials 0 tunes nothing", hint="give --tune-trials N (N > 0), or leave out --tune"
+        )
     if config.data != "digits" and not Path(config.data).is_file():
         raise InputError(f"data file not found: {config.data}", hint="pass an .npz with arrays x and y, or 'digits'")
     if config.out is not None and config.out.exists() and not config.out.is_dir():
@@ -130,11 +157,22 @@ def _run(config, workdir: Path, target, prune_cfg, quant_cfg, progress: Progress
             with progress.stage("boards", f"start TVM's RPC server on board {config.board}"):
                 pool = tuning.enter_context(board_pool([spec], target))
         builtin = config.model in BUILTIN_MODELS
-        data = data_stage(config.data, val=config.val_data, test=config.test_data, progress=progress, labels=(
-            f"the built-in {config.model} must be trained", "give y with x, or bring a trained model of your own")
-            if builtin else None)
+        data = data_stage(
+            config.data,
+            val=config.val_data,
+            test=config.test_data,
+            progress=progress,
+            labels=(
+                f"the built-in {config.model} must be trained",
+                "give y with x, or bring a trained model of your own",
+            )
+            if builtin
+            else None,
+        )
 
-        with progress.stage("train" if builtin else "model", f"train {config.model}" if builtin else f"load model ({config.model})") as st:
+        with progress.stage(
+            "train" if builtin else "model", f"train {config.model}" if builtin else f"load model ({config.model})"
+        ) as st:
             dense, how = dense_model(config, data)
             if not data.labelled:  # no labels: the original model's top-1 stands in; accuracy = agreement
                 data, dense.accuracy = label_by_original(data, dense)
@@ -154,8 +192,15 @@ def _run(config, workdir: Path, target, prune_cfg, quant_cfg, progress: Progress
         pruned = prune_stage(dense, data, config=prune_cfg, out=workdir / "pruned", progress=progress)
 
         qdir = workdir / "quantized"
-        quant = quantize_stage(pruned.model, data, config=quant_cfg, out=qdir, progress=progress,
-                               title="int8 quantization (PTQ first) -> QDQ ONNX", sparsity=manifest_sparsity(pruned))
+        quant = quantize_stage(
+            pruned.model,
+            data,
+            config=quant_cfg,
+            out=qdir,
+            progress=progress,
+            title="int8 quantization (PTQ first) -> QDQ ONNX",
+            sparsity=manifest_sparsity(pruned),
+        )
         if not quant.within_budget:
             raise AccuracyBudgetError(
                 f"quantization lost more than the budget {config.budget} even after {quant.steps[-1]['name']}",
@@ -170,11 +215,22 @@ def _run(config, workdir: Path, target, prune_cfg, quant_cfg, progress: Progress
 
         trials = config.tune_trials if config.tune else 0
         bundle, parity = compile_stage(
-            quant.path, target=target, out=workdir / "bundle", progress=progress,
+            quant.path,
+            target=target,
+            out=workdir / "bundle",
+            progress=progress,
             title=f"TVM compile for {target.name}" + (f", tuning {trials} trials on {config.board}" if trials else ""),
-            parity_inputs=reference_x, tune_trials=trials, tune_boards=pool,
-            preprocessing={"layout": dense.spec.layout, "scale": dense.spec.scale, "mean": 0.0, "std": 1.0,
-                           **({"range": [0.0, 1.0]} if config.model in BUILTIN_MODELS else {}), "declared": True},
+            parity_inputs=reference_x,
+            tune_trials=trials,
+            tune_boards=pool,
+            preprocessing={
+                "layout": dense.spec.layout,
+                "scale": dense.spec.scale,
+                "mean": 0.0,
+                "std": 1.0,
+                **({"range": [0.0, 1.0]} if config.model in BUILTIN_MODELS else {}),
+                "declared": True,
+            },
             extra_manifest={
                 "source": {"model": config.model, "data": config.data, "quantization": quant.quant_path},
                 "config_hash": config_hash(config),
@@ -188,10 +244,20 @@ def _run(config, workdir: Path, target, prune_cfg, quant_cfg, progress: Progress
             from . import variants
 
             bundle = variants.adopt(bundle, workdir, dense=dense, pruned=pruned, quant=quant)
-            variants.build(workdir, target=target, dense=dense, pruned=pruned, quant=quant, parity_inputs=reference_x,
-                           tune_trials=config.tune_trials, done={"pruned-int8": bundle}, stage=progress.stage,
-                           trials_bar=progress.trials, tune_boards=pool,
-                           preprocessing=bundle.manifest.get("preprocessing"))
+            variants.build(
+                workdir,
+                target=target,
+                dense=dense,
+                pruned=pruned,
+                quant=quant,
+                parity_inputs=reference_x,
+                tune_trials=config.tune_trials,
+                done={"pruned-int8": bundle},
+                stage=progress.stage,
+                trials_bar=progress.trials,
+                tune_boards=pool,
+                preprocessing=bundle.manifest.get("preprocessing"),
+            )
         tuning.close()  # the board's RPC server stops before the bundle is deployed
 
         if spec is None:
@@ -209,19 +275,41 @@ def _run(config, workdir: Path, target, prune_cfg, quant_cfg, progress: Progress
             from .boards.ops import measure
 
             # a real test sample as the input; parity was the eval stage's
-            bench = measure(dep, x=data.x_test[:1], ref=None, no_parity_reason="see the eval stage's parity",
-                            warmup=config.warmup, repeat=config.repeat, number=BENCH_NUMBER,
-                            min_repeat_ms=config.min_repeat_ms, threads=[config.threads], baseline="original",
-                            keep_samples=True)[0]
-            vs = original.verdict(p50_ms=bench["latency_ms"]["p50"], original=bench.get("original"),
-                                  levers=original.levers_for(bundle.manifest))
-            st["note"] = f"p50 {bench['latency_ms']['p50']:.4f} ms, {bench['latency_ms']['runs']} runs; " + original.describe(vs)
+            bench = measure(
+                dep,
+                x=data.x_test[:1],
+                ref=None,
+                no_parity_reason="see the eval stage's parity",
+                warmup=config.warmup,
+                repeat=config.repeat,
+                number=BENCH_NUMBER,
+                min_repeat_ms=config.min_repeat_ms,
+                threads=[config.threads],
+                baseline="original",
+                keep_samples=True,
+            )[0]
+            vs = original.verdict(
+                p50_ms=bench["latency_ms"]["p50"],
+                original=bench.get("original"),
+                levers=original.levers_for(bundle.manifest),
+            )
+            st["note"] = (
+                f"p50 {bench['latency_ms']['p50']:.4f} ms, {bench['latency_ms']['runs']} runs; " + original.describe(vs)
+            )
 
         result = {"board_kind": spec.kind, "emulated": spec.kind.startswith("qemu"), "eval": evaluation, "bench": bench}
         (workdir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
         report = build_report(
-            config=config, dense=dense, pruned=pruned, quant=quant, sparsity_onnx=sparsity_onnx,
-            bundle=bundle, host_parity=parity, result=result, timings=progress.timings, splits=data.splits,
+            config=config,
+            dense=dense,
+            pruned=pruned,
+            quant=quant,
+            sparsity_onnx=sparsity_onnx,
+            bundle=bundle,
+            host_parity=parity,
+            result=result,
+            timings=progress.timings,
+            splits=data.splits,
         )
         (workdir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         return report

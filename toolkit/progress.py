@@ -1,5 +1,6 @@
 """Progress on stderr: one line per finished stage, a spinner while one runs (on a terminal), and a
 bar of tuning trials done against the budget, with the time spent."""
+
 from __future__ import annotations
 
 import contextlib
@@ -39,8 +40,15 @@ class Progress:
         from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
         from rich.progress import Progress as Bar
 
-        bar = Bar(TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("trials"), TimeElapsedColumn(),
-                  console=self.console, transient=True)
+        bar = Bar(
+            TextColumn(label),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("trials"),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+        )
         task = bar.add_task(label, total=total)
         with bar:
             yield lambda done: bar.update(task, completed=min(done, total))

@@ -1,6 +1,7 @@
 """Sparsity measured one way everywhere: the weights of Linear and Conv layers (biases and norms
 excluded) that are zero or removed, over the original count, from the weights themselves (never
 from masks). Reported three ways: that fraction, parameters before/after, MACs before/after."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -52,6 +53,7 @@ def output_positions(module: nn.Module, input_shape: tuple[int, ...]) -> dict[st
     positions: dict[str, int] = {}
     hooks = []
     for name, layer in prunable_layers(module):
+
         def hook(mod, inp, out, name=name):
             sample = out[0]
             channels = sample.shape[0] if isinstance(mod, CONV) else sample.shape[-1]
@@ -134,7 +136,11 @@ def onnx_weight_counts(path: Path) -> dict[str, tuple[int, int]]:
             continue
         name = node.input[slot]
         # QDQ: the weight reaches the op through DequantizeLinear (maybe a Transpose)
-        while name not in inits and name in producers and producers[name].op_type in ("DequantizeLinear", "Transpose", "Identity"):
+        while (
+            name not in inits
+            and name in producers
+            and producers[name].op_type in ("DequantizeLinear", "Transpose", "Identity")
+        ):
             name = producers[name].input[0]
         if name in inits:
             arr = numpy_helper.to_array(inits[name])

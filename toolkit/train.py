@@ -1,4 +1,5 @@
 """Seeded training and evaluation loops shared by every stage that touches torch weights."""
+
 from __future__ import annotations
 
 import math

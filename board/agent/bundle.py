@@ -1,4 +1,5 @@
 """Loading a bundle on the board: hashes and target are checked before anything runs."""
+
 from __future__ import annotations
 
 import hashlib

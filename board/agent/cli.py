@@ -2,6 +2,7 @@
 
 Exit codes: 0 ok; 1 the agent ran and reports a failure (see `error.kind`); 2 bad arguments.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -97,8 +98,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args) -> dict:
-    from .bundle import LoadedBundle
     import numpy as np
+
+    from .bundle import LoadedBundle
 
     if args.verb in ("info", "version"):
         return {}
@@ -158,8 +160,13 @@ def main(argv: list) -> int:
     os.environ.setdefault("TVM_USE_RUNTIME_LIB", "1")
     guard.install()
     t0 = time.perf_counter()
-    doc = {"schema": SCHEMA, "agent_version": AGENT_VERSION, "agent_digest": agent_digest(), "verb": args.verb,
-           "ok": True}
+    doc = {
+        "schema": SCHEMA,
+        "agent_version": AGENT_VERSION,
+        "agent_digest": agent_digest(),
+        "verb": args.verb,
+        "ok": True,
+    }
     code = 0
     try:
         doc.update(_run(args))

@@ -3,6 +3,7 @@
 tvm_ffi imports torch opportunistically whenever it is installed (for DLPack interop); on a
 board that costs seconds and hundreds of MB, and it would blur what the agent really needs.
 """
+
 from __future__ import annotations
 
 import importlib.abc

@@ -1,5 +1,6 @@
 """The benchmark protocol (the one of the `bench` verb, board/agent/plan.py) and the accuracy and
 parity checks, on the board."""
+
 from __future__ import annotations
 
 import time
@@ -36,8 +37,9 @@ class Engine:
         self.per_round: list = []
 
 
-def run_protocol(engines: list, *, warmup: int, rounds: int, number: int, settle: int = 0,
-                 min_round_ms: float = 0.0) -> float:
+def run_protocol(
+    engines: list, *, warmup: int, rounds: int, number: int, settle: int = 0, min_round_ms: float = 0.0
+) -> float:
     """The one measuring protocol of the agent (the `bench` verb's plans); returns the timed seconds.
 
     Per engine: the first call timed alone, then `warmup` calls discarded. Then `rounds` rounds;

@@ -20,6 +20,7 @@ onnxruntime's spinning thread pool, left running after its calls, costs TVM's po
 on a small board when both live in one process. Then, outside the timed part: TVM's own timer
 (`time_evaluator`, if asked), parity against the host's reference outputs, accuracy on the
 labelled set, and a per-operator profile through the VM's instrument hook."""
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,8 @@ import time
 
 import numpy as np
 
-from .bundle import AgentFailure, LoadedBundle
 from .baseline import ONNX, ort_session
+from .bundle import AgentFailure, LoadedBundle
 from .measure import Engine, parity, percentiles, run_protocol
 
 
@@ -71,13 +72,25 @@ def profile_ops(bundle: LoadedBundle, dx, runs: int) -> dict:
     if not stats:  # compiled VM code calls its kernels directly: no hook fires
         return _profile_from_plan(bundle, runs, wall_ms)
     total = sum(v[1] for v in stats.values()) * 1e3 / runs
-    ops = [{"name": k, "kind": "builtin" if k.startswith("vm.builtin.") else "kernel",
-            "calls_per_inference": v[0] / runs, "ms_per_inference": v[1] * 1e3 / runs,
-            "percent": (100.0 * v[1] * 1e3 / runs / total) if total > 0 else 0.0}
-           for k, v in stats.items()]
+    ops = [
+        {
+            "name": k,
+            "kind": "builtin" if k.startswith("vm.builtin.") else "kernel",
+            "calls_per_inference": v[0] / runs,
+            "ms_per_inference": v[1] * 1e3 / runs,
+            "percent": (100.0 * v[1] * 1e3 / runs / total) if total > 0 else 0.0,
+        }
+        for k, v in stats.items()
+    ]
     ops.sort(key=lambda o: -o["ms_per_inference"])
-    return {"available": True, "method": "relax VirtualMachine.set_instrument (before/after every Call)",
-            "runs": runs, "instrumented_ms_per_inference": wall_ms, "ops_ms_per_inference": total, "ops": ops}
+    return {
+        "available": True,
+        "method": "relax VirtualMachine.set_instrument (before/after every Call)",
+        "runs": runs,
+        "instrumented_ms_per_inference": wall_ms,
+        "ops_ms_per_inference": total,
+        "ops": ops,
+    }
 
 
 def _random(shape, dtype: str, rng):
@@ -111,33 +124,50 @@ def _profile_from_plan(bundle: LoadedBundle, runs: int, wall_ms: float) -> dict:
         s[0] += 1
         s[1] += sorted(timer(*args).results)[1] * 1e3
     kernels = sum(v[1] for v in stats.values())
-    ops = [{"name": k, "kind": "kernel", "calls_per_inference": v[0], "ms_per_inference": v[1]} for k, v in stats.items()]
-    ops.append({"name": "vm (allocation, calls)", "kind": "builtin", "calls_per_inference": 1,
-                "ms_per_inference": max(wall_ms - kernels, 0.0)})
+    ops = [
+        {"name": k, "kind": "kernel", "calls_per_inference": v[0], "ms_per_inference": v[1]} for k, v in stats.items()
+    ]
+    ops.append(
+        {
+            "name": "vm (allocation, calls)",
+            "kind": "builtin",
+            "calls_per_inference": 1,
+            "ms_per_inference": max(wall_ms - kernels, 0.0),
+        }
+    )
     total = sum(o["ms_per_inference"] for o in ops)
     for o in ops:
         o["percent"] = 100.0 * o["ms_per_inference"] / total if total > 0 else 0.0
     ops.sort(key=lambda o: -o["ms_per_inference"])
-    return {"available": True, "method": "each kernel of the bundle's call plan timed alone (compiled VM code)",
-            "runs": runs, "instrumented_ms_per_inference": wall_ms, "ops_ms_per_inference": total, "ops": ops}
+    return {
+        "available": True,
+        "method": "each kernel of the bundle's call plan timed alone (compiled VM code)",
+        "runs": runs,
+        "instrumented_ms_per_inference": wall_ms,
+        "ops_ms_per_inference": total,
+        "ops": ops,
+    }
 
 
-def time_evaluator(bundle: LoadedBundle, dx, engine: Engine, *, rounds: int, number: int,
-                   min_round_ms: float) -> dict:
+def time_evaluator(bundle: LoadedBundle, dx, engine: Engine, *, rounds: int, number: int, min_round_ms: float) -> dict:
     """TVM's own timer (a C++ loop, no Python per call) beside the protocol's per-call samples:
     time_evaluator reports per repeat the mean over its calls, then their median; the same statistic
     over the per-call samples is what the Python overhead compares with (a p50 of single calls
     ignores the slow tail that a mean includes)."""
-    te = bundle.vm.time_evaluator("main", bundle.dev, number=max(1, number), repeat=rounds,
-                                  min_repeat_ms=int(min_round_ms))(dx)
+    te = bundle.vm.time_evaluator(
+        "main", bundle.dev, number=max(1, number), repeat=rounds, min_repeat_ms=int(min_round_ms)
+    )(dx)
     te_ms = float(te.median) * 1e3
     means, i = [], 0
     for n in engine.per_round:
-        means.append(float(np.mean(engine.samples[i:i + n])))
+        means.append(float(np.mean(engine.samples[i : i + n])))
         i += n
     repeat_mean_median_ms = float(np.median(means))
-    return {"time_evaluator_median_ms": te_ms, "repeat_mean_median_ms": repeat_mean_median_ms,
-            "python_overhead_ms": repeat_mean_median_ms - te_ms}
+    return {
+        "time_evaluator_median_ms": te_ms,
+        "repeat_mean_median_ms": repeat_mean_median_ms,
+        "python_overhead_ms": repeat_mean_median_ms - te_ms,
+    }
 
 
 def run_plan(plan_path: str, threads: int) -> dict:
@@ -166,8 +196,18 @@ def run_plan(plan_path: str, threads: int) -> dict:
         tvm_engine = Engine(item["name"], "tvm", (lambda b=bundle, d=dx: b.fn(d)), bundle.load_ms)
         if "tvm" in wanted:
             engines.append(tvm_engine)
-        v = {"name": item["name"], "bundle": bundle, "dx": dx, "x1": x1, "ref": ref, "tvm": tvm_engine,
-             "ort": None, "ort_reason": None, "session": None, "onnx": item.get("onnx", ONNX)}
+        v = {
+            "name": item["name"],
+            "bundle": bundle,
+            "dx": dx,
+            "x1": x1,
+            "ref": ref,
+            "tvm": tvm_engine,
+            "ort": None,
+            "ort_reason": None,
+            "session": None,
+            "onnx": item.get("onnx", ONNX),
+        }
         if "ort" in wanted:
             t0 = time.perf_counter()
             # a plan item's "onnx" (e.g. original.onnx: the user's starting point) overrides model.onnx
@@ -177,18 +217,27 @@ def run_plan(plan_path: str, threads: int) -> dict:
             else:
                 in_name = sess.get_inputs()[0].name
                 v["session"], v["in_name"] = sess, in_name
-                v["ort"] = Engine(item["name"], "onnxruntime",
-                                   (lambda s=sess, n=in_name, x=x1: s.run(None, {n: x})),
-                                   (time.perf_counter() - t0) * 1e3)
+                v["ort"] = Engine(
+                    item["name"],
+                    "onnxruntime",
+                    (lambda s=sess, n=in_name, x=x1: s.run(None, {n: x})),
+                    (time.perf_counter() - t0) * 1e3,
+                )
                 engines.append(v["ort"])
         variants.append(v)
 
-    timed_s = run_protocol(engines, warmup=warmup, rounds=rounds, number=number, settle=settle,
-                           min_round_ms=min_round_ms)
+    timed_s = run_protocol(
+        engines, warmup=warmup, rounds=rounds, number=number, settle=settle, min_round_ms=min_round_ms
+    )
 
     def engine_doc(e: Engine) -> dict:
-        d = {"latency_ms": percentiles(e.samples), "load_ms": e.load_ms, "first_ms": e.first_ms,
-             "round_medians_ms": e.round_medians, "calls_per_round": e.per_round}
+        d = {
+            "latency_ms": percentiles(e.samples),
+            "load_ms": e.load_ms,
+            "first_ms": e.first_ms,
+            "round_medians_ms": e.round_medians,
+            "calls_per_round": e.per_round,
+        }
         if keep:
             d["samples_ms"] = e.samples
         return d
@@ -196,13 +245,20 @@ def run_plan(plan_path: str, threads: int) -> dict:
     out = []
     for v in variants:
         bundle = v["bundle"]
-        doc = {"name": v["name"], "bundle": {"path": bundle.dir, "target": bundle.manifest.get("target", {}).get("name"),
-                                             "library_sha256": bundle.sha256["model.so"]}}
+        doc = {
+            "name": v["name"],
+            "bundle": {
+                "path": bundle.dir,
+                "target": bundle.manifest.get("target", {}).get("name"),
+                "library_sha256": bundle.sha256["model.so"],
+            },
+        }
         if "tvm" in wanted:
             doc["tvm"] = engine_doc(v["tvm"])
             if plan.get("time_evaluator"):
-                doc["tvm"].update(time_evaluator(bundle, v["dx"], v["tvm"], rounds=rounds, number=number,
-                                                 min_round_ms=min_round_ms))
+                doc["tvm"].update(
+                    time_evaluator(bundle, v["dx"], v["tvm"], rounds=rounds, number=number, min_round_ms=min_round_ms)
+                )
         if "tvm" in wanted and v["ref"] is not None and "ref" in v["ref"]:
             outs = np.concatenate([bundle.run(xi[None].reshape(bundle.input["shape"])) for xi in v["ref"]["x"]])
             doc["parity"] = parity(outs, v["ref"]["ref"])
@@ -214,10 +270,18 @@ def run_plan(plan_path: str, threads: int) -> dict:
         if v["ort"] is not None:
             import onnxruntime
 
-            doc["ort"] = dict(engine_doc(v["ort"]), available=True, engine="onnxruntime",
-                              version=onnxruntime.__version__, threads=threads, onnx=v["onnx"])
+            doc["ort"] = dict(
+                engine_doc(v["ort"]),
+                available=True,
+                engine="onnxruntime",
+                version=onnxruntime.__version__,
+                threads=threads,
+                onnx=v["onnx"],
+            )
             sess, name, shape = v["session"], v["in_name"], bundle.input["shape"]
-            if v["ref"] is not None and "ref" in v["ref"] and v["onnx"] == ONNX:  # an original model's outputs are not the bundle's
+            if (
+                v["ref"] is not None and "ref" in v["ref"] and v["onnx"] == ONNX
+            ):  # an original model's outputs are not the bundle's
                 outs = np.concatenate([sess.run(None, {name: xi[None].reshape(shape)})[0] for xi in v["ref"]["x"]])
                 doc["ort"]["parity"] = parity(outs, v["ref"]["ref"])
             if labelled is not None:
@@ -232,7 +296,16 @@ def run_plan(plan_path: str, threads: int) -> dict:
             else:
                 doc["profile"] = {"available": False, "reason": "not requested (--profile-runs 0)"}
         out.append(doc)
-    return {"variants": out, "protocol": {"engines": wanted, "warmup": warmup, "rounds": rounds, "calls_per_round": number,
-                                          "min_round_ms": min_round_ms, "settle_calls_per_round": settle,
-                                          "order": "round-robin, rotated by one engine each round",
-                                          "timed_s": timed_s}}
+    return {
+        "variants": out,
+        "protocol": {
+            "engines": wanted,
+            "warmup": warmup,
+            "rounds": rounds,
+            "calls_per_round": number,
+            "min_round_ms": min_round_ms,
+            "settle_calls_per_round": settle,
+            "order": "round-robin, rotated by one engine each round",
+            "timed_s": timed_s,
+        },
+    }

@@ -1,5 +1,6 @@
 """The agent's own identity: the digest of its files, computed with the same `digest` the host
 uses (toolkit.boards.deploy.agent_digest), so the host can check it runs the agent it uploaded."""
+
 from __future__ import annotations
 
 import hashlib

@@ -18,6 +18,7 @@ so the pass pads with `zx` explicitly and the zero-point correction becomes one 
 output channel. Only symmetric weights (zero point 0, per-tensor or per-output-channel) are
 rewritten; anything else is left as it was and counted in the stats.
 """
+
 from .lower import LowerQDQToInt8, lower_qdq_to_int8
 from .stats import Int8Stats
 

@@ -1,4 +1,5 @@
 """Small readers of Relax expressions the int8 pass matches on."""
+
 from __future__ import annotations
 
 from tvm import ir, relax

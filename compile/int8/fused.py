@@ -9,6 +9,7 @@ stands for, so the next fused layer reads it in place. A 1-D convolution runs as
 one-row image and a grouped one as a dense one with block-diagonal weights (geometry.py); the
 NCW view of a 1-D layer's output is a twin too.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -73,10 +74,18 @@ class Fused:
         scale_n = np.float32(sx) * sw
         int_bias = self._int_bias(bias, n, scale_n)
         func = v.gemm_requant(m, cols, kp, np_, *out, float_bias=int_bias is None, isa=isa, lanes=lanes)
-        return _Plan(src=src, func=func, packed=v.pack_weights(w_nk.astype(np.int8), kp=kp, isa=isa, lanes=lanes),
-                     corr_n=(zx - self.isa.act_shift) * w_nk.sum(axis=1), scale_n=scale_n, int_bias=int_bias,
-                     n=n, np_=np_,
-                     shape=(m, np_), stem=f"{isa}_gemm_requant_{m}x{kp}x{np_}_")
+        return _Plan(
+            src=src,
+            func=func,
+            packed=v.pack_weights(w_nk.astype(np.int8), kp=kp, isa=isa, lanes=lanes),
+            corr_n=(zx - self.isa.act_shift) * w_nk.sum(axis=1),
+            scale_n=scale_n,
+            int_bias=int_bias,
+            n=n,
+            np_=np_,
+            shape=(m, np_),
+            stem=f"{isa}_gemm_requant_{m}x{kp}x{np_}_",
+        )
 
     def _plan_conv(self, core, w_expr, x, sx, zx, bias, out) -> _Plan:
         w, sw = self._weight(w_expr, 0, "conv")
@@ -107,16 +116,31 @@ class Fused:
         scale_n = np.float32(sx) * sw
         int_bias = self._int_bias(bias, n, scale_n)
         if g.depthwise:
-            plan = self._plan_depthwise(src, wv, (hp, wp), pad, zx, (oh, ow), stride, dh, out,
-                                        corr_n=zx * wv.reshape(n, -1).sum(axis=1), scale_n=scale_n,
-                                        int_bias=int_bias, n=n)
+            plan = self._plan_depthwise(
+                src,
+                wv,
+                (hp, wp),
+                pad,
+                zx,
+                (oh, ow),
+                stride,
+                dh,
+                out,
+                corr_n=zx * wv.reshape(n, -1).sum(axis=1),
+                scale_n=scale_n,
+                int_bias=int_bias,
+                n=n,
+            )
         else:
-            common = dict(corr_n=(zx - self.isa.act_shift) * wv.reshape(n, -1).sum(axis=1), scale_n=scale_n,
-                          int_bias=int_bias, n=n)
+            common = dict(
+                corr_n=(zx - self.isa.act_shift) * wv.reshape(n, -1).sum(axis=1),
+                scale_n=scale_n,
+                int_bias=int_bias,
+                n=n,
+            )
             if not g.one_d and in_c == 1 and v.rows_ok(self.isa.name, c, n, kh, kw, stride, g.dilation):
                 return self._plan_rows(src, wv, (h, wd), pad, zx, (oh, ow), out, **common)
-            plan = self._plan_folded(src, wv, (hp, wp), pad, zx, (oh, ow), stride, dh, out, groups=kgroups,
-                                     **common)
+            plan = self._plan_folded(src, wv, (hp, wp), pad, zx, (oh, ow), stride, dh, out, groups=kgroups, **common)
         plan.one_d, plan.column = g.one_d, g.column
         return plan
 
@@ -127,16 +151,29 @@ class Fused:
         (h, wd), (oh, ow), (n, _, kh, kw) = hw, ohw, wv.shape
         shp = v.rows_shape(oh, ow, n, kh, kw)
         img = bb.emit(relax.op.reshape(src, (h, wd)))
-        img = bb.emit(relax.op.nn.pad(img, [pad[0], shp["rows"] + 1 - h - pad[0], pad[1], shp["cols"] - wd - pad[1]],
-                                      pad_value=float(zx)))
-        pair = [bb.emit(relax.op.expand_dims(relax.op.strided_slice(
-            img, axes=[0], begin=[t], end=[t + shp["rows"]]), 2)) for t in (0, 1)]
+        img = bb.emit(
+            relax.op.nn.pad(
+                img, [pad[0], shp["rows"] + 1 - h - pad[0], pad[1], shp["cols"] - wd - pad[1]], pad_value=float(zx)
+            )
+        )
+        pair = [
+            bb.emit(relax.op.expand_dims(relax.op.strided_slice(img, axes=[0], begin=[t], end=[t + shp["rows"]]), 2))
+            for t in (0, 1)
+        ]
         src = bb.emit(relax.op.astype(relax.op.concat(pair, axis=2), "int16"))
         key = (oh, ow, n, kh, kw, *out, common["int_bias"] is None)
         self.stats.pixel_vectors += 1
         stem = f"{isa}_conv2d_rows_requant_{oh}x{ow}_{shp['np']}x{kh}x{kw}_"
-        return _Plan(src=src, func=v.conv2d_rows_requant(*key, isa=isa), packed=v.pack_rows_weights(wv.astype(np.int8)),
-                     np_=shp["np"], shape=(1, shp["np"], oh, ow), stem=stem, rows_key=key, **common)
+        return _Plan(
+            src=src,
+            func=v.conv2d_rows_requant(*key, isa=isa),
+            packed=v.pack_rows_weights(wv.astype(np.int8)),
+            np_=shp["np"],
+            shape=(1, shp["np"], oh, ow),
+            stem=stem,
+            rows_key=key,
+            **common,
+        )
 
     def _plan_folded(self, src, wv, hwp, pad, zx, ohw, stride, dh, out, groups: int = 1, **common) -> _Plan:
         """Channel vectors, kw x channels folded into the reduction (kernels.layers.conv2d_requant);
@@ -153,11 +190,33 @@ class Fused:
         src = bb.emit(relax.op.reshape(src, (groups, hp, row)))
         lanes = v.lanes_for(isa, n // groups)
         np_ = round_up(n, lanes)
-        func = v.conv2d_requant(hp, row, c, np_, kh, kw, oh, ow, stride, dh, *out,
-                                float_bias=common["int_bias"] is None, lanes=lanes, isa=isa, groups=groups)
+        func = v.conv2d_requant(
+            hp,
+            row,
+            c,
+            np_,
+            kh,
+            kw,
+            oh,
+            ow,
+            stride,
+            dh,
+            *out,
+            float_bias=common["int_bias"] is None,
+            lanes=lanes,
+            isa=isa,
+            groups=groups,
+        )
         stem = f"{isa}_conv2d_requant_{hp}x{row}_{np_}x{kh}x{kw}_s{stride[0]}{stride[1]}_{f'g{groups}_' * (groups > 1)}"
-        return _Plan(src=src, func=func, packed=v.pack_folded_conv_weights(wv.astype(np.int8), lanes, isa),
-                     np_=np_, shape=(1, oh, ow, np_), stem=stem, **common)
+        return _Plan(
+            src=src,
+            func=func,
+            packed=v.pack_folded_conv_weights(wv.astype(np.int8), lanes, isa),
+            np_=np_,
+            shape=(1, oh, ow, np_),
+            stem=stem,
+            **common,
+        )
 
     def _plan_depthwise(self, src, wv, hwp, pad, zx, ohw, stride, dh, out, **common) -> _Plan:
         """One channel per group: vectorized over channels (kernels.depthwise), any ISA."""
@@ -166,19 +225,27 @@ class Fused:
         bb = self.builder_
         (hp, wp), (oh, ow), (n, _, kh, kw) = hwp, ohw, wv.shape
         src = bb.emit(relax.op.nn.pad(src, [0, 0, pad[0], pad[2], pad[1], pad[3], 0, 0], pad_value=float(zx)))
-        func = depthwise.depthwise_requant(hp, wp, n, kh, kw, oh, ow, stride, (dh, 1), *out,
-                                           float_bias=common["int_bias"] is None)
+        func = depthwise.depthwise_requant(
+            hp, wp, n, kh, kw, oh, ow, stride, (dh, 1), *out, float_bias=common["int_bias"] is None
+        )
         stem = f"depthwise_requant_{hp}x{wp}x{n}_{kh}x{kw}_s{stride[0]}{stride[1]}_"
         self.stats.depthwise += 1
-        return _Plan(src=src, func=func, packed=depthwise.pack_weights(wv.astype(np.int8)), np_=n,
-                     shape=(1, oh, ow, n), stem=stem, **common)
+        return _Plan(
+            src=src,
+            func=func,
+            packed=depthwise.pack_weights(wv.astype(np.int8)),
+            np_=n,
+            shape=(1, oh, ow, n),
+            stem=stem,
+            **common,
+        )
 
     def _emit_fused(self, p: _Plan, bias, out_scale: float, out_dtype: str):
         bb = self.builder_
         corr = np.zeros(p.np_, np.int32)
-        corr[:p.n] = p.corr_n - (0 if p.int_bias is None else p.int_bias)
+        corr[: p.n] = p.corr_n - (0 if p.int_bias is None else p.int_bias)
         scale = np.zeros(p.np_, np.float32)
-        scale[:p.n] = p.scale_n.astype(np.float32)
+        scale[: p.n] = p.scale_n.astype(np.float32)
         if p.int_bias is not None:
             scale = (scale / np.float32(out_scale)).astype(np.float32)
         name = self._name(p.stem)
@@ -194,8 +261,9 @@ class Fused:
         if p.rows_key is not None:  # NCHW already
             view = bb.emit(relax.op.strided_slice(out, axes=[1], begin=[0], end=[p.n])) if p.np_ != p.n else out
             # kept for a max-pool after it, which the kernel can do itself (passthrough._pooled_rows)
-            self.rows_layers[view] = dict(args=args, n=p.n, np=p.np_, oh=p.shape[2], ow=p.shape[3],
-                                          out_dtype=out_dtype, key=p.rows_key)
+            self.rows_layers[view] = dict(
+                args=args, n=p.n, np=p.np_, oh=p.shape[2], ow=p.shape[3], out_dtype=out_dtype, key=p.rows_key
+            )
             return view
         if len(p.shape) == 4:
             view = self._nhwc_view(out, p.n, p.np_)

@@ -12,6 +12,7 @@ register blocks of lanes, so neighbouring groups are merged into as few "kernel 
 takes, their weights block-diagonal inside one (zeros outside each model group: exact, and the
 multiply-adds wasted are the merge factor, at worst all groups merged into one dense layer).
 Depthwise (one channel per group) has its own kernel (kernels/depthwise.py)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -64,7 +65,7 @@ class ConvGeometry:
         out = np.zeros((n, cg * merged, kh, kw), self.weights.dtype)
         for g in range(self.groups):
             at = g % merged  # this group's place among the merged ones
-            out[g * per:(g + 1) * per, at * cg:(at + 1) * cg] = self.weights[g * per:(g + 1) * per]
+            out[g * per : (g + 1) * per, at * cg : (at + 1) * cg] = self.weights[g * per : (g + 1) * per]
         return out
 
 
@@ -81,8 +82,9 @@ def geometry(op: str, attrs, weights: np.ndarray) -> ConvGeometry:
     if op == "relax.nn.conv1d" and dil[0] == 1:  # one row: H = 1, the 1-D axis is W
         return ConvGeometry(w[:, :, None, :], (0, pad[0], 0, pad[1]), (1, stride[0]), (1, 1), int(attrs.groups), True)
     if op == "relax.nn.conv1d":  # dilated: one column, the 1-D axis is H
-        return ConvGeometry(w[:, :, :, None], (pad[0], 0, pad[1], 0), (stride[0], 1), (dil[0], 1),
-                            int(attrs.groups), True)
+        return ConvGeometry(
+            w[:, :, :, None], (pad[0], 0, pad[1], 0), (stride[0], 1), (dil[0], 1), int(attrs.groups), True
+        )
     return ConvGeometry(w, tuple(pad), tuple(stride), tuple(dil), int(attrs.groups), False)
 
 

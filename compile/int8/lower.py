@@ -1,4 +1,5 @@
 """The int8 lowering as a Relax module pass."""
+
 from __future__ import annotations
 
 import tvm

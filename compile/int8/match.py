@@ -1,6 +1,7 @@
 """Pattern matching for the int8 pass: which dequantize/quantize chains around a conv2d or matmul
 it can rewrite. A mixin of the Rewriter (rewriter.py): it reads the function as it was before the
 rewrite (`self.orig`, `self.uses`, filled by `scan`) and the rewriter's own bindings."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -183,7 +184,8 @@ class Matcher:
         s, z = const_array(self._resolve(expr.args[1])), const_array(self._resolve(expr.args[2]))
         if q is None or s is None or z is None or str(q.dtype) != "int32" or q.size != n or np.any(z != 0):
             return None
-        if not np.allclose(np.broadcast_to(s.reshape(-1), (n,)), np.broadcast_to(scale.reshape(-1), (n,)),
-                           rtol=1e-6, atol=0):
+        if not np.allclose(
+            np.broadcast_to(s.reshape(-1), (n,)), np.broadcast_to(scale.reshape(-1), (n,)), rtol=1e-6, atol=0
+        ):
             return None
         return q.reshape(-1).astype(np.int64)

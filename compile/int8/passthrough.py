@@ -4,6 +4,7 @@ and a bare dequantize; a residual add of two channels-last tensors stays channel
 mean reduces a channels-last tensor in place; a 2x2 max-pool after the pixel-vector first layer
 runs inside that layer's kernel; a 1-D max-pool after a 1-D layer is a 1 x k one on its twin.
 A mixin of the Rewriter (rewriter.py)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -51,8 +52,9 @@ class Passthrough:
         bb = self.builder_
         x = self.visit_expr(dq.args[0])
         twin = self._twin(x)
-        kwargs = dict(pool_size=a.pool_size, strides=a.strides, padding=a.padding, dilation=a.dilation,
-                      ceil_mode=a.ceil_mode)
+        kwargs = dict(
+            pool_size=a.pool_size, strides=a.strides, padding=a.padding, dilation=a.dilation, ceil_mode=a.ceil_mode
+        )
         pooled = self._pooled_rows(x, a, dq.args[0])
         if pooled is not None:
             return pooled
@@ -71,11 +73,26 @@ class Passthrough:
         twin = self._twin(x)
         (k,), (s,), (d,), pad = a.pool_size, a.strides, a.dilation, [int(p) for p in a.padding]
         if twin is None or twin[0] != "NHWC":
-            return relax.op.nn.max_pool1d(x, pool_size=a.pool_size, strides=a.strides, padding=a.padding,
-                                          dilation=a.dilation, ceil_mode=a.ceil_mode, layout="NCW")
-        out4 = bb.emit(relax.op.nn.max_pool2d(twin[1], pool_size=(1, int(k)), strides=(1, int(s)),
-                                              padding=(0, pad[0], 0, pad[1]), dilation=(1, int(d)),
-                                              ceil_mode=a.ceil_mode, layout="NHWC"))
+            return relax.op.nn.max_pool1d(
+                x,
+                pool_size=a.pool_size,
+                strides=a.strides,
+                padding=a.padding,
+                dilation=a.dilation,
+                ceil_mode=a.ceil_mode,
+                layout="NCW",
+            )
+        out4 = bb.emit(
+            relax.op.nn.max_pool2d(
+                twin[1],
+                pool_size=(1, int(k)),
+                strides=(1, int(s)),
+                padding=(0, pad[0], 0, pad[1]),
+                dilation=(1, int(d)),
+                ceil_mode=a.ceil_mode,
+                layout="NHWC",
+            )
+        )
         view = bb.emit(relax.op.squeeze(self._nhwc_view(out4, twin[2], shape_of(twin[1])[3]), [2]))
         self.twins[view] = ("NHWC", out4, twin[2])
         return view
@@ -86,8 +103,16 @@ class Passthrough:
             return None
         pa, pb = self._qparams(a.args[1], a.args[2]), self._qparams(b.args[1], b.args[2])
         ta, tb = self._twin(self.visit_expr(a.args[0])), self._twin(self.visit_expr(b.args[0]))
-        if (pa is None or pb is None or ta is None or tb is None or ta[0] != "NHWC" or tb[0] != "NHWC"
-                or shape_of(ta[1]) != shape_of(tb[1]) or ta[2] != tb[2]):
+        if (
+            pa is None
+            or pb is None
+            or ta is None
+            or tb is None
+            or ta[0] != "NHWC"
+            or tb[0] != "NHWC"
+            or shape_of(ta[1]) != shape_of(tb[1])
+            or ta[2] != tb[2]
+        ):
             return None
         bb = self.builder_
         shape, out_dtype = tuple(shape_of(ta[1])), str(q.attrs.out_dtype)
@@ -118,8 +143,11 @@ class Passthrough:
             return None
         bb = self.builder_
         t, n = twin[1], twin[2]
-        real = bb.emit(relax.op.dequantize(t, relax.const(np.float32(params[0])),
-                                           relax.const(np.array(params[1], dtype_of(t))), axis=3))
+        real = bb.emit(
+            relax.op.dequantize(
+                t, relax.const(np.float32(params[0])), relax.const(np.array(params[1], dtype_of(t))), axis=3
+            )
+        )
         pooled = bb.emit(relax.op.mean(real, axis=[1, 2], keepdims=True))  # [1, 1, 1, np_]
         if shape_of(t)[3] != n:
             pooled = bb.emit(relax.op.strided_slice(pooled, axes=[3], begin=[0], end=[n]))
@@ -131,9 +159,15 @@ class Passthrough:
         while x not in self.rows_layers and isinstance(self.lookup_binding(x), relax.Var):
             x = self.lookup_binding(x)  # the var-to-var bindings a rewritten layer leaves
         layer = self.rows_layers.get(x)
-        if (layer is None or self.uses[conv_q] != 1 or attrs.ceil_mode
-                or [int(i) for i in attrs.pool_size] != [2, 2] or [int(i) for i in attrs.strides] != [2, 2]
-                or any(int(i) for i in attrs.padding) or [int(i) for i in attrs.dilation] != [1, 1]):
+        if (
+            layer is None
+            or self.uses[conv_q] != 1
+            or attrs.ceil_mode
+            or [int(i) for i in attrs.pool_size] != [2, 2]
+            or [int(i) for i in attrs.strides] != [2, 2]
+            or any(int(i) for i in attrs.padding)
+            or [int(i) for i in attrs.dilation] != [1, 1]
+        ):
             return None
         bb = self.builder_
         n, np_ = layer["n"], layer["np"]

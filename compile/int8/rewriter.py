@@ -1,6 +1,7 @@
 """The expression mutator behind the int8 pass: per call, the fused path first (a whole layer
 ending in a quantize, on the ISA's kernels), then the steps that keep quantized tensors as they
 are, then the unfused rewrite of any other QDQ conv2d/matmul."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -41,7 +42,8 @@ class Rewriter(PyExprMutator, Matcher, Fused, Passthrough, Unfused):
             if passed is not None:
                 return passed
         new = super().visit_call_(call)  # args remapped; struct info only on the original
-        rewrite = {"relax.nn.conv2d": self._conv2d, "relax.nn.conv1d": self._conv2d,
-                   "relax.matmul": self._matmul}.get(op_name(new))
+        rewrite = {"relax.nn.conv2d": self._conv2d, "relax.nn.conv1d": self._conv2d, "relax.matmul": self._matmul}.get(
+            op_name(new)
+        )
         out = rewrite(new, dtype_of(call)) if rewrite else None
         return new if out is None else out

@@ -1,5 +1,6 @@
 """What the int8 pass did, for the manifest's `arithmetic.int8_ops` (`depthwise`: the fused
 depthwise layers)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -20,7 +21,16 @@ class Int8Stats:
     skipped: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
-        return {"conv2d": self.conv2d, "conv1d": self.conv1d, "grouped": self.grouped, "matmul": self.matmul,
-                "vnni": self.vnni, "fused": self.fused,
-                "kernels": self.kernels, "pixel_vectors": self.pixel_vectors, "pools": self.pools,
-                "depthwise": self.depthwise, "skipped": list(self.skipped)}
+        return {
+            "conv2d": self.conv2d,
+            "conv1d": self.conv1d,
+            "grouped": self.grouped,
+            "matmul": self.matmul,
+            "vnni": self.vnni,
+            "fused": self.fused,
+            "kernels": self.kernels,
+            "pixel_vectors": self.pixel_vectors,
+            "pools": self.pools,
+            "depthwise": self.depthwise,
+            "skipped": list(self.skipped),
+        }

@@ -2,6 +2,7 @@
 int32 Relax op, or the ISA's int32 kernel where it has one) followed by the requantization to
 real values, `float(acc - zx * sum(W)) * (sx * sw)`. The rest of the graph (bias, a quantize
 after it) stays as it was. Every layer the fused path (fused.py) does not take comes here."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -41,13 +42,29 @@ class Unfused:
             x = bb.emit(relax.op.nn.pad(x, [0, 0, 0, 0, pad[0], pad[2], pad[1], pad[3]], pad_value=float(zx)))
         acc = None
         xshape = shape_of(x)
-        if (self.int32 is not None and g.groups == 1 and dtype_of(x) == "uint8" and xshape and xshape[0] == 1
-                and out_ch >= MIN_KERNEL_CHANNELS):
+        if (
+            self.int32 is not None
+            and g.groups == 1
+            and dtype_of(x) == "uint8"
+            and xshape
+            and xshape[0] == 1
+            and out_ch >= MIN_KERNEL_CHANNELS
+        ):
             acc = self._int32_conv(x, xshape, wv, g.stride, g.dilation)
         if acc is None:
-            acc = bb.emit(relax.op.nn.conv2d(
-                x, w, strides=g.stride, padding=[0, 0, 0, 0], dilation=g.dilation, groups=g.groups,
-                data_layout="NCHW", kernel_layout="OIHW", out_dtype="int32"))
+            acc = bb.emit(
+                relax.op.nn.conv2d(
+                    x,
+                    w,
+                    strides=g.stride,
+                    padding=[0, 0, 0, 0],
+                    dilation=g.dilation,
+                    groups=g.groups,
+                    data_layout="NCHW",
+                    kernel_layout="OIHW",
+                    out_dtype="int32",
+                )
+            )
         if zx:
             corr = (zx * wv.reshape(out_ch, -1).sum(axis=1)).astype(np.int32).reshape(1, out_ch, 1, 1)
             acc = bb.emit(relax.op.subtract(acc, relax.const(corr)))
@@ -78,8 +95,13 @@ class Unfused:
         bb = self.builder_
         w_nk = wv if transposed else wv.T
         xshape = shape_of(x)
-        if (self.int32 is not None and dtype_of(x) == "uint8" and xshape and len(xshape) == 2
-                and w_nk.shape[0] >= MIN_KERNEL_CHANNELS):
+        if (
+            self.int32 is not None
+            and dtype_of(x) == "uint8"
+            and xshape
+            and len(xshape) == 2
+            and w_nk.shape[0] >= MIN_KERNEL_CHANNELS
+        ):
             acc = self._int32_gemm(x, xshape[0], w_nk)
         else:
             w_kn = bb.emit(relax.op.permute_dims(w, [1, 0])) if transposed else w
@@ -101,8 +123,11 @@ class Unfused:
             a = bb.emit(relax.op.nn.pad(a, [0, 0, 0, kp - k], pad_value=0.0))  # zero weights there
         name = f"{self.isa.name}_gemm_{m}x{kp}x{np_}"
         gv = bb.add_func(self.int32.gemm(m, kp, np_).with_attr("global_symbol", name), name)
-        acc = bb.emit(relax.call_tir(gv, [a, relax.const(self.int32.pack_gemm(w_nk.astype(np.int8)))],
-                                     relax.TensorType((m, np_), "int32")))
+        acc = bb.emit(
+            relax.call_tir(
+                gv, [a, relax.const(self.int32.pack_gemm(w_nk.astype(np.int8)))], relax.TensorType((m, np_), "int32")
+            )
+        )
         if np_ != n:
             acc = bb.emit(relax.op.strided_slice(acc, axes=[1], begin=[0], end=[n]))
         self.stats.vnni += self.isa.name == "vnni"
@@ -122,8 +147,13 @@ class Unfused:
         func = self.int32.conv2d(h, w, cp, n, kh, kw, stride, dilation)
         name = f"{self.isa.name}_conv2d_{h}x{w}x{cp}_{np_}x{kh}x{kw}_s{stride[0]}{stride[1]}"
         gv = bb.add_func(func.with_attr("global_symbol", name), name)
-        acc = bb.emit(relax.call_tir(gv, [hwc, relax.const(self.int32.pack_conv(wv.astype(np.int8), cp))],
-                                     relax.TensorType((oh, ow, np_), "int32")))
+        acc = bb.emit(
+            relax.call_tir(
+                gv,
+                [hwc, relax.const(self.int32.pack_conv(wv.astype(np.int8), cp))],
+                relax.TensorType((oh, ow, np_), "int32"),
+            )
+        )
         if np_ != n:
             acc = bb.emit(relax.op.strided_slice(acc, axes=[2], begin=[0], end=[n]))
         self.stats.vnni += self.isa.name == "vnni"

@@ -4,6 +4,7 @@ instructions registered by ISA name (registry.py says what an ISA module provide
 Every module named `isa_*` in this folder is imported here, so adding an instruction set is
 adding one such module; it registers itself.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -1,6 +1,7 @@
 """AVX2: exact uint8 x int8 on any AVX2 CPU. Both sides widened to int16 and summed in pairs
 into int32 by vpmaddwd -- not vpmaddubsw, whose int16 sums saturate. 8 lanes (one ymm of int32),
 two vpmaddwd per 4 reduction elements; convolutions read their input already widened to int16."""
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -44,24 +45,41 @@ def intrinsic(lanes: int, a_dtype: str = "uint8") -> str:
             T.reads(C[0:8], A[0:4], B[0:2, 0:8, 0:2])
             T.writes(C[0:8])
             for p in T.unroll(0, 2):
-                a = T.reinterpret(T.broadcast(T.reinterpret(
-                    A.vload([p * 2], "int16x2") if a_dtype == "int16"
-                    else T.Cast("int16x2", A.vload([p * 2], "uint8x2")),
-                    dtype="int32"), 8), dtype="int16x16")
+                a = T.reinterpret(
+                    T.broadcast(
+                        T.reinterpret(
+                            A.vload([p * 2], "int16x2")
+                            if a_dtype == "int16"
+                            else T.Cast("int16x2", A.vload([p * 2], "uint8x2")),
+                            dtype="int32",
+                        ),
+                        8,
+                    ),
+                    dtype="int16x16",
+                )
                 b = T.Cast("int16x16", B.vload([p, 0, 0], "int8x16"))
                 C[T.ramp(T.int32(0), 1, 8)] = C.vload([0], dtype="int32x8") + T.call_llvm_pure_intrin(
-                    T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"), a, b, dtype="int32x8")
+                    T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"), a, b, dtype="int32x8"
+                )
 
     name = f"edgeopt_avx2_dot_8x4_{a_dtype}"
     TensorIntrin.register(name, desc, impl, override=True)
     return name
 
 
-ISA = register(Isa(
-    name="avx2", arch="x86_64", requires=frozenset({"avx2"}), priority=20,
-    lanes=lambda n: 8,
-    weight_block=lambda lanes: (2, lanes, 2),
-    weight_index=lambda lane, k4: (k4 // 2, lane, k4 % 2),
-    lanes_outer=False, intrinsic=intrinsic, conv_input="int16", dots_per_4=2,
-    rows_intrinsic=rows_intrinsic,
-))
+ISA = register(
+    Isa(
+        name="avx2",
+        arch="x86_64",
+        requires=frozenset({"avx2"}),
+        priority=20,
+        lanes=lambda n: 8,
+        weight_block=lambda lanes: (2, lanes, 2),
+        weight_index=lambda lane, k4: (k4 // 2, lane, k4 % 2),
+        lanes_outer=False,
+        intrinsic=intrinsic,
+        conv_input="int16",
+        dots_per_4=2,
+        rows_intrinsic=rows_intrinsic,
+    )
+)

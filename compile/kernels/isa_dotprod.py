@@ -16,6 +16,7 @@ not an LLVM intrinsic (its overloads are spelled with signless types: `.v4i32.v1
 module registers its own, with the weights laid out as the "vnni" packing (lanes x 4
 reduction bytes), 4 output channels per instruction.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -67,25 +68,39 @@ def intrinsic(lanes: int = 16, a_dtype: str = "uint8") -> str:
         with T.sblock("root"):
             T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
             T.writes(C[0:lanes])
-            flip = T.reinterpret(T.bitwise_xor(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"),
-                                               T.int32(-2139062144)), dtype="int32")  # 0x80808080
+            flip = T.reinterpret(
+                T.bitwise_xor(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), T.int32(-2139062144)),
+                dtype="int32",
+            )  # 0x80808080
             a = T.reinterpret(T.broadcast(flip, 4), dtype="int8x16")
             for g in T.unroll(0, groups):
                 C[T.ramp(g * 4, 1, 4)] = T.call_llvm_pure_intrin(
-                    T.llvm_lookup_intrinsic_id(SDOT), C.vload([g * 4], dtype="int32x4"), a,
-                    B.vload([g * 4, 0], dtype="int8x16"), dtype="int32x4")
+                    T.llvm_lookup_intrinsic_id(SDOT),
+                    C.vload([g * 4], dtype="int32x4"),
+                    a,
+                    B.vload([g * 4, 0], dtype="int8x16"),
+                    dtype="int32x4",
+                )
 
     name = f"edgeopt_arm_sdot_{lanes}x4"
     TensorIntrin.register(name, desc, impl, override=True)
     return name
 
 
-ISA = register(Isa(
-    name="dotprod", arch="aarch64", requires=frozenset({LLVM_FEATURE}), priority=30,
-    lanes=lambda n: 8 if n <= 8 else 16,
-    weight_block=lambda lanes: (lanes, 4),
-    weight_index=lambda lane, k4: (lane, k4),
-    lanes_outer=True, intrinsic=intrinsic, dots_per_4=1, act_shift=ACT_SHIFT,
-    # 16 lanes: 6 columns x 4 accumulators + 4 weight registers + the broadcast activations <= 32
-    max_cols=lambda lanes: 96 // lanes,
-))
+ISA = register(
+    Isa(
+        name="dotprod",
+        arch="aarch64",
+        requires=frozenset({LLVM_FEATURE}),
+        priority=30,
+        lanes=lambda n: 8 if n <= 8 else 16,
+        weight_block=lambda lanes: (lanes, 4),
+        weight_index=lambda lane, k4: (lane, k4),
+        lanes_outer=True,
+        intrinsic=intrinsic,
+        dots_per_4=1,
+        act_shift=ACT_SHIFT,
+        # 16 lanes: 6 columns x 4 accumulators + 4 weight registers + the broadcast activations <= 32
+        max_cols=lambda lanes: 96 // lanes,
+    )
+)

@@ -1,6 +1,7 @@
 """generic: int32 multiply-adds vectorized over the output lanes, exact on any x86 CPU LLVM
 targets (the fallback below AVX2). Loop vectorize refuses a reduction block without its init, so
 a tensor intrinsic does the vectorizing."""
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -46,10 +47,16 @@ def intrinsic(lanes: int, a_dtype: str = "uint8") -> str:
     return name
 
 
-ISA = register(Isa(
-    name="generic", arch="x86_64", requires=frozenset(), priority=10,
-    lanes=lambda n: 8 if n <= 8 else 16,
-    weight_block=lambda lanes: (4, lanes),
-    weight_index=lambda lane, k4: (k4, lane),
-    lanes_outer=False, intrinsic=intrinsic,
-))
+ISA = register(
+    Isa(
+        name="generic",
+        arch="x86_64",
+        requires=frozenset(),
+        priority=10,
+        lanes=lambda n: 8 if n <= 8 else 16,
+        weight_block=lambda lanes: (4, lanes),
+        weight_index=lambda lane, k4: (k4, lane),
+        lanes_outer=False,
+        intrinsic=intrinsic,
+    )
+)

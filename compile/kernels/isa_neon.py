@@ -11,6 +11,7 @@ The register budget: a block of `cols` output columns keeps cols * lanes/4 int32
 the widened weights of one step (lanes/4 * 2 registers at 16 lanes) and the columns' activations
 in the 32 NEON registers; more columns spill accumulators to the stack on every step
 (`max_cols`)."""
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -60,21 +61,31 @@ def intrinsic(lanes: int, a_dtype: str = "uint8") -> str:
                 for g in T.unroll(0, lanes // 4):  # smlal v.4s, w.4h, a.h[k] (smlal2 on the high halves)
                     C[T.ramp(g * 4, 1, 4)] = C.vload([g * 4], dtype="int32x4") + T.call_llvm_pure_intrin(
                         T.llvm_lookup_intrinsic_id(SMULL),
-                        T.Shuffle([B.vload([k, g * 4 // wide * wide], f"int16x{wide}")],
-                                  [g * 4 % wide + i for i in range(4)]),
-                        T.Shuffle([a], [k, k, k, k]), dtype="int32x4")
+                        T.Shuffle(
+                            [B.vload([k, g * 4 // wide * wide], f"int16x{wide}")], [g * 4 % wide + i for i in range(4)]
+                        ),
+                        T.Shuffle([a], [k, k, k, k]),
+                        dtype="int32x4",
+                    )
 
     name = f"edgeopt_neon_smlal_{lanes}x4_{a_dtype}"
     TensorIntrin.register(name, desc, impl, override=True)
     return name
 
 
-ISA = register(Isa(
-    name="neon", arch="aarch64", requires=frozenset({"neon"}), priority=10,
-    lanes=lambda n: 4 if n <= 4 else 8 if n <= 8 else 16,  # a thin (pruned) layer wastes no lanes
-    weight_block=lambda lanes: (4, lanes),
-    weight_index=lambda lane, k4: (k4, lane),
-    lanes_outer=False, intrinsic=intrinsic, weight_dtype="int16",
-    # 16 lanes: 4 columns x 4 accumulators + 8 widened weight registers + 4 activations = 28
-    max_cols=lambda lanes: 64 // lanes,
-))
+ISA = register(
+    Isa(
+        name="neon",
+        arch="aarch64",
+        requires=frozenset({"neon"}),
+        priority=10,
+        lanes=lambda n: 4 if n <= 4 else 8 if n <= 8 else 16,  # a thin (pruned) layer wastes no lanes
+        weight_block=lambda lanes: (4, lanes),
+        weight_index=lambda lane, k4: (k4, lane),
+        lanes_outer=False,
+        intrinsic=intrinsic,
+        weight_dtype="int16",
+        # 16 lanes: 4 columns x 4 accumulators + 8 widened weight registers + 4 activations = 28
+        max_cols=lambda lanes: 64 // lanes,
+    )
+)

@@ -11,6 +11,7 @@ and 16 output channels' weights for them). Their weights: W[Np/16, Kp/4, 16, 4] 
 W[Np/16, kh, kw, Cp/4, 16, 4] (16 output channels x 4 reduction elements = the 64 bytes one
 instruction consumes), zero-padded.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -60,11 +61,16 @@ def intrinsic(lanes: int = 16, a_dtype: str = "uint8") -> str:
         with T.sblock("root"):
             T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
             T.writes(C[0:lanes])
-            a = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), lanes),
-                              dtype=f"int8x{lanes * 4}")
+            a = T.reinterpret(
+                T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), lanes), dtype=f"int8x{lanes * 4}"
+            )
             C[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
                 T.llvm_lookup_intrinsic_id(llvm),
-                C.vload([0], dtype=vec), a, B.vload([0, 0], dtype=f"int8x{lanes * 4}"), dtype=vec)
+                C.vload([0], dtype=vec),
+                a,
+                B.vload([0, 0], dtype=f"int8x{lanes * 4}"),
+                dtype=vec,
+            )
 
     name = f"edgeopt_vnni_dot_16x4_{lanes}"
     TensorIntrin.register(name, desc, impl, override=True)
@@ -127,7 +133,9 @@ def conv2d(h: int, w: int, cp: int, n: int, kh: int, kw: int, stride: tuple[int,
         (oh, ow, np_),
         lambda y, x, j: te.sum(
             X[y * stride[0] + rh * dilation[0], x * stride[1] + rw * dilation[1], rc].astype("int32")
-            * W[j // 16, rh, rw, rc // 4, j % 16, rc % 4].astype("int32"), axis=[rh, rw, rc]),
+            * W[j // 16, rh, rw, rc // 4, j % 16, rc % 4].astype("int32"),
+            axis=[rh, rw, rc],
+        ),
         name="C",
     )
     sch = s_tir.Schedule(te.create_prim_func([X, W, C]))
@@ -155,13 +163,21 @@ def pack_conv_weights(w: np.ndarray, cp: int) -> np.ndarray:
     return np.ascontiguousarray(full.reshape(np_ // 16, 16, cp // 4, 4, kh, kw).transpose(0, 4, 5, 2, 1, 3))
 
 
-ISA = register(Isa(
-    name="vnni", arch="x86_64", requires=frozenset({LLVM_FEATURE}), priority=30,
-    lanes=lambda n: 8 if n <= 8 else 16,
-    weight_block=lambda lanes: (lanes, 4),
-    weight_index=lambda lane, k4: (lane, k4),
-    lanes_outer=True, intrinsic=intrinsic, dots_per_4=1,
-    rows_intrinsic=rows_intrinsic,  # vpmaddwd: every AVX512-VNNI CPU has AVX2
-    int32_layers=Int32Layers(gemm=gemm, pack_gemm=pack_gemm_weights, conv2d=conv2d,
-                             pack_conv=pack_conv_weights, lanes=16),
-))
+ISA = register(
+    Isa(
+        name="vnni",
+        arch="x86_64",
+        requires=frozenset({LLVM_FEATURE}),
+        priority=30,
+        lanes=lambda n: 8 if n <= 8 else 16,
+        weight_block=lambda lanes: (lanes, 4),
+        weight_index=lambda lane, k4: (lane, k4),
+        lanes_outer=True,
+        intrinsic=intrinsic,
+        dots_per_4=1,
+        rows_intrinsic=rows_intrinsic,  # vpmaddwd: every AVX512-VNNI CPU has AVX2
+        int32_layers=Int32Layers(
+            gemm=gemm, pack_gemm=pack_gemm_weights, conv2d=conv2d, pack_conv=pack_conv_weights, lanes=16
+        ),
+    )
+)

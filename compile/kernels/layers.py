@@ -5,6 +5,7 @@ layer vectorized over pixels (optionally with the 2x2 max-pool after it), and th
 Weight layouts: W[np_/lanes, <outer...>, K/4, <the ISA's weight_block(lanes)>], zero-padded:
 `pack_inner` turns lane-major [..., lanes, K/4, 4] into the ISA's order using its weight_index.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -133,9 +134,26 @@ def _tensorize(sch, isa: Isa, init, lane_loop, k_loop, *, lanes: int, a_dtype: s
 
 
 @lru_cache(maxsize=None)
-def conv2d_requant(h: int, row: int, c: int, np_: int, kh: int, kw: int, oh: int, ow: int,
-                   stride: tuple[int, int], dh: int, out_scale: float, out_zero: int, out_dtype: str,
-                   float_bias: bool = False, *, lanes: int, isa: str, groups: int = 1):
+def conv2d_requant(
+    h: int,
+    row: int,
+    c: int,
+    np_: int,
+    kh: int,
+    kw: int,
+    oh: int,
+    ow: int,
+    stride: tuple[int, int],
+    dh: int,
+    out_scale: float,
+    out_zero: int,
+    out_dtype: str,
+    float_bias: bool = False,
+    *,
+    lanes: int,
+    isa: str,
+    groups: int = 1,
+):
     """A convolution with its requantize epilogue, on channels-last input flattened per row:
     X[groups, h, row] with row = padded width * c (dtype: the ISA's conv_input). `groups` > 1: a
     grouped convolution, X holding each group's c channels as an image of its own and output
@@ -162,11 +180,18 @@ def conv2d_requant(h: int, row: int, c: int, np_: int, kh: int, kw: int, oh: int
         (oh, ow, np_),
         lambda y, x, j: te.sum(
             X[j // per_group, y * stride[0] + rh * dh, x * stride[1] * c + rj].astype("int32")
-            * W[packed_index(j // lanes, rh, rj // 4, j % lanes, rj % 4, isa=spec)].astype("int32"), axis=[rh, rj]),
+            * W[packed_index(j // lanes, rh, rj // 4, j % lanes, rj % 4, isa=spec)].astype("int32"),
+            axis=[rh, rj],
+        ),
         name="C",
     )
-    Y = te.compute((1, oh, ow, np_), lambda b, y, x, j: _requantize(
-        C[y, x, j], corr, scale, bias, j, out_scale=out_scale, out_zero=out_zero, out_dtype=out_dtype), name="Y")
+    Y = te.compute(
+        (1, oh, ow, np_),
+        lambda b, y, x, j: _requantize(
+            C[y, x, j], corr, scale, bias, j, out_scale=out_scale, out_zero=out_zero, out_dtype=out_dtype
+        ),
+        name="Y",
+    )
     sch = s_tir.Schedule(te.create_prim_func([X, W, corr, scale, *([bias] if float_bias else []), Y]))
     blk = sch.get_sblock("C")
     y, x, j, r_h, r_j = sch.get_loops(blk)
@@ -182,8 +207,19 @@ def conv2d_requant(h: int, row: int, c: int, np_: int, kh: int, kw: int, oh: int
 
 
 @lru_cache(maxsize=None)
-def gemm_requant(m: int, cols: int, kp: int, np_: int, out_scale: float, out_zero: int, out_dtype: str,
-                 float_bias: bool = False, *, isa: str, lanes: int):
+def gemm_requant(
+    m: int,
+    cols: int,
+    kp: int,
+    np_: int,
+    out_scale: float,
+    out_zero: int,
+    out_dtype: str,
+    float_bias: bool = False,
+    *,
+    isa: str,
+    lanes: int,
+):
     """A matmul with the requantize epilogue: Y[m, np_] quantized, from the first kp of A[m, cols]
     uint8 (a previous layer's padded output is read in place); weights from pack_weights."""
     import tvm.s_tir as s_tir
@@ -196,12 +232,19 @@ def gemm_requant(m: int, cols: int, kp: int, np_: int, out_scale: float, out_zer
     k = te.reduce_axis((0, kp), name="k")
     C = te.compute(
         (m, np_),
-        lambda i, j: te.sum(A[i, k].astype("int32")
-                            * W[packed_index(j // lanes, k // 4, j % lanes, k % 4, isa=spec)].astype("int32"), axis=k),
+        lambda i, j: te.sum(
+            A[i, k].astype("int32") * W[packed_index(j // lanes, k // 4, j % lanes, k % 4, isa=spec)].astype("int32"),
+            axis=k,
+        ),
         name="C",
     )
-    Y = te.compute((m, np_), lambda i, j: _requantize(
-        C[i, j], corr, scale, bias, j, out_scale=out_scale, out_zero=out_zero, out_dtype=out_dtype), name="Y")
+    Y = te.compute(
+        (m, np_),
+        lambda i, j: _requantize(
+            C[i, j], corr, scale, bias, j, out_scale=out_scale, out_zero=out_zero, out_dtype=out_dtype
+        ),
+        name="Y",
+    )
     sch = s_tir.Schedule(te.create_prim_func([A, W, corr, scale, *([bias] if float_bias else []), Y]))
     blk = sch.get_sblock("C")
     i, j, kk = sch.get_loops(blk)
@@ -240,8 +283,14 @@ def rows_shape(oh: int, ow: int, n: int, kh: int, kw: int) -> dict:
     ci = min(n, 3)  # 3 channels x 4 vectors of 8 pixels = 12 ymm accumulators
     owp = round_up(ow, 8)
     pairs = ceil_div(kh, 2)
-    return {"ci": ci, "np": round_up(n, ci), "owp": owp, "pairs": pairs,
-            "rows": oh + 2 * (pairs - 1), "cols": owp + kw - 1}
+    return {
+        "ci": ci,
+        "np": round_up(n, ci),
+        "owp": owp,
+        "pairs": pairs,
+        "rows": oh + 2 * (pairs - 1),
+        "cols": owp + kw - 1,
+    }
 
 
 def pack_rows_weights(w: np.ndarray) -> np.ndarray:
@@ -255,8 +304,20 @@ def pack_rows_weights(w: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=None)
-def conv2d_rows_requant(oh: int, ow: int, n: int, kh: int, kw: int, out_scale: float, out_zero: int,
-                        out_dtype: str, float_bias: bool = False, pool: int = 1, *, isa: str):
+def conv2d_rows_requant(
+    oh: int,
+    ow: int,
+    n: int,
+    kh: int,
+    kw: int,
+    out_scale: float,
+    out_zero: int,
+    out_dtype: str,
+    float_bias: bool = False,
+    pool: int = 1,
+    *,
+    isa: str,
+):
     """A one-input-channel, unit-stride convolution (a network's first layer on grey images)
     with its requantize epilogue, vectorized over output pixels instead of channels: thin
     output layers waste no lanes, and the kernel's rows pair up (the ISA's rows_intrinsic).
@@ -283,8 +344,9 @@ def conv2d_rows_requant(oh: int, ow: int, n: int, kh: int, kw: int, out_scale: f
     rp, rq, rt = te.reduce_axis((0, pairs), "rp"), te.reduce_axis((0, kw), "rq"), te.reduce_axis((0, 2), "rt")
     C = te.compute(
         (np_, oh // pool * pool, owp),
-        lambda j, y, x: te.sum(X[y + 2 * rp, x + rq, rt].astype("int32") * W[j, rp, rq, rt].astype("int32"),
-                               axis=[rp, rq, rt]),
+        lambda j, y, x: te.sum(
+            X[y + 2 * rp, x + rq, rt].astype("int32") * W[j, rp, rq, rt].astype("int32"), axis=[rp, rq, rt]
+        ),
         name="C",
     )
 
@@ -294,9 +356,17 @@ def conv2d_rows_requant(oh: int, ow: int, n: int, kh: int, kw: int, out_scale: f
     if pool == 1:
         Y = te.compute((1, np_, oh, ow), lambda b, j, y, x: requant(C[j, y, x], j), name="Y")
     else:
-        Y = te.compute((1, np_, oh // 2, owp // 2), lambda b, j, y, x: requant(te.max(
-            te.max(C[j, 2 * y, 2 * x], C[j, 2 * y, 2 * x + 1]),
-            te.max(C[j, 2 * y + 1, 2 * x], C[j, 2 * y + 1, 2 * x + 1])), j), name="Y")
+        Y = te.compute(
+            (1, np_, oh // 2, owp // 2),
+            lambda b, j, y, x: requant(
+                te.max(
+                    te.max(C[j, 2 * y, 2 * x], C[j, 2 * y, 2 * x + 1]),
+                    te.max(C[j, 2 * y + 1, 2 * x], C[j, 2 * y + 1, 2 * x + 1]),
+                ),
+                j,
+            ),
+            name="Y",
+        )
     sch = s_tir.Schedule(te.create_prim_func([X, W, corr, scale, *([bias] if float_bias else []), Y]))
     _schedule_rows(sch, ow=ow, owp=owp, ci=ci, pool=pool, intrinsic=rows_intrinsic())
     return _opaque(sch)
@@ -330,8 +400,14 @@ def _schedule_rows(sch, *, ow: int, owp: int, ci: int, pool: int, intrinsic: str
 
 
 @lru_cache(maxsize=None)
-def add_requant(shape: tuple[int, ...], a: tuple[float, int], b: tuple[float, int], out: tuple[float, int],
-                dtype: str, out_dtype: str):
+def add_requant(
+    shape: tuple[int, ...],
+    a: tuple[float, int],
+    b: tuple[float, int],
+    out: tuple[float, int],
+    dtype: str,
+    out_dtype: str,
+):
     """A residual add on quantized tensors, as onnxruntime's QLinearAdd computes it:
     q = round((qa - za) * sa/sy + (qb - zb) * sb/sy) + zy, vectorized over the last axis
     (the default schedule of the dequantize/add/quantize chain is scalar and divides per element)."""

@@ -51,6 +51,7 @@ ISA a compile target uses, None for unfused int32 Relax ops). The kernels are ch
 numpy in tests/unit/compile/test_kernels.py, parametrized over `names()`; a kernel test that the
 host CPU cannot run reports NOT RUN (tests/conftest.py `not_run`), never a pass.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,5 +1,6 @@
 """x86 intrinsics shared by more than one ISA module (AVX2's vpmaddwd: every AVX2 CPU has it,
 so the AVX512-VNNI ones too)."""
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -38,7 +39,8 @@ def rows_intrinsic() -> str:
             T.writes(C[0:8])
             b = T.reinterpret(T.broadcast(T.reinterpret(B.vload([0], "int16x2"), dtype="int32"), 8), dtype="int16x16")
             C[T.ramp(T.int32(0), 1, 8)] = C.vload([0], dtype="int32x8") + T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"), A.vload([0, 0], "int16x16"), b, dtype="int32x8")
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"), A.vload([0, 0], "int16x16"), b, dtype="int32x8"
+            )
 
     name = "edgeopt_avx2_rows_8x2"
     TensorIntrin.register(name, desc, impl, override=True)

@@ -5,21 +5,27 @@ allows), defined here because the toolkit's model zoo does not have one; and two
 the convolution shapes the fused path runs as others (compile/int8/geometry.py): 1-D convolutions
 (keyword-spotting style: features x time) and grouped 2-D ones. Each is exported to
 ONNX and PTQ-quantized to QDQ (min-max, per channel) on fixed random calibration data."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
-
 from edgeopt.toolkit.export import export_onnx
 from edgeopt.toolkit.models import InputSpec, Model, build_model
 from edgeopt.toolkit.quantize import ort_ptq
 from edgeopt.toolkit.quantize.config import Calibrator
+from torch import nn
 
-SHAPES = {"mlp": (1, 1, 28, 28), "cnn": (1, 1, 28, 28), "resnet": (1, 3, 32, 32), "mobilenetv2": (1, 3, 32, 32),
-          "conv1d": (1, 16, 48), "grouped": (1, 3, 16, 16)}
+SHAPES = {
+    "mlp": (1, 1, 28, 28),
+    "cnn": (1, 1, 28, 28),
+    "resnet": (1, 3, 32, 32),
+    "mobilenetv2": (1, 3, 32, 32),
+    "conv1d": (1, 16, 48),
+    "grouped": (1, 3, 16, 16),
+}
 
 
 class _Inverted(nn.Module):
@@ -27,9 +33,15 @@ class _Inverted(nn.Module):
         super().__init__()
         mid = cin * expand
         self.body = nn.Sequential(
-            nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU6(),
-            nn.Conv2d(mid, mid, 3, stride, 1, groups=mid, bias=False), nn.BatchNorm2d(mid), nn.ReLU6(),
-            nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout))
+            nn.Conv2d(cin, mid, 1, bias=False),
+            nn.BatchNorm2d(mid),
+            nn.ReLU6(),
+            nn.Conv2d(mid, mid, 3, stride, 1, groups=mid, bias=False),
+            nn.BatchNorm2d(mid),
+            nn.ReLU6(),
+            nn.Conv2d(mid, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        )
         self.residual = stride == 1 and cin == cout
 
     def forward(self, x):
@@ -39,10 +51,20 @@ class _Inverted(nn.Module):
 
 def mobilenetv2(num_classes: int = 10) -> nn.Module:
     return nn.Sequential(
-        nn.Conv2d(3, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU6(),
-        _Inverted(16, 16, 1), _Inverted(16, 24, 2), _Inverted(24, 24, 1), _Inverted(24, 32, 2),
-        nn.Conv2d(32, 128, 1, bias=False), nn.BatchNorm2d(128), nn.ReLU6(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, num_classes))
+        nn.Conv2d(3, 16, 3, 2, 1, bias=False),
+        nn.BatchNorm2d(16),
+        nn.ReLU6(),
+        _Inverted(16, 16, 1),
+        _Inverted(16, 24, 2),
+        _Inverted(24, 24, 1),
+        _Inverted(24, 32, 2),
+        nn.Conv2d(32, 128, 1, bias=False),
+        nn.BatchNorm2d(128),
+        nn.ReLU6(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(128, num_classes),
+    )
 
 
 class _Conv1d(nn.Module):
@@ -51,9 +73,16 @@ class _Conv1d(nn.Module):
     def __init__(self, num_classes: int = 10):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv1d(16, 32, 5, 2, 2, bias=False), nn.BatchNorm1d(32), nn.ReLU(),
-            nn.Conv1d(32, 32, 3, 1, 1, groups=32, bias=False), nn.BatchNorm1d(32), nn.ReLU(),
-            nn.Conv1d(32, 32, 3, 2, 1, groups=4, bias=False), nn.BatchNorm1d(32), nn.ReLU())
+            nn.Conv1d(16, 32, 5, 2, 2, bias=False),
+            nn.BatchNorm1d(32),
+            nn.ReLU(),
+            nn.Conv1d(32, 32, 3, 1, 1, groups=32, bias=False),
+            nn.BatchNorm1d(32),
+            nn.ReLU(),
+            nn.Conv1d(32, 32, 3, 2, 1, groups=4, bias=False),
+            nn.BatchNorm1d(32),
+            nn.ReLU(),
+        )
         self.fc = nn.Linear(32, num_classes)
 
     def forward(self, x):
@@ -63,10 +92,19 @@ class _Conv1d(nn.Module):
 def grouped(num_classes: int = 10) -> nn.Module:
     """Grouped 2-D convs (1 < groups < channels): 4 strided groups of 4 channels, 2 of 16."""
     return nn.Sequential(
-        nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
-        nn.Conv2d(16, 32, 3, 2, 1, groups=4, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
-        nn.Conv2d(32, 32, 1, groups=2, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, num_classes))
+        nn.Conv2d(3, 16, 3, 1, 1, bias=False),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, 2, 1, groups=4, bias=False),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.Conv2d(32, 32, 1, groups=2, bias=False),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(32, num_classes),
+    )
 
 
 BUILD = {"mobilenetv2": mobilenetv2, "conv1d": _Conv1d, "grouped": grouped}
@@ -90,8 +128,9 @@ def make(name: str, out: Path, *, seed: int = 0, module: nn.Module | None = None
     pre = ort_ptq.preprocess(fp32, out / "pre.onnx")
     rng = np.random.default_rng(seed)
     calib = rng.random((32, *shape[1:]), dtype=np.float32)
-    int8 = ort_ptq.quantize(pre, out / "int8.onnx", input_name="input", calib=calib, calibrator=Calibrator.minmax,
-                            bits=8, per_channel=True)
+    int8 = ort_ptq.quantize(
+        pre, out / "int8.onnx", input_name="input", calib=calib, calibrator=Calibrator.minmax, bits=8, per_channel=True
+    )
     x = rng.random((8, *shape), dtype=np.float32)
     np.save(out / "x.npy", x)
     return {"fp32": fp32, "int8": int8, "x": x}

@@ -6,12 +6,13 @@ cortex-a72 the NEON ones. Besides the four models of issue 19, a small 1-D conv 
 grouped-conv one (tests/e2e/arm_models.py) check the layers run as 2-D / dense ones. The same run
 counts guest instructions per inference (toolkit/boards/qemu/count.py), so the counting path is
 exercised too."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from edgeopt.compile import compile_onnx, get_target
+
 from edgeopt.reference import predict
 
 from .arm_models import make

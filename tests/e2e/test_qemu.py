@@ -2,6 +2,7 @@
 the board's own arm64 OpenSSH server (qemu-user in a chroot, or a booted kernel under
 qemu-system-aarch64), paramiko with the host key verified, the agent running the cross-compiled
 bundle with the TVM runtime. Numbers are printed (run with -s to see them), never asserted."""
+
 from __future__ import annotations
 
 import json
@@ -10,15 +11,16 @@ import time
 
 import numpy as np
 import pytest
-
 from edgeopt.toolkit.cli import main
 
 from .. import qemuboard
 
 pytestmark = [pytest.mark.qemu, pytest.mark.slow]
 
-AUXV = ("import ctypes; g = ctypes.CDLL(None).getauxval; g.restype = ctypes.c_ulong; "
-        "g.argtypes = [ctypes.c_ulong]; print(g(16), g(26))")
+AUXV = (
+    "import ctypes; g = ctypes.CDLL(None).getauxval; g.restype = ctypes.c_ulong; "
+    "g.argtypes = [ctypes.c_ulong]; print(g(16), g(26))"
+)
 ASIMDDP = 1 << 20  # HWCAP_ASIMDDP: the dot product instructions
 
 
@@ -35,8 +37,11 @@ def left_behind(before: dict, after: dict) -> list[str]:
     out = [f"mount {m}" for m in sorted(after["mounts"] - before["mounts"])]
     if after["binfmt"] != before["binfmt"]:
         out.append(f"binfmt_misc {before['binfmt']} -> {after['binfmt']}")
-    out += [f"process {pid} {cmd!r} (root {root})" for pid, (cmd, root) in after["procs"].items()
-            if root.startswith(ours) or ours in cmd]
+    out += [
+        f"process {pid} {cmd!r} (root {root})"
+        for pid, (cmd, root) in after["procs"].items()
+        if root.startswith(ours) or ours in cmd
+    ]
     return out
 
 
@@ -52,7 +57,9 @@ def test_user_mode_up_down_leaves_nothing(cfg):
         assert host.binfmt_registered()
         # reachable the normal way: the boards.toml entry `up` wrote, the host key it recorded
         assert "[boards.qemu]" in (cfg / "boards.toml").read_text()
-        assert (cfg / "known_hosts").read_text().count(f"[127.0.0.1]:{doc['port']} ") == len(qemuboard.image().host_keys)
+        assert (cfg / "known_hosts").read_text().count(f"[127.0.0.1]:{doc['port']} ") == len(
+            qemuboard.image().host_keys
+        )
         with Connection(qemuboard.spec("user", doc)) as c:
             assert c.arch() == "aarch64"
             code, out, _ = c.run(["cat", "/proc/cpuinfo"])
@@ -78,8 +85,8 @@ def test_every_arm_target_runs_on_its_core(target, cfg, quantized_onnx, digits, 
     has no Cortex-A55: the A76, the closest core it has with the A55's dot product), against
     onnxruntime on the host."""
     from edgeopt.compile import compile_onnx, get_target
-    from edgeopt.toolkit.boards.ops import bench
     from edgeopt.toolkit.boards.deploy import Connection
+    from edgeopt.toolkit.boards.ops import bench
     from edgeopt.toolkit.boards.qemu.user import TARGET_CPU
 
     bundle, _ = compile_onnx(quantized_onnx, target=get_target(target), out_dir=tmp_path / "bundle", onnx_copy=True)
@@ -94,9 +101,11 @@ def test_every_arm_target_runs_on_its_core(target, cfg, quantized_onnx, digits, 
             t = time.monotonic()
             r = bench(c, bundle, runs=10, warmup=2, data=data)
     p = r["parity"]
-    print(f"\n[qemu] target {target}: QEMU_CPU={cpu}, top-1 agreement {p['top1_agreement']:.4f}, "
-          f"max abs diff {p['max_abs_diff']:.3g} over {p['samples']} inputs, p50 {r['latency_ms']['p50']:.3f} ms "
-          f"(emulated), bench {time.monotonic() - t:.1f} s")
+    print(
+        f"\n[qemu] target {target}: QEMU_CPU={cpu}, top-1 agreement {p['top1_agreement']:.4f}, "
+        f"max abs diff {p['max_abs_diff']:.3g} over {p['samples']} inputs, p50 {r['latency_ms']['p50']:.3f} ms "
+        f"(emulated), bench {time.monotonic() - t:.1f} s"
+    )
     assert r["board"]["arch"] == "aarch64" and cpu in r["board"]["cpu"]
     assert r["bundle"]["library_sha256"] == bundle.library_sha256
     assert p["samples"] == 32 and p["top1_agreement"] >= 0.99
@@ -115,11 +124,13 @@ def _run_e2e(mode: str, board: str, capsys) -> dict:
     report = json.loads(out)
     p, lat = report["parity"], report["latency_ms"]
     with capsys.disabled():
-        print(f"\n[qemu] e2e {mode} mode: {time.monotonic() - t:.0f} s (board stages "
-              f"{sum(report['timings_s'].get(k, 0) for k in ('board', 'deploy', 'eval', 'bench')):.0f} s); "
-              f"target {report['bundle']['target']}, top-1 agreement {p['top1_agreement']:.4f}, max abs diff "
-              f"{p['max_abs_diff']:.3g}, accuracy on board {report['accuracy']['board']:.4f}, latency p50 {lat['p50']:.3f} ms "
-              f"p90 {lat['p90']:.3f} ms ({lat['runs']} runs; emulated)")
+        print(
+            f"\n[qemu] e2e {mode} mode: {time.monotonic() - t:.0f} s (board stages "
+            f"{sum(report['timings_s'].get(k, 0) for k in ('board', 'deploy', 'eval', 'bench')):.0f} s); "
+            f"target {report['bundle']['target']}, top-1 agreement {p['top1_agreement']:.4f}, max abs diff "
+            f"{p['max_abs_diff']:.3g}, accuracy on board {report['accuracy']['board']:.4f}, latency p50 {lat['p50']:.3f} ms "
+            f"p90 {lat['p90']:.3f} ms ({lat['runs']} runs; emulated)"
+        )
     assert report["bundle"]["target"] == "aarch64"  # --board qemu compiles for aarch64 by itself
     assert report["board"]["arch"] == "aarch64" and report["board"]["kind"] == f"qemu-{mode}"
     assert report["board"]["emulated"] is True and "not hardware numbers" in report["board"]["note"]

@@ -3,13 +3,13 @@ candidates are cross-compiled here and timed by TVM's RPC server running on the 
 through the SSH connection. Emulated timings are not hardware numbers and nothing here claims a
 speed-up: asserted are where the measurements came from, that the bundle applies the records, and
 parity with the host's reference on the board. A core without the target's features is refused."""
+
 from __future__ import annotations
 
 import json
 
 import numpy as np
 import pytest
-
 from edgeopt.toolkit.cli import main
 
 from .. import qemuboard
@@ -38,16 +38,31 @@ def cfg(tmp_path_factory):
 
 
 def test_tune_cortex_a76_on_the_emulated_board(cfg, tmp_path, capsys):
-    from edgeopt import paths
     from edgeopt.compile.bundle import Bundle
     from edgeopt.toolkit.boards.deploy import Connection
     from edgeopt.toolkit.boards.ops import bench
 
+    from edgeopt import paths
+
     model = fresh_model(tmp_path / "tiny.onnx")
     with qemuboard.running("user", cpu="cortex-a76") as doc:
         capsys.readouterr()
-        code = main(["compile", str(model), "--target", "cortex-a76", "--tune", "--trials", "2", "--board", "qemu",
-                     "--out", str(tmp_path / "b"), "--json"])
+        code = main(
+            [
+                "compile",
+                str(model),
+                "--target",
+                "cortex-a76",
+                "--tune",
+                "--trials",
+                "2",
+                "--board",
+                "qemu",
+                "--out",
+                str(tmp_path / "b"),
+                "--json",
+            ]
+        )
         out, err = capsys.readouterr()
         assert code == 0, err[-3000:]
         t = json.loads(out)["tuning"]
@@ -58,8 +73,10 @@ def test_tune_cortex_a76_on_the_emulated_board(cfg, tmp_path, capsys):
         assert t["reused"] is False and m["name"] == "qemu" and m["measured"] >= 1
         assert t["board"]["arch"] == "aarch64" and "cortex-a76" in t["board"]["cpu"]
         assert "asimddp" in t["board"]["cpu_features"]
-        records = [json.loads(line) for line in
-                   (paths.cache_dir() / "tuning" / t["database"] / "database_tuning_record.json").open()]
+        records = [
+            json.loads(line)
+            for line in (paths.cache_dir() / "tuning" / t["database"] / "database_tuning_record.json").open()
+        ]
         assert any(r[1][1][0] < 1.0 for r in records)  # a real run time came back from the board
         assert t["applied"] >= 1 and t["kept"] == "tuned"
         # the tuned bundle runs on the board and agrees with onnxruntime on the host
@@ -81,8 +98,21 @@ def test_a_core_without_the_targets_features_is_refused_before_tuning(cfg, tmp_p
     model = fresh_model(tmp_path / "tiny.onnx")
     with qemuboard.running("user", cpu="cortex-a72"):
         capsys.readouterr()
-        code = main(["compile", str(model), "--target", "cortex-a76", "--tune", "--trials", "2", "--board", "qemu",
-                     "--out", str(tmp_path / "b")])
+        code = main(
+            [
+                "compile",
+                str(model),
+                "--target",
+                "cortex-a76",
+                "--tune",
+                "--trials",
+                "2",
+                "--board",
+                "qemu",
+                "--out",
+                str(tmp_path / "b"),
+            ]
+        )
         err = capsys.readouterr().err
     assert code == 7 and "lacks CPU features" in err and "asimddp" in err and "refused before tuning" in err
     assert not (tmp_path / "b").exists()

@@ -5,6 +5,7 @@ an authorized_keys holding a throw-away client key, `StrictModes no`, `ListenAdd
 and its PidFile in a temporary directory. It logs in the user running the tests; the board's
 store lives under the temporary directory (an absolute `remote_root`), never in the real home.
 """
+
 from __future__ import annotations
 
 import getpass
@@ -90,25 +91,33 @@ class OpenSSHBoard:
         for _ in range(3):  # a free port can be taken between the check and sshd's bind
             self.port = _free_port()
             config = self.dir / "sshd_config"
-            config.write_text("\n".join([
-                "ListenAddress 127.0.0.1",
-                f"HostKey {self.host_key}",
-                f"PidFile {self.dir / 'sshd.pid'}",
-                f"AuthorizedKeysFile {self.dir / 'authorized_keys'}",
-                "StrictModes no",
-                "PubkeyAuthentication yes",
-                "PasswordAuthentication no",
-                "KbdInteractiveAuthentication no",
-                "PermitRootLogin prohibit-password",
-                "UsePAM no",
-                f"AllowUsers {self.user}",
-                "Subsystem sftp internal-sftp",
-                "LogLevel ERROR",
-                "",
-            ]))
+            config.write_text(
+                "\n".join(
+                    [
+                        "ListenAddress 127.0.0.1",
+                        f"HostKey {self.host_key}",
+                        f"PidFile {self.dir / 'sshd.pid'}",
+                        f"AuthorizedKeysFile {self.dir / 'authorized_keys'}",
+                        "StrictModes no",
+                        "PubkeyAuthentication yes",
+                        "PasswordAuthentication no",
+                        "KbdInteractiveAuthentication no",
+                        "PermitRootLogin prohibit-password",
+                        "UsePAM no",
+                        f"AllowUsers {self.user}",
+                        "Subsystem sftp internal-sftp",
+                        "LogLevel ERROR",
+                        "",
+                    ]
+                )
+            )
             log = open(self.dir / "sshd.log", "wb")
-            self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config), "-p", str(self.port)],
-                                         stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(
+                [SSHD, "-D", "-e", "-f", str(config), "-p", str(self.port)],
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+            )
             deadline = time.monotonic() + START_TIMEOUT_S
             while time.monotonic() < deadline and self.proc.poll() is None:
                 try:

@@ -1,6 +1,7 @@
 """`edgeopt bench` with several variants and boards: real bundles of the built-in MLP (dense fp32,
 pruned fp32, pruned int8), the real local board and Debian's OpenSSH server as a second board,
 the real agent. Small run counts; no timing assertions (timings belong in benchmarks/)."""
+
 from __future__ import annotations
 
 import json
@@ -9,7 +10,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from edgeopt.toolkit.cli import main
 
 from . import sshd
@@ -26,8 +26,15 @@ def variants_dir(trained, pruned, quantized, digits, tmp_path_factory):
     from edgeopt.toolkit import variants
 
     d = tmp_path_factory.mktemp("variants")
-    variants.build(d, target=get_target("host"), dense=trained, pruned=pruned, quant=quantized,
-                   parity_inputs=digits.x_test[:8], tune_trials=0)
+    variants.build(
+        d,
+        target=get_target("host"),
+        dense=trained,
+        pruned=pruned,
+        quant=quantized,
+        parity_inputs=digits.x_test[:8],
+        tune_trials=0,
+    )
     np.savez(d / "eval.npz", x=digits.x_test[:120], y=digits.y_test[:120])
     return d
 
@@ -74,9 +81,19 @@ def _bench_json(*argv) -> tuple[int, dict]:
 
 
 def _openssh_toml(b, name: str) -> str:
-    return "\n".join([f"[boards.{name}]", f'host = "{b.host}"', f"port = {b.port}", f'user = "{b.user}"',
-                      f'identity_file = "{b.client_key}"', f'remote_root = "{b.remote_root}"',
-                      f'python = "{sys.executable}"', f'known_hosts = "{b.known_hosts}"', ""])
+    return "\n".join(
+        [
+            f"[boards.{name}]",
+            f'host = "{b.host}"',
+            f"port = {b.port}",
+            f'user = "{b.user}"',
+            f'identity_file = "{b.client_key}"',
+            f'remote_root = "{b.remote_root}"',
+            f'python = "{sys.executable}"',
+            f'known_hosts = "{b.known_hosts}"',
+            "",
+        ]
+    )
 
 
 def _closed_port() -> int:
@@ -172,9 +189,26 @@ def test_history_and_report_compare(local_run, variants_dir, env, capsys):
     assert "samples_ms" not in before[-1]
     # a second run: two of the variants, one round
     out2 = env / "second"
-    code, second = _bench_json(str(variants_dir / "dense-fp32"), str(variants_dir / "pruned-int8"), "--board", "local",
-                               "--runs", "4", "--rounds", "1", "--warmup", "1", "--profile-runs", "0",
-                               "--baseline", "none", "--data", str(variants_dir / "eval.npz"), "--out", str(out2))
+    code, second = _bench_json(
+        str(variants_dir / "dense-fp32"),
+        str(variants_dir / "pruned-int8"),
+        "--board",
+        "local",
+        "--runs",
+        "4",
+        "--rounds",
+        "1",
+        "--warmup",
+        "1",
+        "--profile-runs",
+        "0",
+        "--baseline",
+        "none",
+        "--data",
+        str(variants_dir / "eval.npz"),
+        "--out",
+        str(out2),
+    )
     assert code == 0
     assert len(history.read_text().splitlines()) == len(before) + 1
     assert main(["report", "compare", "@-2", "@-1", "--json"]) == 0
@@ -221,8 +255,17 @@ def openssh_board():
 def test_two_boards_in_parallel_one_report(variants_dir, openssh_board, env, tmp_path):
     (env / "cfg" / "boards.toml").write_text(_openssh_toml(openssh_board, "ossh"))
     out = tmp_path / "fleet"
-    code, doc = _bench_json(str(variants_dir / "dense-fp32"), str(variants_dir / "pruned-int8"),
-                            "--board", "local", "--board", "ossh", *FAST, "--out", str(out))
+    code, doc = _bench_json(
+        str(variants_dir / "dense-fp32"),
+        str(variants_dir / "pruned-int8"),
+        "--board",
+        "local",
+        "--board",
+        "ossh",
+        *FAST,
+        "--out",
+        str(out),
+    )
     assert code == 0
     local, ossh = doc["boards"]
     assert (local["name"], ossh["name"]) == ("local", "ossh") and local["ok"] and ossh["ok"]
@@ -237,15 +280,19 @@ def test_two_boards_in_parallel_one_report(variants_dir, openssh_board, env, tmp
     assert local["started"] < ossh["finished"] and ossh["started"] < local["finished"]
     sidecar = json.loads((out / "plots.json").read_text())
     assert {(s["board"], s["variant"]) for s in sidecar["latency"]["series"] if s["engine"] == "tvm"} == {
-        (b, v) for b in ("local", "ossh") for v in ("dense-fp32", "pruned-int8")}
+        (b, v) for b in ("local", "ossh") for v in ("dense-fp32", "pruned-int8")
+    }
 
 
 def test_fleet_with_an_unreachable_board_reports_the_others(variants_dir, env, tmp_path, capsys):
     port = _closed_port()
     (env / "cfg" / "boards.toml").write_text(
-        f'[boards.gone]\nhost = "127.0.0.1"\nport = {port}\nuser = "nobody"\n\n[groups]\nlab = ["gone", "local"]\n')
+        f'[boards.gone]\nhost = "127.0.0.1"\nport = {port}\nuser = "nobody"\n\n[groups]\nlab = ["gone", "local"]\n'
+    )
     out = tmp_path / "lab"
-    assert main(["bench", str(variants_dir / "pruned-int8"), "--board", "lab", *FAST, "--out", str(out), "--quiet"]) == 9
+    assert (
+        main(["bench", str(variants_dir / "pruned-int8"), "--board", "lab", *FAST, "--out", str(out), "--quiet"]) == 9
+    )
     captured = capsys.readouterr()
     assert "board gone: FAILED (exit code 7)" in captured.out and "cannot reach board" in captured.out
     doc = json.loads((out / "report.json").read_text())
@@ -259,13 +306,30 @@ def test_fleet_with_an_unreachable_board_reports_the_others(variants_dir, env, t
     assert "**FAILED** (exit code 7)" in md and "| pruned-int8 |" in md
     # every board failing: that failure's own exit code
     (env / "cfg" / "boards.toml").write_text(f'[boards.gone]\nhost = "127.0.0.1"\nport = {port}\nuser = "nobody"\n')
-    assert main(["bench", str(variants_dir / "pruned-int8"), "--board", "gone", "--out", str(tmp_path / "x"),
-                 "--quiet", "--no-history"]) == 7
+    assert (
+        main(
+            [
+                "bench",
+                str(variants_dir / "pruned-int8"),
+                "--board",
+                "gone",
+                "--out",
+                str(tmp_path / "x"),
+                "--quiet",
+                "--no-history",
+            ]
+        )
+        == 7
+    )
 
 
 def test_bad_board_name_fails_before_anything_runs(variants_dir, env, tmp_path, capsys):
-    assert main(["bench", str(variants_dir), "--board", "local", "--board", "no such board!", "--out",
-                 str(tmp_path / "o")]) == 2
+    assert (
+        main(
+            ["bench", str(variants_dir), "--board", "local", "--board", "no such board!", "--out", str(tmp_path / "o")]
+        )
+        == 2
+    )
     assert "cannot read board" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
@@ -285,7 +349,10 @@ def test_run_variants_leaves_the_bundles_bench_takes(tmp_path, env, capsys):
     cfg = tmp_path / "run.toml"
     cfg.write_text("epochs = 3\nrepeat = 1\nmin-repeat-ms = 0\n")
     out = tmp_path / "run"
-    assert main(["run", "--config", str(cfg), "--variants", "--tune-trials", "0", "--out", str(out), "--quiet", "--json"]) == 0
+    assert (
+        main(["run", "--config", str(cfg), "--variants", "--tune-trials", "0", "--out", str(out), "--quiet", "--json"])
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     from edgeopt.toolkit.bench.variants import expand
 

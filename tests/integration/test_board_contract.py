@@ -5,6 +5,7 @@ which gets bundles cross-compiled for aarch64.
 
 Nothing is mocked: real paramiko, real SFTP, the real agent. The board's store is on this
 machine's disk, so the tests can damage a remote file or read its inode."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,11 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from edgeopt.board.local import LocalBoard
-from edgeopt.toolkit.cli import main
 from edgeopt.toolkit.boards.deploy import HOST_ONLY_MODULES, BoardSpec, Connection, Deployment, agent_digest
 from edgeopt.toolkit.boards.ops import measure
+from edgeopt.toolkit.cli import main
 
 from .. import qemuboard
 from . import sshd
@@ -49,7 +49,7 @@ class Board:
 
     def local(self, remote: str) -> Path:
         """The file on this machine behind a remote path."""
-        return self.store_base / remote[len(self.remote_base):] if self.remote_base else self.store_base / remote
+        return self.store_base / remote[len(self.remote_base) :] if self.remote_base else self.store_base / remote
 
     def on_board(self, remote: str) -> str:
         """A remote path as the board's own processes see it."""
@@ -58,41 +58,91 @@ class Board:
         return remote if remote.startswith("/") else f"{self.board_home}/{remote}"
 
     def spec(self, *, known_hosts: Path, remote_root: str, **kw) -> BoardSpec:
-        return BoardSpec(kind="ssh", name=self.kind, host=self.host, port=self.port, user=self.user,
-                         identity_file=self.client_key, known_hosts=known_hosts, use_ssh_agent=False,
-                         python=self.python, remote_root=remote_root, connect_timeout_s=10, **kw)
+        return BoardSpec(
+            kind="ssh",
+            name=self.kind,
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            identity_file=self.client_key,
+            known_hosts=known_hosts,
+            use_ssh_agent=False,
+            python=self.python,
+            remote_root=remote_root,
+            connect_timeout_s=10,
+            **kw,
+        )
 
     def toml(self, name: str, remote_root: str) -> str:
-        return "\n".join([f"[boards.{name}]", f'host = "{self.host}"', f"port = {self.port}", f'user = "{self.user}"',
-                          f'identity_file = "{self.client_key}"', f'remote_root = "{remote_root}"',
-                          *([f'python = "{self.python}"'] if self.python else []), ""])
+        return "\n".join(
+            [
+                f"[boards.{name}]",
+                f'host = "{self.host}"',
+                f"port = {self.port}",
+                f'user = "{self.user}"',
+                f'identity_file = "{self.client_key}"',
+                f'remote_root = "{remote_root}"',
+                *([f'python = "{self.python}"'] if self.python else []),
+                "",
+            ]
+        )
 
 
-@pytest.fixture(scope="module", params=["local", "openssh", pytest.param("qemu", marks=[pytest.mark.qemu, pytest.mark.slow])])
+@pytest.fixture(
+    scope="module", params=["local", "openssh", pytest.param("qemu", marks=[pytest.mark.qemu, pytest.mark.slow])]
+)
 def board(request, tmp_path_factory):
     if request.param == "local":
         with LocalBoard() as b:
             # the local board's SFTP is rooted at its home, and commands run there: relative root
-            yield Board("local", b.host, b.port, b.user, b.client_key, b.known_hosts.read_text().strip(),
-                        store_base=b.home, remote_base="", python=None)
+            yield Board(
+                "local",
+                b.host,
+                b.port,
+                b.user,
+                b.client_key,
+                b.known_hosts.read_text().strip(),
+                store_base=b.home,
+                remote_base="",
+                python=None,
+            )
         return
     if request.param == "qemu":
         image = qemuboard.image()
         with qemuboard.config_dir(tmp_path_factory.mktemp("qemu-cfg")), qemuboard.running("user") as doc:
             home = Path(doc["root"]) / "home" / image.user
             # the test stores are fresh directories without the image's venv: name its python
-            yield Board("qemu", "127.0.0.1", doc["port"], image.user, image.client_key,
-                        next(f"[127.0.0.1]:{doc['port']} {k}" for k in image.host_keys if k.startswith("ssh-ed25519")),
-                        store_base=home, remote_base="", python=f"/home/{image.user}/.edgeopt/venv/bin/python",
-                        arch="aarch64", target="aarch64", board_home=f"/home/{image.user}")
+            yield Board(
+                "qemu",
+                "127.0.0.1",
+                doc["port"],
+                image.user,
+                image.client_key,
+                next(f"[127.0.0.1]:{doc['port']} {k}" for k in image.host_keys if k.startswith("ssh-ed25519")),
+                store_base=home,
+                remote_base="",
+                python=f"/home/{image.user}/.edgeopt/venv/bin/python",
+                arch="aarch64",
+                target="aarch64",
+                board_home=f"/home/{image.user}",
+            )
         return
     reason = sshd.unavailable_reason()
     if reason:
         pytest.skip(f"OpenSSH board: {reason}")
     with sshd.OpenSSHBoard() as b:
         # commands run in the real login directory, so the store is absolute, under the test's dir
-        yield Board("openssh", b.host, b.port, b.user, b.client_key, b.known_hosts.read_text().strip(),
-                    store_base=b.home, remote_base=str(b.home) + "/", python=sys.executable)
+        yield Board(
+            "openssh",
+            b.host,
+            b.port,
+            b.user,
+            b.client_key,
+            b.known_hosts.read_text().strip(),
+            store_base=b.home,
+            remote_base=str(b.home) + "/",
+            python=sys.executable,
+        )
 
 
 @pytest.fixture
@@ -130,8 +180,9 @@ def _compiled(quantized, tmp_path_factory, target: str, onnx_copy: bool):
 
     if (target, onnx_copy) not in _BUNDLES:
         out = tmp_path_factory.mktemp(f"bundle-{target}") / "bundle"
-        _BUNDLES[target, onnx_copy] = compile_onnx(quantized.path, target=get_target(target), out_dir=out,
-                                                   onnx_copy=onnx_copy)[0]
+        _BUNDLES[target, onnx_copy] = compile_onnx(
+            quantized.path, target=get_target(target), out_dir=out, onnx_copy=onnx_copy
+        )[0]
     return _BUNDLES[target, onnx_copy]
 
 
@@ -198,8 +249,19 @@ def cli_json(capsys, *argv) -> dict:
 
 def test_deploy_and_bench(board, user_env, onnx_bundle, digits_npz, capsys):
     (user_env / "known_hosts").write_text(board.known_hosts_line + "\n")
-    doc = cli_json(capsys, "bench", str(onnx_bundle.path), "--board", "b", "--runs", "50", "--warmup", "5",
-                   "--data", str(digits_npz))
+    doc = cli_json(
+        capsys,
+        "bench",
+        str(onnx_bundle.path),
+        "--board",
+        "b",
+        "--runs",
+        "50",
+        "--warmup",
+        "5",
+        "--data",
+        str(digits_npz),
+    )
     lat = doc["latency_ms"]
     assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] and lat["mean"] > 0 and lat["std"] >= 0
     assert lat["runs"] == 50
@@ -217,8 +279,21 @@ def test_deploy_and_bench(board, user_env, onnx_bundle, digits_npz, capsys):
 
 def test_bench_thread_sweep_and_ort_baseline(board, user_env, onnx_bundle, capsys):
     (user_env / "known_hosts").write_text(board.known_hosts_line + "\n")
-    doc = cli_json(capsys, "bench", str(onnx_bundle.path), "--board", "b", "--runs", "10", "--warmup", "2",
-                   "--threads", "1,2", "--baseline", "ort")
+    doc = cli_json(
+        capsys,
+        "bench",
+        str(onnx_bundle.path),
+        "--board",
+        "b",
+        "--runs",
+        "10",
+        "--warmup",
+        "2",
+        "--threads",
+        "1,2",
+        "--baseline",
+        "ort",
+    )
     assert [s["threads"] for s in doc["sweep"]] == [1, 2]
     assert doc["threads"] == 1
     for s in doc["sweep"]:
@@ -277,8 +352,9 @@ def test_damaged_remote_file_is_uploaded_again(board, root, trusted, onnx_bundle
         again = Deployment(c, onnx_bundle).upload()
         assert sorted(again.uploaded) == sorted([lib, str(dep.bundle_dir / "manifest.json")])
         assert c.uploads == len(dep.uploaded) + 2
-        [doc] = measure(again, x=None, ref=None, no_parity_reason="none given", warmup=1, repeat=1, number=2,
-                        min_repeat_ms=0)
+        [doc] = measure(
+            again, x=None, ref=None, no_parity_reason="none given", warmup=1, repeat=1, number=2, min_repeat_ms=0
+        )
         assert doc["bundle"]["library_sha256"] == onnx_bundle.library_sha256
         # no temporary upload names are left behind
         assert not [p for p in board.local(str(dep.bundle_dir)).iterdir() if p.name.endswith(".part")]
@@ -341,6 +417,7 @@ def test_unknown_key_refused_then_trusted_then_changed_key_refused(board, user_e
 
 def test_no_retry_on_auth_or_host_key_failure(board, root, trusted, tmp_path):
     from edgeopt.errors import BoardUnreachableError, HostKeyError
+
     key = tmp_path / "stranger"
     sshd.write_key(key)
     c = Connection(dataclasses.replace(board.spec(known_hosts=trusted, remote_root=root), identity_file=key))
@@ -360,12 +437,19 @@ def test_ssh_config_alias(board, root, trusted, tmp_path, monkeypatch):
 
     home = tmp_path / "home"
     (home / ".ssh").mkdir(parents=True)
-    (home / ".ssh/config").write_text(f"Host myboard\n  HostName {board.host}\n  Port {board.port}\n"
-                                      f"  User {board.user}\n  IdentityFile {board.client_key}\n")
+    (home / ".ssh/config").write_text(
+        f"Host myboard\n  HostName {board.host}\n  Port {board.port}\n"
+        f"  User {board.user}\n  IdentityFile {board.client_key}\n"
+    )
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("EDGEOPT_CONFIG_DIR", str(tmp_path / "cfg"))
     spec = board_spec("myboard", known_hosts=trusted)
-    assert (spec.host, spec.port, spec.user, spec.identity_file) == (board.host, board.port, board.user, board.client_key)
+    assert (spec.host, spec.port, spec.user, spec.identity_file) == (
+        board.host,
+        board.port,
+        board.user,
+        board.client_key,
+    )
     with Connection(dataclasses.replace(spec, use_ssh_agent=False)) as c:
         assert c.arch() == board.arch
 
@@ -397,7 +481,9 @@ def test_doctor_checks_the_board(board, user_env, capsys):
 # -- provisioning -------------------------------------------------------------------------------------
 
 
-def test_board_setup_installs_the_runtime_into_a_venv(board, root, user_env, onnx_bundle, tmp_path, monkeypatch, capsys):
+def test_board_setup_installs_the_runtime_into_a_venv(
+    board, root, user_env, onnx_bundle, tmp_path, monkeypatch, capsys
+):
     """The host downloads the wheels (pip's cache and index, as configured on the host), the board
     installs them offline (--no-index) into <root>/venv, and the agent then runs with that venv."""
     monkeypatch.setenv("EDGEOPT_CACHE_DIR", str(tmp_path / "cache"))

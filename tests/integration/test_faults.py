@@ -6,6 +6,7 @@ mid-bench, SIGINT to a real `edgeopt` process, a full tmpfs, a tampered store.
 After every row the autouse fixture `still_healthy` asserts that a normal deploy + bench of the
 same board passes and that `ps` on the board shows no process of ours. Every loop is bounded in
 count and time; all traffic stays on 127.0.0.1."""
+
 from __future__ import annotations
 
 import json
@@ -21,11 +22,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-
-from edgeopt.errors import (BoardConnectionLostError, BoardError, BoardUnreachableError, BundleError)
 from edgeopt.toolkit.boards import ops as boardops
-from edgeopt.toolkit.cli import main
 from edgeopt.toolkit.boards.deploy import BoardSpec, Connection, Deployment
+from edgeopt.toolkit.cli import main
+
+from edgeopt.errors import BoardConnectionLostError, BoardError, BoardUnreachableError, BundleError
 
 from . import sshd
 
@@ -44,9 +45,19 @@ def board():
 
 
 def spec_of(board, **kw) -> BoardSpec:
-    base = dict(kind="ssh", name="b", host=board.host, port=board.port, user=board.user,
-                identity_file=board.client_key, known_hosts=board.known_hosts, use_ssh_agent=False,
-                python=sys.executable, remote_root=board.remote_root, connect_timeout_s=10)
+    base = dict(
+        kind="ssh",
+        name="b",
+        host=board.host,
+        port=board.port,
+        user=board.user,
+        identity_file=board.client_key,
+        known_hosts=board.known_hosts,
+        use_ssh_agent=False,
+        python=sys.executable,
+        remote_root=board.remote_root,
+        connect_timeout_s=10,
+    )
     base.update(kw)
     return BoardSpec(**base)
 
@@ -112,8 +123,15 @@ def user(board, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
     def write(**kw) -> Path:
-        entry = {"host": board.host, "port": board.port, "user": board.user, "identity_file": str(board.client_key),
-                 "remote_root": board.remote_root, "python": sys.executable, "known_hosts": str(board.known_hosts)}
+        entry = {
+            "host": board.host,
+            "port": board.port,
+            "user": board.user,
+            "identity_file": str(board.client_key),
+            "remote_root": board.remote_root,
+            "python": sys.executable,
+            "known_hosts": str(board.known_hosts),
+        }
         entry.update(kw)
         lines = ["[boards.b]"] + [f"{k} = {json.dumps(v)}" for k, v in entry.items() if v is not None]
         (cfg / "boards.toml").write_text("\n".join(lines) + "\n")
@@ -178,8 +196,9 @@ def test_silent_peer(board):
     t = threading.Thread(target=accept, daemon=True)
     t.start()
     try:
-        conn = Connection(spec_of(board, port=srv.getsockname()[1], connect_timeout_s=1, connect_retries=1,
-                                  retry_backoff_s=0.05))
+        conn = Connection(
+            spec_of(board, port=srv.getsockname()[1], connect_timeout_s=1, connect_retries=1, retry_backoff_s=0.05)
+        )
         with pytest.raises(BoardUnreachableError, match="timed out waiting for the SSH banner") as e:
             conn.connect()
         assert conn.attempts == 2 and e.value.exit_code == 7
@@ -263,6 +282,7 @@ def test_connection_killed_mid_upload(board, host_bundle, monkeypatch):
 def test_connection_killed_mid_bench(board, host_bundle):
     spec = spec_of(board)
     with Connection(spec) as conn:
+
         def drop() -> None:
             wait_until("the bench agent runs", lambda: agent_running(board))
             conn._client.get_transport().sock.shutdown(socket.SHUT_RDWR)
@@ -289,9 +309,27 @@ def test_connection_killed_mid_bench(board, host_bundle):
 
 def test_ctrl_c_mid_bench(board, user, host_bundle, tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "edgeopt", "bench", str(host_bundle.path), "--board", "b",
-                             "--runs", "5", "--warmup", "1", "--min-repeat-ms", "4000"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edgeopt",
+            "bench",
+            str(host_bundle.path),
+            "--board",
+            "b",
+            "--runs",
+            "5",
+            "--warmup",
+            "1",
+            "--min-repeat-ms",
+            "4000",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=tmp_path,
+    )
     try:
         wait_until("the bench agent runs", lambda: agent_running(board) or proc.poll() is not None)
         proc.send_signal(signal.SIGINT)
@@ -350,12 +388,15 @@ def test_output_flood_stderr(board, user, capsys):
     assert code == 7 and "printed more than 1 MiB on stderr" in line and len(line) < 1000
 
 
-@pytest.mark.parametrize("doc,expect", [
-    ("[1,2,3]", "printed a JSON list"),
-    ("[" * 100_000 + "]" * 100_000, "nested deeper than 32"),
-    ('{"schema": "edgeopt.agent/1", "ok": true}', "does not match its schema"),
-    ("not json at all", "without a JSON result"),
-])
+@pytest.mark.parametrize(
+    "doc,expect",
+    [
+        ("[1,2,3]", "printed a JSON list"),
+        ("[" * 100_000 + "]" * 100_000, "nested deeper than 32"),
+        ('{"schema": "edgeopt.agent/1", "ok": true}', "does not match its schema"),
+        ("not json at all", "without a JSON result"),
+    ],
+)
 def test_malformed_agent_json(board, user, capsys, doc, expect, tmp_path):
     f = tmp_path / "doc.json"
     f.write_text(doc)

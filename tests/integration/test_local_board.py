@@ -1,12 +1,13 @@
 """The embedded local board over real SSH: auth, host keys, quoting, SFTP, the agent."""
+
 import dataclasses
 from pathlib import PurePosixPath
 
 import pytest
-
 from edgeopt.board.local import LocalBoard
 from edgeopt.toolkit.boards.deploy import HOST_ONLY_MODULES, Connection, Deployment
 from edgeopt.toolkit.boards.ops import measure
+
 from edgeopt.errors import AgentError, BoardError, BoardUnreachableError, HostKeyError
 
 
@@ -84,8 +85,9 @@ def test_upload_is_atomic_and_lands_in_home(spec, local_board, tmp_path):
 def test_deploy_and_agent_over_ssh(spec, host_bundle, local_board):
     with Connection(spec) as c:
         dep = Deployment(c, host_bundle).upload()
-        [doc] = measure(dep, x=None, ref=None, no_parity_reason="none given", warmup=1, repeat=2, number=1,
-                        min_repeat_ms=5)
+        [doc] = measure(
+            dep, x=None, ref=None, no_parity_reason="none given", warmup=1, repeat=2, number=1, min_repeat_ms=5
+        )
         assert doc["bundle"]["library_sha256"] == host_bundle.library_sha256
         assert doc["latency_ms"]["runs"] >= 2
         doc = doc["agent"]

@@ -1,6 +1,7 @@
 """Users' own models through `edgeopt run` end to end on the local board: four families built in
 code (toolkit/examples.py), each saved as a module file, TorchScript and ONNX, with its own data
 (given validation and test splits). Sparsity >= 0.70, int8, board within 0.005 of the host."""
+
 from __future__ import annotations
 
 import json
@@ -10,7 +11,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from edgeopt.toolkit import examples
 
 pytestmark = pytest.mark.slow
@@ -34,8 +34,12 @@ def brought(tmp_path_factory):
         torch.save(m, d / f"{fam}.pt")
         torch.jit.save(torch.jit.trace(m, torch.zeros(shape)), d / f"{fam}.ts.pt")
         export_onnx(Model(m, InputSpec("input", shape)), d / f"{fam}.onnx")
-        files[fam] = {"data": d / f"{fam}.npz", "module": d / f"{fam}.pt", "torchscript": d / f"{fam}.ts.pt",
-                      "onnx": d / f"{fam}.onnx"}
+        files[fam] = {
+            "data": d / f"{fam}.npz",
+            "module": d / f"{fam}.pt",
+            "torchscript": d / f"{fam}.ts.pt",
+            "onnx": d / f"{fam}.onnx",
+        }
     return files
 
 
@@ -43,9 +47,27 @@ def brought(tmp_path_factory):
 @pytest.mark.parametrize("family", list(examples.FAMILIES))
 def test_run_own_model(brought, tmp_path, family, fmt):
     f = brought[family]
-    r = subprocess.run([sys.executable, "-m", "edgeopt", "run", "--model", str(f[fmt]), "--data", str(f["data"]),
-                        "--schedule", "oneshot", "--json", "--quiet", "--out", str(tmp_path / "run")],
-                       capture_output=True, text=True, timeout=900)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgeopt",
+            "run",
+            "--model",
+            str(f[fmt]),
+            "--data",
+            str(f["data"]),
+            "--schedule",
+            "oneshot",
+            "--json",
+            "--quiet",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     rep = json.loads(r.stdout)
     acc = rep["accuracy"]
@@ -71,9 +93,25 @@ def test_run_and_prune_on_unlabelled_data_report_agreement_not_accuracy(brought,
     f = brought["mlp"]
     x = np.load(f["data"])["x"]
     np.savez(tmp_path / "unlabelled.npz", x=x)
-    r = subprocess.run([sys.executable, "-m", "edgeopt", "run", "--model", str(f["module"]), "--data",
-                        str(tmp_path / "unlabelled.npz"), "--schedule", "oneshot", "--json", "--quiet"],
-                       capture_output=True, text=True, timeout=900)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgeopt",
+            "run",
+            "--model",
+            str(f["module"]),
+            "--data",
+            str(tmp_path / "unlabelled.npz"),
+            "--schedule",
+            "oneshot",
+            "--json",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     acc = json.loads(r.stdout)["accuracy"]
     assert acc["kind"] == "agreement_with_original"
@@ -81,9 +119,28 @@ def test_run_and_prune_on_unlabelled_data_report_agreement_not_accuracy(brought,
     assert "original model's top-1" in acc["measured_on"] and "never trained on" in acc["measured_on"]
     assert acc["test_samples"] == round(len(x) * 0.2) and 0.5 < acc["board"] <= 1.0
     assert abs(acc["board"] - acc["final"]) <= 0.005
-    r = subprocess.run([sys.executable, "-m", "edgeopt", "prune", str(f["module"]), "--data",
-                        str(tmp_path / "unlabelled.npz"), "--schedule", "oneshot", "--final-epochs", "1", "--json",
-                        "--quiet", "--out", str(tmp_path / "pruned")], capture_output=True, text=True, timeout=900)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgeopt",
+            "prune",
+            str(f["module"]),
+            "--data",
+            str(tmp_path / "unlabelled.npz"),
+            "--schedule",
+            "oneshot",
+            "--final-epochs",
+            "1",
+            "--json",
+            "--quiet",
+            "--out",
+            str(tmp_path / "pruned"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     doc = json.loads(r.stdout)
     assert doc["accuracy"]["before"] == 1.0 and doc["sparsity"]["global"] >= 0.70

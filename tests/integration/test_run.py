@@ -1,12 +1,12 @@
 """`edgeopt run --json` end to end against the local SSH board: the issue's acceptance values."""
+
 import json
 import subprocess
 import sys
 
 import pytest
-
-from edgeopt.toolkit.cli import main
 from edgeopt.toolkit.boards.deploy import HOST_ONLY_MODULES
+from edgeopt.toolkit.cli import main
 
 pytestmark = pytest.mark.slow
 
@@ -15,8 +15,12 @@ pytestmark = pytest.mark.slow
 def run_result(tmp_path_factory):
     """The console entry point in its own process, as a user runs it."""
     out = tmp_path_factory.mktemp("run") / "artifacts"
-    r = subprocess.run([sys.executable, "-m", "toolkit", "run", "--json", "--out", str(out)],
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-m", "toolkit", "run", "--json", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     return r.returncode, r.stdout, out, r.stderr
 
@@ -94,9 +98,19 @@ def test_sparsity_is_recomputed_from_the_int8_onnx(run_result):
 
 def test_every_stage_artifact_is_kept(run_result):
     d = run_result[2]
-    for rel in ("model/model.pt", "model/spec.json", "pruned/pruned.pt", "pruned/prune.json",
-                "quantized/model.onnx", "quantized/model.int8.onnx", "quantized/quant.json",
-                "bundle/model.so", "bundle/manifest.json", "result.json", "report.json"):
+    for rel in (
+        "model/model.pt",
+        "model/spec.json",
+        "pruned/pruned.pt",
+        "pruned/prune.json",
+        "quantized/model.onnx",
+        "quantized/model.int8.onnx",
+        "quantized/quant.json",
+        "bundle/model.so",
+        "bundle/manifest.json",
+        "result.json",
+        "report.json",
+    ):
         assert (d / rel).is_file(), rel
     assert json.loads((d / "report.json").read_text()) == json.loads(run_result[1])
 

@@ -3,6 +3,7 @@ built-in MLP on digits, tiny epochs), the real local board. Every Ray process st
 
 The tests share one stage cache (--cache), so training and each pruning/quantization/compile is
 built once for the module; what a test asserts about stage reuse it reads from the cache's log."""
+
 from __future__ import annotations
 
 import json
@@ -63,7 +64,19 @@ def _spec(tmp_path: Path, sparsity: list[float], bits: tuple[int, ...] = (8,)) -
 
 
 def _sweep(spec: Path, out: Path, stages: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "edgeopt", "sweep", str(spec), "--out", str(out), "--cache", str(stages), "--json", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgeopt",
+        "sweep",
+        str(spec),
+        "--out",
+        str(out),
+        "--cache",
+        str(stages),
+        "--json",
+        *extra,
+    ]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env or _env())
 
 
@@ -227,22 +240,41 @@ def test_two_node_cluster_on_loopback_runs_trials_on_both_nodes(tmp_path, stages
     temp = Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp"))  # Ray's socket paths must stay short
     env = _env(RAY_AUTH_MODE="token")
     resources = json.dumps({"edgeopt_board_local": 1})
-    node = [sys.executable, "-m", "edgeopt.toolkit.sweep.raynode", "start", "--node-ip-address=127.0.0.1", "--num-cpus=1",
-            f"--resources={resources}", "--block", "--disable-usage-stats"]
+    node = [
+        sys.executable,
+        "-m",
+        "edgeopt.toolkit.sweep.raynode",
+        "start",
+        "--node-ip-address=127.0.0.1",
+        "--num-cpus=1",
+        f"--resources={resources}",
+        "--block",
+        "--disable-usage-stats",
+    ]
     procs = []
     try:
         head_log, worker_log = tmp_path / "head.log", tmp_path / "worker.log"
-        procs.append(subprocess.Popen(node + ["--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp}"],
-                                      stdout=head_log.open("w"), stderr=subprocess.STDOUT, env=env))
+        procs.append(
+            subprocess.Popen(
+                node + ["--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp}"],
+                stdout=head_log.open("w"),
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        )
         _wait_for(head_log, "block forever", procs[0])
-        procs.append(subprocess.Popen(node + [f"--address=127.0.0.1:{port}"], stdout=worker_log.open("w"),
-                                      stderr=subprocess.STDOUT, env=env))
+        procs.append(
+            subprocess.Popen(
+                node + [f"--address=127.0.0.1:{port}"], stdout=worker_log.open("w"), stderr=subprocess.STDOUT, env=env
+            )
+        )
         _wait_for(worker_log, "block forever", procs[1])
 
         out = tmp_path / "out"
         with ListenWatch([p.pid for p in procs]) as watch:
-            code, doc, stderr = _finish(_sweep(_spec(tmp_path, [0.7, 0.8]), out, stages,
-                                               "--address", f"127.0.0.1:{port}", env=env))
+            code, doc, stderr = _finish(
+                _sweep(_spec(tmp_path, [0.7, 0.8]), out, stages, "--address", f"127.0.0.1:{port}", env=env)
+            )
         assert code == 0, stderr[-3000:]
         watch.assert_loopback()
         nodes = doc["cluster"]["nodes"]
@@ -275,13 +307,29 @@ def test_a_board_group_measures_every_setting_on_each_of_its_boards(tmp_path, st
     with sshd.OpenSSHBoard() as b1, sshd.OpenSSHBoard() as b2:
         entries = []
         for name, b in (("b1", b1), ("b2", b2)):
-            entries += [f"[boards.{name}]", f'host = "{b.host}"', f"port = {b.port}", f'user = "{b.user}"',
-                        f'identity_file = "{b.client_key}"', f'remote_root = "{b.remote_root}"',
-                        f'python = "{sys.executable}"', f'known_hosts = "{b.known_hosts}"', ""]
+            entries += [
+                f"[boards.{name}]",
+                f'host = "{b.host}"',
+                f"port = {b.port}",
+                f'user = "{b.user}"',
+                f'identity_file = "{b.client_key}"',
+                f'remote_root = "{b.remote_root}"',
+                f'python = "{sys.executable}"',
+                f'known_hosts = "{b.known_hosts}"',
+                "",
+            ]
         (cfg / "boards.toml").write_text("\n".join(entries + ["[groups]", 'pair = ["b1", "b2"]', ""]))
         out = tmp_path / "out"
-        proc = _sweep(_spec(tmp_path, [0.7]), out, stages, "--num-cpus", "2", "--board", "pair",
-                      env=_env(EDGEOPT_CONFIG_DIR=str(cfg)))
+        proc = _sweep(
+            _spec(tmp_path, [0.7]),
+            out,
+            stages,
+            "--num-cpus",
+            "2",
+            "--board",
+            "pair",
+            env=_env(EDGEOPT_CONFIG_DIR=str(cfg)),
+        )
         code, doc, stderr = _finish(proc)
         assert code == 0, stderr[-3000:]
         for b in (b1, b2):  # each board's own store got the bundles

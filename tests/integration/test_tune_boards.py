@@ -1,6 +1,7 @@
 """Tuning that measures on boards (compile --tune --board): the real SSH board(s) on 127.0.0.1, TVM's
 RPC server started on the board, a port forward of the verified SSH connection, TVM's tracker on
 the host's loopback, MetaSchedule's RPC runner. Small budgets (2-8 trials); no timing asserted."""
+
 from __future__ import annotations
 
 import json
@@ -11,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from edgeopt.compile import compile_onnx, get_target
 
 from ..unit.compile.test_targets import _tiny_matmul_onnx
@@ -41,7 +41,7 @@ def listening(conn, port: int) -> list[str]:
         f = line.split()
         if len(f) > 3 and ":" in f[1] and f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:
             addr = f[1].rsplit(":", 1)[0]
-            found.append(".".join(str(int(addr[i:i + 2], 16)) for i in (6, 4, 2, 0)) if len(addr) == 8 else addr)
+            found.append(".".join(str(int(addr[i : i + 2], 16)) for i in (6, 4, 2, 0)) if len(addr) == 8 else addr)
     return found
 
 
@@ -68,8 +68,9 @@ def test_tuning_on_a_board_measures_there_keys_by_board_and_leaves_nothing(tmp_p
                 seen["addresses"] = listening(b.conn, ep.board_port)
                 seen["sessions"] = ep.sessions()
 
-        bundle, parity = compile_onnx(model, target=target, out_dir=tmp_path / "b", tune_trials=4, on_trials=on_trials,
-                                      tune_boards=pool)
+        bundle, parity = compile_onnx(
+            model, target=target, out_dir=tmp_path / "b", tune_trials=4, on_trials=on_trials, tune_boards=pool
+        )
         matchkey = b.matchkey
     t = bundle.manifest["tuning"]
     # the RPC server listened on the board's loopback only, and was measuring through the forward
@@ -89,8 +90,21 @@ def test_tuning_on_a_board_measures_there_keys_by_board_and_leaves_nothing(tmp_p
     # the same kind of board again (a new local board, same CPU and TVM), from the CLI: the
     # records are reused, nothing is measured; tuned on this machine instead: another database
     capsys.readouterr()
-    code = main(["compile", str(model), "--out", str(tmp_path / "b2"), "--tune", "--trials", "4", "--board", "local",
-                 "--json", "--quiet"])
+    code = main(
+        [
+            "compile",
+            str(model),
+            "--out",
+            str(tmp_path / "b2"),
+            "--tune",
+            "--trials",
+            "4",
+            "--board",
+            "local",
+            "--json",
+            "--quiet",
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err[-2000:]
     again = json.loads(out)["tuning"]
@@ -115,15 +129,17 @@ def test_a_failed_or_interrupted_tuning_stops_the_board_server(tmp_path, cache):
         with tuning_boards(["local"], target) as pool:
             keys.append(pool.boards[0].matchkey)
             assert server_pids(keys[0])
-            compile_onnx(model, target=target, out_dir=tmp_path / "b", tune_trials=2, on_trials=interrupt,
-                         tune_boards=pool)
+            compile_onnx(
+                model, target=target, out_dir=tmp_path / "b", tune_trials=2, on_trials=interrupt, tune_boards=pool
+            )
     assert info.type is not AssertionError, info.value
     assert pool.boards[0].left == [] and server_pids(keys[0]) == []
 
 
 def test_a_board_of_another_kind_is_refused_before_tuning(tmp_path):
-    from edgeopt.errors import BoardError
     from edgeopt.toolkit.boards.tuning import check_kind, tuning_boards
+
+    from edgeopt.errors import BoardError
 
     with pytest.raises(BoardError, match="refused before tuning"):
         with tuning_boards(["local"], get_target("cortex-a76")):
@@ -146,9 +162,19 @@ def test_a_farm_measures_on_every_board_and_survives_one_dropping_out(tmp_path, 
     target = get_target("host")
     caplog.set_level(logging.WARNING, logger="edgeopt.tune")
     with LocalBoard() as one, LocalBoard() as two:
-        specs = [BoardSpec(kind="local", name=f"local{i}", host=b.host, port=b.port, user=b.user,
-                           identity_file=b.client_key, known_hosts=b.known_hosts, use_ssh_agent=False)
-                 for i, b in enumerate((one, two))]
+        specs = [
+            BoardSpec(
+                kind="local",
+                name=f"local{i}",
+                host=b.host,
+                port=b.port,
+                user=b.user,
+                identity_file=b.client_key,
+                known_hosts=b.known_hosts,
+                use_ssh_agent=False,
+            )
+            for i, b in enumerate((one, two))
+        ]
         with board_pool(specs, target) as pool:
             a, b = pool.endpoints
             stopped = threading.Event()
@@ -166,8 +192,9 @@ def test_a_farm_measures_on_every_board_and_survives_one_dropping_out(tmp_path, 
             killer = threading.Thread(target=kill_when_both_measured, daemon=True)
             killer.start()
             try:
-                bundle, parity = compile_onnx(model, target=target, out_dir=tmp_path / "b", tune_trials=16,
-                                              tune_boards=pool)
+                bundle, parity = compile_onnx(
+                    model, target=target, out_dir=tmp_path / "b", tune_trials=16, tune_boards=pool
+                )
             finally:
                 done.set()
                 killer.join(10)
@@ -189,13 +216,15 @@ def test_a_farm_measures_on_every_board_and_survives_one_dropping_out(tmp_path, 
 
 def test_a_group_of_boards_tunes_as_a_farm(tmp_path, monkeypatch):
     """`--board lab` names the boards of boards.toml's [groups] lab; a real board only once."""
-    from edgeopt.errors import UsageError
     from edgeopt.toolkit.boards.tuning import expand
+
+    from edgeopt.errors import UsageError
 
     monkeypatch.setenv("EDGEOPT_CONFIG_DIR", str(tmp_path))
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "boards.toml").write_text('[boards.pi]\nhost = "127.0.0.1"\n\n'
-                                          '[groups]\nlab = ["local", "local"]\ntwice = ["pi", "pi"]\n')
+    (tmp_path / "boards.toml").write_text(
+        '[boards.pi]\nhost = "127.0.0.1"\n\n[groups]\nlab = ["local", "local"]\ntwice = ["pi", "pi"]\n'
+    )
     assert expand(["lab"]) == ["local", "local"] and expand(["lab", "pi"]) == ["local", "local", "pi"]
     with pytest.raises(UsageError, match="named twice"):
         expand(["twice"])
@@ -213,8 +242,7 @@ def test_run_tunes_on_its_board_and_stops_the_server_before_deploying(tmp_path, 
     from edgeopt.toolkit.cli import main
 
     out = tmp_path / "run"
-    code = main(["run", "--epochs", "3", "--tune", "--tune-trials", "4", "--out", str(out), "--json",
-                 "--quiet"])
+    code = main(["run", "--epochs", "3", "--tune", "--tune-trials", "4", "--out", str(out), "--json", "--quiet"])
     stdout, err = capsys.readouterr()
     assert code == 0, err[-3000:]
     report = json.loads(stdout)

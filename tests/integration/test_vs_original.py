@@ -3,6 +3,7 @@ the original dense fp32 model on the same board in the same run, `speedup_vs_ori
 plus a lever when the bundle is slower. The case: a small conv net compiled fp32 and untuned
 (TVM's default schedules), which on x86 hosts runs many times slower than onnxruntime. The test
 asserts the flag's consistency with the numbers measured, never a speed."""
+
 from __future__ import annotations
 
 import contextlib
@@ -11,7 +12,6 @@ import json
 
 import numpy as np
 import pytest
-
 from edgeopt.toolkit.cli import main
 
 pytestmark = pytest.mark.slow
@@ -26,8 +26,17 @@ def _conv_net(path):
 
     rng = np.random.default_rng(0)
     w = lambda *s: (rng.standard_normal(s) * 0.1).astype(np.float32)  # noqa: E731
-    inits = [numpy_helper.from_array(a, n) for n, a in
-             [("w1", w(32, 3, 3, 3)), ("b1", w(32)), ("w2", w(32, 32, 3, 3)), ("b2", w(32)), ("w3", w(32, 10)), ("b3", w(10))]]
+    inits = [
+        numpy_helper.from_array(a, n)
+        for n, a in [
+            ("w1", w(32, 3, 3, 3)),
+            ("b1", w(32)),
+            ("w2", w(32, 32, 3, 3)),
+            ("b2", w(32)),
+            ("w3", w(32, 10)),
+            ("b3", w(10)),
+        ]
+    ]
     nodes = [
         helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c1"], ["r1"]),
@@ -37,8 +46,13 @@ def _conv_net(path):
         helper.make_node("Flatten", ["p"], ["f"]),
         helper.make_node("Gemm", ["f", "w3", "b3"], ["y"]),
     ]
-    graph = helper.make_graph(nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], inits)
+    graph = helper.make_graph(
+        nodes,
+        "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
@@ -70,8 +84,19 @@ def test_bench_flags_a_bundle_slower_than_its_original(slow_bundle, tmp_path, mo
     monkeypatch.setenv("EDGEOPT_DATA_DIR", str(tmp_path / "data"))
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        code = main(["bench", str(slow_bundle.path), "--board", "local", *FAST, "--out", str(tmp_path / "report"),
-                     "--json", "--quiet"])
+        code = main(
+            [
+                "bench",
+                str(slow_bundle.path),
+                "--board",
+                "local",
+                *FAST,
+                "--out",
+                str(tmp_path / "report"),
+                "--json",
+                "--quiet",
+            ]
+        )
     assert code == 0
     doc = json.loads(buf.getvalue())
     board = doc["boards"][0]
@@ -97,8 +122,12 @@ def _light_original(path):
     from onnx import TensorProto, helper
 
     nodes = [helper.make_node("GlobalAveragePool", ["x"], ["p"]), helper.make_node("Flatten", ["p"], ["y"])]
-    graph = helper.make_graph(nodes, "light", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])])
+    graph = helper.make_graph(
+        nodes,
+        "light",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     return path
 
@@ -115,12 +144,24 @@ def test_bench_flags_a_bundle_known_to_be_slower(slow_bundle, tmp_path, monkeypa
     monkeypatch.setenv("EDGEOPT_CONFIG_DIR", str(tmp_path / "cfg"))
     monkeypatch.setenv("EDGEOPT_DATA_DIR", str(tmp_path / "data"))
     shutil.copytree(slow_bundle.path, tmp_path / "bundle")
-    bundle = original.attach(Bundle.load(tmp_path / "bundle"), _light_original(tmp_path / "light.onnx"),
-                             source="an averaging model")
+    bundle = original.attach(
+        Bundle.load(tmp_path / "bundle"), _light_original(tmp_path / "light.onnx"), source="an averaging model"
+    )
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        code = main(["bench", str(bundle.path), "--board", "local", *FAST, "--out", str(tmp_path / "report"),
-                     "--json", "--quiet"])
+        code = main(
+            [
+                "bench",
+                str(bundle.path),
+                "--board",
+                "local",
+                *FAST,
+                "--out",
+                str(tmp_path / "report"),
+                "--json",
+                "--quiet",
+            ]
+        )
     assert code == 0
     doc = json.loads(buf.getvalue())
     row = next(iter(doc["summary"]["boards"][doc["boards"][0]["name"]]["variants"].values()))
@@ -129,7 +170,9 @@ def test_bench_flags_a_bundle_known_to_be_slower(slow_bundle, tmp_path, monkeypa
     assert vs["lever"] == vs["levers"][0]["text"] and vs["levers"][0]["name"] == "tune"
     buf = io.StringIO()  # one bundle on one board, no report folder: the same flag in its JSON
     with contextlib.redirect_stdout(buf):
-        code = main(["bench", str(bundle.path), "--board", "local", "--runs", "16", "--warmup", "2", "--json", "--quiet"])
+        code = main(
+            ["bench", str(bundle.path), "--board", "local", "--runs", "16", "--warmup", "2", "--json", "--quiet"]
+        )
     assert code == 0
     doc = json.loads(buf.getvalue())
     assert doc["slower_than_original"] is True and doc["speedup_vs_original"] < 1.0

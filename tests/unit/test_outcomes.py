@@ -1,6 +1,7 @@
 """tests/outcomes.py + tests/conftest.py: a check this machine cannot run shows as NOT RUN with
 its reason, is never counted as passed, and is no failure under EDGEOPT_STRICT_SKIPS=1, where a
 plain skip is. Run in a pytest of its own on a copy of the two files."""
+
 from __future__ import annotations
 
 import os
@@ -11,7 +12,7 @@ from pathlib import Path
 
 TESTS = Path(__file__).resolve().parents[1]
 
-CASES = '''
+CASES = """
 import pytest
 from tests.outcomes import not_run
 
@@ -23,15 +24,20 @@ def test_needs_a_package():
 
 def test_plain():
     assert True
-'''
+"""
 
 
 def _pytest(root: Path, strict: bool) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "EDGEOPT_STRICT_SKIPS"}
     if strict:
         env["EDGEOPT_STRICT_SKIPS"] = "1"
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
-                          cwd=root, env=env, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
 
 
 def test_not_run_is_its_own_outcome(tmp_path):

@@ -1,4 +1,5 @@
 """The installed distribution puts every package of the repository under `edgeopt`."""
+
 from __future__ import annotations
 
 import tomllib
@@ -12,8 +13,12 @@ def test_every_package_folder_is_listed_under_the_edgeopt_namespace():
     dirs = conf["package-dir"]
     listed = set(conf["packages"])
     found = set()
-    for top, folder in (("edgeopt.toolkit", "toolkit"), ("edgeopt.compile", "compile"), ("edgeopt.board", "board"),
-                        ("edgeopt", "edgeopt")):
+    for top, folder in (
+        ("edgeopt.toolkit", "toolkit"),
+        ("edgeopt.compile", "compile"),
+        ("edgeopt.board", "board"),
+        ("edgeopt", "edgeopt"),
+    ):
         assert dirs[top] == folder
         for init in (ROOT / folder).rglob("__init__.py"):
             rel = init.parent.relative_to(ROOT / folder).parts

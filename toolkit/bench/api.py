@@ -1,7 +1,8 @@
 """`edgeopt bench` with several bundles and/or boards, as a Python API:
 
-    doc, code = run(paths, boards=["local"], options=BenchOptions(), out=Path("bench-report"))
+doc, code = run(paths, boards=["local"], options=BenchOptions(), out=Path("bench-report"))
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Iterator
 
 from edgeopt.errors import InputError
+
 from . import fleet, history, plots, report
 from .runner import BenchOptions, host_inputs
 from .variants import default_eval_data, expand
@@ -34,8 +36,12 @@ class _BoardProgress:
         from rich.console import Console
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-        self._bar = Progress(SpinnerColumn(), TextColumn("[bold]{task.fields[board]}[/bold]: {task.description}"),
-                             TimeElapsedColumn(), console=Console(stderr=True, highlight=False))
+        self._bar = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.fields[board]}[/bold]: {task.description}"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True, highlight=False),
+        )
         for b in boards:
             self._tasks[b] = self._bar.add_task("waiting", board=b, total=None)
         with self._bar:
@@ -49,8 +55,18 @@ class _BoardProgress:
             self._bar.update(self._tasks[board], description=text, **({"total": 1, "completed": 1} if done else {}))
 
 
-def run(paths: list[Path], *, boards: list[str], options: BenchOptions, out: Path, data: Path | None = None,
-        history_file: Path | None = None, record_history: bool = True, progress=None, quiet: bool = False) -> tuple[dict, int]:
+def run(
+    paths: list[Path],
+    *,
+    boards: list[str],
+    options: BenchOptions,
+    out: Path,
+    data: Path | None = None,
+    history_file: Path | None = None,
+    record_history: bool = True,
+    progress=None,
+    quiet: bool = False,
+) -> tuple[dict, int]:
     """Benchmark every variant on every board; write report.json, report.md, the plots; append
     the run to the history. Returns (report, exit code: 0, or 9 if some boards failed, or the
     failure's own code if every board failed)."""
@@ -81,11 +97,20 @@ def run(paths: list[Path], *, boards: list[str], options: BenchOptions, out: Pat
         if not progress.quiet:
             for b in boards_doc:
                 mark = "[green]✓[/green]" if b["ok"] else "[red]✗[/red]"
-                progress.console.print(f"{mark} board {b['name']:<34} " + (
-                    f"{len(b['results'])} variant(s) measured" if b["ok"] else f"FAILED: {b['error']}"), markup=True)
-    opts = {"runs": options.runs, "warmup": options.warmup, "rounds": options.rounds_used,
-            "calls_per_round": options.calls_per_round, "threads": options.threads, "baseline": options.baseline,
-            "profile_runs": options.profile_runs}
+                progress.console.print(
+                    f"{mark} board {b['name']:<34} "
+                    + (f"{len(b['results'])} variant(s) measured" if b["ok"] else f"FAILED: {b['error']}"),
+                    markup=True,
+                )
+    opts = {
+        "runs": options.runs,
+        "warmup": options.warmup,
+        "rounds": options.rounds_used,
+        "calls_per_round": options.calls_per_round,
+        "threads": options.threads,
+        "baseline": options.baseline,
+        "profile_runs": options.profile_runs,
+    }
     doc = report.build(variants=described, boards=boards_doc, options=opts, data=str(data) if data else None)
     with progress.stage("report", f"write report.json, report.md and plots to {out}"):
         files = plots.write(doc, out)

@@ -2,6 +2,7 @@
 (unreachable, host key, agent failure...) is recorded with its one-line error and exit code; the
 others' results are kept. Boards that share one host CPU are marked: their latencies disturb
 each other."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -11,9 +12,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
+from edgeopt.errors import EdgeoptError
+
 from ..boards.config import load_groups
 from ..boards.names import check_board
-from edgeopt.errors import EdgeoptError
 from .runner import BenchOptions, HostInputs, bench_board
 from .variants import Variant
 
@@ -70,14 +72,29 @@ def mark_shared(boards: list[dict]) -> None:
 
 def _failure(name: str, exc: BaseException) -> dict:
     if isinstance(exc, EdgeoptError):
-        return {"name": name, "ok": False, "error": str(exc), "error_class": type(exc).__name__,
-                "exit_code": exc.exit_code}
-    return {"name": name, "ok": False, "error": f"internal error: {type(exc).__name__}: {exc}",
-            "error_class": type(exc).__name__, "exit_code": 70}
+        return {
+            "name": name,
+            "ok": False,
+            "error": str(exc),
+            "error_class": type(exc).__name__,
+            "exit_code": exc.exit_code,
+        }
+    return {
+        "name": name,
+        "ok": False,
+        "error": f"internal error: {type(exc).__name__}: {exc}",
+        "error_class": type(exc).__name__,
+        "exit_code": 70,
+    }
 
 
-def run_fleet(boards: list[str], variants: list[Variant], inputs: HostInputs, opts: BenchOptions,
-              step: Callable[[str, str], None] = lambda board, s: None) -> list[dict]:
+def run_fleet(
+    boards: list[str],
+    variants: list[Variant],
+    inputs: HostInputs,
+    opts: BenchOptions,
+    step: Callable[[str, str], None] = lambda board, s: None,
+) -> list[dict]:
     """One thread per board; results in the order the boards were named."""
     results: dict[str, dict] = {}
     lock = threading.Lock()
@@ -139,5 +156,3 @@ def exit_code(boards: list[dict]) -> int:
     if len(failed) < len(boards):
         return 9
     return failed[0]["exit_code"]
-
-

@@ -2,6 +2,7 @@
 per-call samples, plus where report.json was written). Kept in the user data dir
 (`$EDGEOPT_DATA_DIR`, else `$XDG_DATA_HOME/edgeopt`, else `~/.local/share/edgeopt`) as
 history.jsonl, or in the file `--history FILE` names."""
+
 from __future__ import annotations
 
 import json
@@ -46,8 +47,10 @@ def load(path: Path) -> list[dict]:
         try:
             entries.append(json.loads(line))
         except json.JSONDecodeError as exc:
-            raise InputError(f"history file {path} line {i} is not JSON: {exc}",
-                             hint="remove or fix that line; every line is one run's report") from None
+            raise InputError(
+                f"history file {path} line {i} is not JSON: {exc}",
+                hint="remove or fix that line; every line is one run's report",
+            ) from None
     return entries
 
 
@@ -63,25 +66,33 @@ def resolve(ref: str, history: Path) -> dict:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise InputError(f"cannot read report {p}: {exc}") from None
         if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
-            raise InputError(f"{p} is not a bench report (schema {SCHEMA})",
-                             hint="pass the report.json that `edgeopt bench ... --out DIR` wrote")
+            raise InputError(
+                f"{p} is not a bench report (schema {SCHEMA})",
+                hint="pass the report.json that `edgeopt bench ... --out DIR` wrote",
+            )
         return doc
     entries = load(history)
     m = re.fullmatch(r"@(-?\d+)", ref)
     if m:
         i = int(m.group(1))
         if not entries:
-            raise InputError(f"run {ref}: the history {history} is empty", hint="run `edgeopt bench` first, or pass report.json paths")
+            raise InputError(
+                f"run {ref}: the history {history} is empty",
+                hint="run `edgeopt bench` first, or pass report.json paths",
+            )
         try:
             return entries[i]
         except IndexError:
-            raise InputError(f"run {ref}: the history {history} has {len(entries)} run(s)",
-                             hint="@-1 is the last run, @0 the first") from None
+            raise InputError(
+                f"run {ref}: the history {history} has {len(entries)} run(s)", hint="@-1 is the last run, @0 the first"
+            ) from None
     if re.fullmatch(r"[0-9a-f]{4,12}", ref):
         hits = [e for e in entries if str(e.get("id", "")).startswith(ref)]
         if len(hits) == 1:
             return hits[0]
         if len(hits) > 1:
             raise InputError(f"run id {ref!r} matches {len(hits)} runs in {history}", hint="give more of the id")
-    raise InputError(f"no run {ref!r}: not a report.json, a report directory, @N or a run id in {history}",
-                     hint="`edgeopt report history` lists the runs")
+    raise InputError(
+        f"no run {ref!r}: not a report.json, a report directory, @N or a run id in {history}",
+        hint="`edgeopt report history` lists the runs",
+    )

@@ -1,5 +1,6 @@
 """The bench report's protocol options: a frozen dataclass the CLI reads its defaults from
 (light: no numpy, no SSH, so `edgeopt --help` stays fast)."""
+
 from __future__ import annotations
 
 import math

@@ -9,6 +9,7 @@
 
 `plots.json` beside them lists every plot's series (variant, engine, board), so that a test or a
 script can check what a picture shows without reading pixels."""
+
 from __future__ import annotations
 
 import json
@@ -27,7 +28,18 @@ def _mpl():
 
 
 def _colors(names: list[str]) -> dict[str, str]:
-    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+    palette = [
+        "#1f77b4",
+        "#ff7f0e",
+        "#2ca02c",
+        "#d62728",
+        "#9467bd",
+        "#8c564b",
+        "#e377c2",
+        "#7f7f7f",
+        "#bcbd22",
+        "#17becf",
+    ]
     return {n: palette[i % len(palette)] for i, n in enumerate(names)}
 
 
@@ -56,8 +68,16 @@ def figures(doc: dict) -> dict[str, tuple[object, list[dict]]]:
                 continue
             y = len(names) - i
             data = np.asarray(r["tvm"]["samples_ms"])
-            bp = ax.boxplot([data], positions=[y + 0.17], orientation="horizontal", widths=0.3, whis=(1, 99), showfliers=False,
-                            patch_artist=True, manage_ticks=False)
+            bp = ax.boxplot(
+                [data],
+                positions=[y + 0.17],
+                orientation="horizontal",
+                widths=0.3,
+                whis=(1, 99),
+                showfliers=False,
+                patch_artist=True,
+                manage_ticks=False,
+            )
             for patch in bp["boxes"]:
                 patch.set(facecolor=color[n], alpha=0.85, label=n)
             series.append({"label": n, "variant": n, "engine": "tvm", "board": b["name"]})
@@ -66,11 +86,21 @@ def figures(doc: dict) -> dict[str, tuple[object, list[dict]]]:
             ort = r.get("ort") or {}
             if ort.get("available") and ort.get("samples_ms"):
                 data = np.asarray(ort["samples_ms"])
-                bp = ax.boxplot([data], positions=[y - 0.17], orientation="horizontal", widths=0.3, whis=(1, 99), showfliers=False,
-                                patch_artist=True, manage_ticks=False)
+                bp = ax.boxplot(
+                    [data],
+                    positions=[y - 0.17],
+                    orientation="horizontal",
+                    widths=0.3,
+                    whis=(1, 99),
+                    showfliers=False,
+                    patch_artist=True,
+                    manage_ticks=False,
+                )
                 for patch in bp["boxes"]:
                     patch.set(facecolor="white", edgecolor=color[n], hatch="///", label=f"{n} (onnxruntime)")
-                series.append({"label": f"{n} (onnxruntime)", "variant": n, "engine": "onnxruntime", "board": b["name"]})
+                series.append(
+                    {"label": f"{n} (onnxruntime)", "variant": n, "engine": "onnxruntime", "board": b["name"]}
+                )
                 lo.append(np.percentile(data, 1))
                 hi.append(np.percentile(data, 99))
             rows.append(y)
@@ -82,11 +112,16 @@ def figures(doc: dict) -> dict[str, tuple[object, list[dict]]]:
         ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
         ax.xaxis.set_minor_formatter(FormatStrFormatter(""))
         ax.set_xlabel("latency per inference on the board (ms)")
-        ax.set_title(f"{b['name']}: per-call latency, {b['threads']} threads" + (" [shares CPU]" if b.get("shares_cpu_with") else ""),
-                     fontsize=10)
+        ax.set_title(
+            f"{b['name']}: per-call latency, {b['threads']} threads"
+            + (" [shares CPU]" if b.get("shares_cpu_with") else ""),
+            fontsize=10,
+        )
         ax.grid(True, axis="x", which="both", alpha=0.3)
-    fig.suptitle("Box: p25-p75 with the median; whiskers: p1-p99. Filled = TVM bundle, hatched = onnxruntime (same board)",
-                 fontsize=8)
+    fig.suptitle(
+        "Box: p25-p75 with the median; whiskers: p1-p99. Filled = TVM bundle, hatched = onnxruntime (same board)",
+        fontsize=8,
+    )
     fig.tight_layout()
     out["latency"] = (fig, series)
 
@@ -107,10 +142,24 @@ def figures(doc: dict) -> dict[str, tuple[object, list[dict]]]:
                 acc = next(v.get("host_accuracy") for v in doc["variants"] if v["name"] == n)
             if acc is None:
                 continue
-            ax.errorbar([lat["p50"]], [acc], xerr=[[0.0], [lat["p90"] - lat["p50"]]], fmt="o", ms=8, capsize=3,
-                        color=color[n], label=n)
-            ax.annotate(n, (lat["p50"], acc), textcoords="offset points", xytext=(4, 6 + 7 * (names.index(n) % 3)),
-                        fontsize=7, color=color[n])
+            ax.errorbar(
+                [lat["p50"]],
+                [acc],
+                xerr=[[0.0], [lat["p90"] - lat["p50"]]],
+                fmt="o",
+                ms=8,
+                capsize=3,
+                color=color[n],
+                label=n,
+            )
+            ax.annotate(
+                n,
+                (lat["p50"], acc),
+                textcoords="offset points",
+                xytext=(4, 6 + 7 * (names.index(n) % 3)),
+                fontsize=7,
+                color=color[n],
+            )
             series.append({"label": n, "variant": n, "engine": "tvm", "board": b["name"]})
             p50s.append(lat["p50"])
         if p50s and max(p50s) / max(min(p50s), 1e-9) > 8:

@@ -2,15 +2,17 @@
 directory of bundles (each subdirectory with a manifest.json is one, e.g. `edgeopt run --variants
 --out DIR`). Per-layer sparsity comes from the manifest's `variant` block when the bundle was
 built by `edgeopt run --variants`, else it is counted from the bundle's model.onnx."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..original import levers_for
 from edgeopt.compile import Bundle
 
 from edgeopt.errors import BundleError, UsageError
+
+from ..original import levers_for
 
 MANIFEST = "manifest.json"
 ONNX_IN_BUNDLE = "model.onnx"
@@ -51,9 +53,15 @@ class Variant:
             "sparsity": {
                 "global": info.get("sparsity", carried.get("global", _global(layers))),
                 "layers": layers,
-                "source": "manifest (edgeopt run --variants)" if info.get("layers") else
-                "manifest (the pruning stage's prune.json)" if carried.get("layers") else (
-                    f"zero weights counted in the bundle's {ONNX_IN_BUNDLE}" if layers else "unknown: no model.onnx in the bundle"),
+                "source": "manifest (edgeopt run --variants)"
+                if info.get("layers")
+                else "manifest (the pruning stage's prune.json)"
+                if carried.get("layers")
+                else (
+                    f"zero weights counted in the bundle's {ONNX_IN_BUNDLE}"
+                    if layers
+                    else "unknown: no model.onnx in the bundle"
+                ),
             },
         }
 
@@ -101,16 +109,21 @@ def expand(paths: list[Path]) -> list[Variant]:
     found: list[Variant] = []
     for p in paths:
         if not p.exists():
-            raise BundleError(f"bundle not found: {p}", hint="pass a bundle directory (edgeopt compile --out) "
-                                                             "or a directory of bundles (edgeopt run --variants --out)")
+            raise BundleError(
+                f"bundle not found: {p}",
+                hint="pass a bundle directory (edgeopt compile --out) "
+                "or a directory of bundles (edgeopt run --variants --out)",
+            )
         if (p / MANIFEST).is_file():
             b = Bundle.load(p)
             found.append(Variant(b.manifest.get("variant", {}).get("name") or p.resolve().name, b))
             continue
         subs = sorted(d for d in p.iterdir() if d.is_dir() and (d / MANIFEST).is_file()) if p.is_dir() else []
         if not subs:
-            raise BundleError(f"{p} is neither a bundle nor a directory of bundles: no {MANIFEST} in it or its subdirectories",
-                             hint="edgeopt compile --out DIR makes a bundle; edgeopt run --variants --out DIR a directory of them")
+            raise BundleError(
+                f"{p} is neither a bundle nor a directory of bundles: no {MANIFEST} in it or its subdirectories",
+                hint="edgeopt compile --out DIR makes a bundle; edgeopt run --variants --out DIR a directory of them",
+            )
         group = []
         for d in subs:
             b = Bundle.load(d)

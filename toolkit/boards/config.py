@@ -18,6 +18,7 @@ A fleet is a group of boards, benchmarked in parallel by `edgeopt bench --board 
 `./boards.toml` in the working directory wins over the one in the user config dir
 (`$EDGEOPT_CONFIG_DIR`, else `$XDG_CONFIG_HOME/edgeopt`, else `~/.config/edgeopt`).
 """
+
 from __future__ import annotations
 
 import tomllib
@@ -27,8 +28,18 @@ from pathlib import Path
 from edgeopt import paths
 from edgeopt.errors import InputError
 
-BOARD_KEYS = {"host", "user", "port", "target", "identity_file", "python", "remote_root", "known_hosts", "timeout",
-              "identities_only"}
+BOARD_KEYS = {
+    "host",
+    "user",
+    "port",
+    "target",
+    "identity_file",
+    "python",
+    "remote_root",
+    "known_hosts",
+    "timeout",
+    "identities_only",
+}
 
 
 def config_dir() -> Path:
@@ -92,10 +103,12 @@ def _read(path: Path) -> dict[str, BoardEntry]:
             raise InputError(f"{path}: boards.{name} must be a table")
         unknown = sorted(set(table) - BOARD_KEYS)
         if unknown:
-            raise InputError(f"{path}: boards.{name} has unknown key(s) {', '.join(unknown)}",
-                             hint=f"known keys: {', '.join(sorted(BOARD_KEYS))}")
+            raise InputError(
+                f"{path}: boards.{name} has unknown key(s) {', '.join(unknown)}",
+                hint=f"known keys: {', '.join(sorted(BOARD_KEYS))}",
+            )
         if not isinstance(table.get("host"), str) or not table["host"]:
-            raise InputError(f"{path}: boards.{name} needs host = \"...\"")
+            raise InputError(f'{path}: boards.{name} needs host = "..."')
         port = table.get("port")
         if port is not None and (not isinstance(port, int) or not 0 < port < 65536):
             raise InputError(f"{path}: boards.{name}.port must be an integer 1-65535, got {port!r}")
@@ -103,18 +116,26 @@ def _read(path: Path) -> dict[str, BoardEntry]:
             if key in table and not isinstance(table[key], str):
                 raise InputError(f"{path}: boards.{name}.{key} must be a string")
         timeout = table.get("timeout")
-        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
-                                    or not 0 < timeout <= 86400):
-            raise InputError(f"{path}: boards.{name}.timeout must be a number of seconds, 0 < timeout <= 86400, got {timeout!r}")
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 86400
+        ):
+            raise InputError(
+                f"{path}: boards.{name}.timeout must be a number of seconds, 0 < timeout <= 86400, got {timeout!r}"
+            )
         if not isinstance(table.get("identities_only", True), bool):
             raise InputError(f"{path}: boards.{name}.identities_only must be true or false")
         if "password" in table:
             raise InputError(f"{path}: passwords are not read from files; use a key")
         out[name] = BoardEntry(
-            name=name, host=table["host"], source=path, user=table.get("user"), port=port,
+            name=name,
+            host=table["host"],
+            source=path,
+            user=table.get("user"),
+            port=port,
             target=table.get("target"),
             identity_file=Path(table["identity_file"]).expanduser() if table.get("identity_file") else None,
-            python=table.get("python"), remote_root=table.get("remote_root"),
+            python=table.get("python"),
+            remote_root=table.get("remote_root"),
             known_hosts=Path(table["known_hosts"]).expanduser() if table.get("known_hosts") else None,
             timeout_s=float(timeout) if timeout is not None else None,
             identities_only=table.get("identities_only", True),
@@ -139,7 +160,7 @@ def load_groups() -> dict[str, list[str]]:
             continue
         table = _toml(path).get("groups", {})
         if not isinstance(table, dict):
-            raise InputError(f"{path}: [groups] must be a table of NAME = [\"board\", ...]")
+            raise InputError(f'{path}: [groups] must be a table of NAME = ["board", ...]')
         for name, members in table.items():
             if not isinstance(members, list) or not members or not all(isinstance(m, str) and m for m in members):
                 raise InputError(f"{path}: groups.{name} must be a non-empty list of board names")

@@ -1,5 +1,6 @@
 """Talking to a board over SSH (paramiko): upload the agent and a bundle by SFTP into a
 content-addressed store, run agent verbs, parse their JSON. The only module that imports paramiko."""
+
 from __future__ import annotations
 
 import base64
@@ -20,12 +21,20 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import paramiko
-
 from edgeopt.compile.bundle import Bundle, sha256_file
 
+from edgeopt.errors import (
+    AgentError,
+    BoardConnectionLostError,
+    BoardError,
+    BoardOutputError,
+    BoardTimeoutError,
+    BoardUnreachableError,
+    BundleError,
+    HostKeyError,
+)
+
 from .config import toolkit_known_hosts, user_known_hosts, user_ssh_config
-from edgeopt.errors import (AgentError, BoardConnectionLostError, BoardError, BoardOutputError, BoardTimeoutError,
-                            BoardUnreachableError, BundleError, HostKeyError)
 
 log = logging.getLogger("edgeopt.deploy")
 # paramiko logs failures (with tracebacks) that we turn into one clear error of our own
@@ -49,23 +58,29 @@ DEFAULT_TIMEOUT_S = 600.0
 VERB_TIMEOUT_S = {"version": 120.0, "info": 300.0, "venv": 600.0, "pip": 1800.0, "import": 600.0}
 EMULATED_TIMEOUT_SCALE = 10.0  # QEMU arithmetic is 500-900x slower; its verbs are small on purpose
 TIMEOUT_ENV = "EDGEOPT_BOARD_TIMEOUT"
-TIMEOUT_HINT = f"set a longer one with --timeout S, `timeout = S` in boards.toml or {TIMEOUT_ENV}=S; or check the board's load"
+TIMEOUT_HINT = (
+    f"set a longer one with --timeout S, `timeout = S` in boards.toml or {TIMEOUT_ENV}=S; or check the board's load"
+)
 TMP_LIFETIME_TIMEOUTS = 2  # a run's temporary folder outlives it by this many command timeouts at most
 STOP_GRACE_S = 2  # SIGTERM, then SIGKILL this much later
 # Every command runs under this POSIX sh wrapper. sshd starts a command without a terminal in a
 # session (and process group) of its own; when the channel closes (done, timed out, Ctrl-C, the
 # connection dropped) the watchdog reads EOF on stdin and stops the whole group, so no process of
 # ours outlives its session. The command's exit code passes through (128+N: killed by signal N).
-WATCHDOG = ("exec 3<&0 </dev/null; \"$@\" 3<&- & p=$!; "
-            "( trap '' TERM; while read -r _ <&3; do :; done; kill -s TERM 0; sleep %d; kill -s KILL 0 ) "
-            ">/dev/null 2>&1 & w=$!; exec 3<&-; wait $p; rc=$?; kill -s KILL $w 2>/dev/null; exit $rc") % STOP_GRACE_S
+WATCHDOG = (
+    'exec 3<&0 </dev/null; "$@" 3<&- & p=$!; '
+    "( trap '' TERM; while read -r _ <&3; do :; done; kill -s TERM 0; sleep %d; kill -s KILL 0 ) "
+    ">/dev/null 2>&1 & w=$!; exec 3<&-; wait $p; rc=$?; kill -s KILL $w 2>/dev/null; exit $rc"
+) % STOP_GRACE_S
 # The agent runs isolated (-I: no PYTHON* variables, no user site, neither the working nor the
 # agent's folder on sys.path; -B: no .pyc written): only the package `board` is loaded from the
 # agent's folder, so a stray numpy.py dropped next to it is never imported.
-AGENT_BOOT = ("import sys, runpy, importlib.util as u; d = sys.argv.pop(1) + '/board'; "
-              "s = u.spec_from_file_location('board', d + '/__init__.py', submodule_search_locations=[d]); "
-              "m = u.module_from_spec(s); sys.modules['board'] = m; s.loader.exec_module(m); "
-              "sys.argv[0] = 'board.agent'; runpy.run_module('board.agent', run_name='__main__', alter_sys=True)")
+AGENT_BOOT = (
+    "import sys, runpy, importlib.util as u; d = sys.argv.pop(1) + '/board'; "
+    "s = u.spec_from_file_location('board', d + '/__init__.py', submodule_search_locations=[d]); "
+    "m = u.module_from_spec(s); sys.modules['board'] = m; s.loader.exec_module(m); "
+    "sys.argv[0] = 'board.agent'; runpy.run_module('board.agent', run_name='__main__', alter_sys=True)"
+)
 
 
 @dataclass(frozen=True)
@@ -141,8 +156,9 @@ def describe_exit(code: int) -> str:
     return f"exited {code}"
 
 
-def apply_ssh_config(spec: BoardSpec, *, explicit_port: bool, explicit_user: bool,
-                     config_path: Path | None = None) -> BoardSpec:
+def apply_ssh_config(
+    spec: BoardSpec, *, explicit_port: bool, explicit_user: bool, config_path: Path | None = None
+) -> BoardSpec:
     """HostName, User, Port and IdentityFile from ~/.ssh/config; what the user typed wins."""
     path = config_path or user_ssh_config()
     if not path.is_file():
@@ -211,7 +227,9 @@ class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
         with os.fdopen(fd, "a") as f:
             f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
         self.recorded = f"{hostname} {key.get_name()} {fingerprint(key)}"
-        log.info("recorded the host key of %s (%s %s) in %s", hostname, key.get_name(), fingerprint(key), self.record_to)
+        log.info(
+            "recorded the host key of %s (%s %s) in %s", hostname, key.get_name(), fingerprint(key), self.record_to
+        )
 
 
 def _close_quietly(chan) -> None:
@@ -231,15 +249,20 @@ def _is_transient(exc: BaseException) -> bool:
     """Worth another try: nothing listening yet, a reset, a timeout, a dropped banner. Never an
     authentication or host key failure, nor a name that does not resolve."""
     if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
-        return all(isinstance(e, (ConnectionRefusedError, ConnectionResetError, TimeoutError, socket.timeout))
-                   for e in exc.errors.values())
-    if isinstance(exc, (ConnectionRefusedError, ConnectionResetError, ConnectionAbortedError,
-                        TimeoutError, socket.timeout, EOFError)):
+        return all(
+            isinstance(e, (ConnectionRefusedError, ConnectionResetError, TimeoutError, socket.timeout))
+            for e in exc.errors.values()
+        )
+    if isinstance(
+        exc,
+        (ConnectionRefusedError, ConnectionResetError, ConnectionAbortedError, TimeoutError, socket.timeout, EOFError),
+    ):
         return True
     if isinstance(exc, _SilentPeer):
         return True
     if isinstance(exc, paramiko.SSHException) and not isinstance(
-            exc, (paramiko.AuthenticationException, paramiko.BadHostKeyException)):
+        exc, (paramiko.AuthenticationException, paramiko.BadHostKeyException)
+    ):
         text = str(exc)
         return "banner" in text or "reset" in text.lower() or "EOF" in text
     return False
@@ -328,8 +351,11 @@ class Connection:
             transport = client.get_transport()
             banner = transport is not None and getattr(transport, "remote_version", "") == ""
             client.close()
-            if isinstance(exc, (paramiko.SSHException, EOFError, socket.timeout, TimeoutError)) and banner \
-                    and not isinstance(exc, (paramiko.AuthenticationException, paramiko.BadHostKeyException)):
+            if (
+                isinstance(exc, (paramiko.SSHException, EOFError, socket.timeout, TimeoutError))
+                and banner
+                and not isinstance(exc, (paramiko.AuthenticationException, paramiko.BadHostKeyException))
+            ):
                 raise _SilentPeer(str(exc)) from None
             raise
         self.recorded_host_key = policy.recorded
@@ -349,7 +375,7 @@ class Connection:
                 f"the SSH host key of {spec.address} has CHANGED since it was recorded in known_hosts "
                 f"(now {exc.key.get_name()} {fingerprint(exc.key)}); refused",
                 hint="if the board was re-installed, remove its old key with "
-                     f"`ssh-keygen -R '{spec.host_key_name}'` (and from {toolkit_known_hosts()}), then connect again",
+                f"`ssh-keygen -R '{spec.host_key_name}'` (and from {toolkit_known_hosts()}), then connect again",
             )
         if isinstance(exc, _SilentPeer):
             return BoardUnreachableError(
@@ -399,8 +425,14 @@ class Connection:
         return self._sftp
 
     # -- commands ---------------------------------------------------------------------------
-    def run(self, argv: list[str], *, env: dict[str, str] | None = None, timeout_s: float | None = None,
-            what: str | None = None) -> tuple[int, str, str]:
+    def run(
+        self,
+        argv: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        timeout_s: float | None = None,
+        what: str | None = None,
+    ) -> tuple[int, str, str]:
         """Run a command (every word shell-quoted, under the watchdog) and return (exit code,
         stdout, stderr). Output past STDOUT_CAP_BYTES / STDERR_CAP_BYTES, the timeout, Ctrl-C or a
         dropped connection: the channel is closed, which stops the command on the board."""
@@ -431,7 +463,8 @@ class Connection:
                     if left <= 0:
                         raise BoardTimeoutError(
                             f"{what} on {self.spec.address} did not finish in {timeout_s:.0f} s; it was stopped on the board",
-                            hint=TIMEOUT_HINT)
+                            hint=TIMEOUT_HINT,
+                        )
                     select.select([chan], [], [], min(left, 1.0))
                 for stream, n, cap in (("stdout", n_out, STDOUT_CAP_BYTES), ("stderr", n_err, STDERR_CAP_BYTES)):
                     if n > cap:
@@ -439,7 +472,8 @@ class Connection:
                             f"{what} on {self.spec.address} printed more than {cap >> 20} MiB on {stream}; "
                             "it was stopped on the board",
                             hint="the board's Python or agent is not behaving: check `python` in boards.toml, "
-                                 "then deploy again")
+                            "then deploy again",
+                        )
             # drain what arrived with the exit status (bounded: the caps still hold)
             while chan.recv_ready() and n_out <= STDOUT_CAP_BYTES:
                 data = chan.recv(1 << 16)
@@ -452,7 +486,8 @@ class Connection:
             if code == -1 and not self._client.get_transport().is_active():
                 raise BoardConnectionLostError(
                     f"lost the SSH connection to {self.spec.address} while {what} was running",
-                    hint="its remote processes stop with the session; check the board and the network, then run it again")
+                    hint="its remote processes stop with the session; check the board and the network, then run it again",
+                )
         finally:
             _close_quietly(chan)
         return code, b"".join(out).decode(errors="replace"), bytes(err).decode(errors="replace")
@@ -463,8 +498,9 @@ class Connection:
         transport = self._client.get_transport() if self._client is not None else None
         return transport is not None and transport.is_active()
 
-    def start(self, argv: list[str], *, env: dict[str, str] | None = None, what: str | None = None,
-              on_line=None) -> "RemoteProcess":
+    def start(
+        self, argv: list[str], *, env: dict[str, str] | None = None, what: str | None = None, on_line=None
+    ) -> "RemoteProcess":
         """Start a long-running command on a channel of its own, under the watchdog: it runs while
         the channel is open, and closing it (RemoteProcess.stop, Ctrl-C, the connection dropping)
         stops its whole process group on the board. Its stdout and stderr lines go to `on_line`."""
@@ -487,9 +523,10 @@ class Connection:
             raise self._lost(what, exc) from None
 
     def _lost(self, what: str, exc: BaseException) -> BoardConnectionLostError:
-        return BoardConnectionLostError(f"lost the SSH connection to {self.spec.address} before {what} could start: "
-                                        f"{exc or type(exc).__name__}",
-                                        hint="check the board and the network, then run the command again")
+        return BoardConnectionLostError(
+            f"lost the SSH connection to {self.spec.address} before {what} could start: {exc or type(exc).__name__}",
+            hint="check the board and the network, then run the command again",
+        )
 
     def forward(self, remote_port: int) -> "Forward":
         """127.0.0.1:<a free port> on the host -> 127.0.0.1:`remote_port` on the board, each
@@ -520,7 +557,9 @@ class Connection:
             if self.spec.python:
                 self._python = self.spec.python
             else:
-                code, _, _ = self.run(["test", "-x", str(self.venv_python())], timeout_s=self.spec.timeout_for("version"))
+                code, _, _ = self.run(
+                    ["test", "-x", str(self.venv_python())], timeout_s=self.spec.timeout_for("version")
+                )
                 self._python = str(self.venv_python()) if code == 0 else "python3"
         return self._python
 
@@ -530,11 +569,15 @@ class Connection:
             return {}
         code, out, err = self.run(["sha256sum", "--", *map(str, paths)], timeout_s=self.spec.timeout_for("info"))
         if code == 127:  # no coreutils: the board's Python does it
-            script = ("import hashlib,sys\n"
-                      "for p in sys.argv[1:]:\n"
-                      "    try: print(hashlib.sha256(open(p,'rb').read()).hexdigest()+'  '+p)\n"
-                      "    except OSError: pass\n")
-            code, out, err = self.run(["python3", "-c", script, *map(str, paths)], timeout_s=self.spec.timeout_for("info"))
+            script = (
+                "import hashlib,sys\n"
+                "for p in sys.argv[1:]:\n"
+                "    try: print(hashlib.sha256(open(p,'rb').read()).hexdigest()+'  '+p)\n"
+                "    except OSError: pass\n"
+            )
+            code, out, err = self.run(
+                ["python3", "-c", script, *map(str, paths)], timeout_s=self.spec.timeout_for("info")
+            )
         result = {}
         for line in out.splitlines():
             digest, sep, name = line.partition("  ")
@@ -558,18 +601,24 @@ class Connection:
         """On the board, before anything is written: the target's folder, symlinks resolved by
         the board's SFTP server, is inside the store (remote_root), and the target is not a symlink."""
         if ".." in remote.parts or any(ord(c) < 32 or ord(c) == 127 for c in str(remote)):
-            raise BundleError(f"refusing to write {str(remote)!r} on {self.spec.address}: not a plain path in the store",
-                              hint="a bundle's files are plain names inside it; rebuild it with `edgeopt compile`")
+            raise BundleError(
+                f"refusing to write {str(remote)!r} on {self.spec.address}: not a plain path in the store",
+                hint="a bundle's files are plain names inside it; rebuild it with `edgeopt compile`",
+            )
         root = self.sftp.normalize(str(self.root()))
         real = self.sftp.normalize(str(remote.parent))
         if not (real == root or real.startswith(root.rstrip("/") + "/")):
-            raise BundleError(f"refusing to write {remote} on {self.spec.address}: its folder resolves to {real}, "
-                              f"outside the store {root}",
-                              hint="a symlink in the board's store leads out of it: remove it (edgeopt board clean)")
+            raise BundleError(
+                f"refusing to write {remote} on {self.spec.address}: its folder resolves to {real}, "
+                f"outside the store {root}",
+                hint="a symlink in the board's store leads out of it: remove it (edgeopt board clean)",
+            )
         try:
             if stat.S_ISLNK(self.sftp.lstat(str(remote)).st_mode or 0):
-                raise BundleError(f"refusing to write {remote} on {self.spec.address}: it is a symlink",
-                                  hint="remove it from the board's store (edgeopt board clean)")
+                raise BundleError(
+                    f"refusing to write {remote} on {self.spec.address}: it is a symlink",
+                    hint="remove it from the board's store (edgeopt board clean)",
+                )
         except FileNotFoundError:
             pass
 
@@ -593,8 +642,10 @@ class Connection:
                 left = f"{tmp.name} may be left half-written; the next deploy of this bundle removes it"
             if isinstance(exc, (OSError, paramiko.SSHException, EOFError)):
                 reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-                raise BoardError(f"uploading {local.name} to {self.spec.address}:{remote} failed: {reason}",
-                                 hint=f"check the board's free space and permissions; {left}") from None
+                raise BoardError(
+                    f"uploading {local.name} to {self.spec.address}:{remote} failed: {reason}",
+                    hint=f"check the board's free space and permissions; {left}",
+                ) from None
             raise
         self.uploads += 1
         self.uploaded_bytes += local.stat().st_size
@@ -658,7 +709,9 @@ class RemoteProcess:
 
     @property
     def alive(self) -> bool:
-        return not self._eof.is_set() and self.chan.get_transport() is not None and self.chan.get_transport().is_active()
+        return (
+            not self._eof.is_set() and self.chan.get_transport() is not None and self.chan.get_transport().is_active()
+        )
 
     def wait_line(self, pattern, timeout_s: float):
         """The first kept line matching the compiled regex `pattern` (its match), waiting at most
@@ -816,8 +869,10 @@ class Deployment:
         return board
 
     def plan(self) -> list[Upload]:
-        items = [Upload(f, self.agent_dir / f.relative_to(AGENT_SOURCE.parent).as_posix(), sha256_file(f))
-                 for f in agent_files()]
+        items = [
+            Upload(f, self.agent_dir / f.relative_to(AGENT_SOURCE.parent).as_posix(), sha256_file(f))
+            for f in agent_files()
+        ]
         # files first, manifest last: a bundle dir with a manifest is complete
         for name in sorted(self.bundle.files):
             items.append(Upload(self.bundle.path / name, self.bundle_dir / name, self.bundle.files[name]["sha256"]))
@@ -832,8 +887,12 @@ class Deployment:
                     self.conn.sftp.remove(str(folder / e.filename))
                     self.removed_stale.append(str(folder / e.filename))
         if self.removed_stale:
-            log.warning("removed %d half-written file(s) an interrupted deploy left on %s: %s", len(self.removed_stale),
-                        self.conn.spec.address, ", ".join(PurePosixPath(p).name for p in self.removed_stale))
+            log.warning(
+                "removed %d half-written file(s) an interrupted deploy left on %s: %s",
+                len(self.removed_stale),
+                self.conn.spec.address,
+                ", ".join(PurePosixPath(p).name for p in self.removed_stale),
+            )
         return self.removed_stale
 
     def remove_expired_tmp(self) -> list[str]:
@@ -870,8 +929,11 @@ class Deployment:
         """The bundle directory's mtime orders the store for `board clean --keep N`. SFTP times
         are whole seconds, so two deploys in one second would tie: ours becomes strictly newest."""
         try:
-            others = [e.st_mtime or 0 for e in self.conn.listdir_attr(self.bundle_dir.parent)
-                      if e.filename != self.bundle_dir.name]
+            others = [
+                e.st_mtime or 0
+                for e in self.conn.listdir_attr(self.bundle_dir.parent)
+                if e.filename != self.bundle_dir.name
+            ]
             stamp = max([int(time.time()), *[m + 1 for m in others]])
             self.conn.sftp.utime(str(self.bundle_dir), (stamp, stamp))
         except OSError:
@@ -888,17 +950,27 @@ class Deployment:
         try:
             self.conn.remove_tree(self.tmp_dir)
         except Exception as exc:
-            log.warning("could not remove %s on %s (%s); a run after %s removes it, `edgeopt board clean` at once",
-                        self.tmp_dir, self.conn.spec.address, exc or type(exc).__name__,
-                        time.strftime("%H:%M", time.localtime(int(self.tmp_dir.name.split("-")[0]))))
+            log.warning(
+                "could not remove %s on %s (%s); a run after %s removes it, `edgeopt board clean` at once",
+                self.tmp_dir,
+                self.conn.spec.address,
+                exc or type(exc).__name__,
+                time.strftime("%H:%M", time.localtime(int(self.tmp_dir.name.split("-")[0]))),
+            )
 
     def agent(self, verb: str, *args: str, timeout_s: float | None = None) -> dict:
         """Run `python3 -m board.agent VERB ...` on the board and return its JSON document."""
         return run_agent(self.conn, self.agent_dir, verb, *args, timeout_s=timeout_s)
 
 
-def run_agent(conn: Connection, agent_dir: PurePosixPath, verb: str, *args: str, timeout_s: float | None = None,
-              python: str | None = None) -> dict:
+def run_agent(
+    conn: Connection,
+    agent_dir: PurePosixPath,
+    verb: str,
+    *args: str,
+    timeout_s: float | None = None,
+    python: str | None = None,
+) -> dict:
     from ..agentdoc import parse
 
     spec = conn.spec
@@ -914,7 +986,7 @@ def run_agent(conn: Connection, agent_dir: PurePosixPath, verb: str, *args: str,
         raise AgentError(
             f"board agent '{verb}' on {spec.address} {describe_exit(code)} without a JSON result: {last}",
             hint="run `edgeopt board info` to check the board's Python, numpy and TVM runtime "
-                 "(`edgeopt board setup` installs them)",
+            "(`edgeopt board setup` installs them)",
         ) from None
     if doc.get("schema") != AGENT_SCHEMA:
         raise AgentError(f"board agent speaks {doc.get('schema')!r}, expected {AGENT_SCHEMA!r}")
@@ -925,12 +997,16 @@ def run_agent(conn: Connection, agent_dir: PurePosixPath, verb: str, *args: str,
         )
     leaked = HOST_ONLY_MODULES & set(doc.get("imports", []))
     if leaked:
-        raise AgentError(f"board agent '{verb}' imported host-only module(s): {', '.join(sorted(leaked))}",
-                         hint="the agent may use only the standard library, numpy and the TVM runtime; please report this")
+        raise AgentError(
+            f"board agent '{verb}' imported host-only module(s): {', '.join(sorted(leaked))}",
+            hint="the agent may use only the standard library, numpy and the TVM runtime; please report this",
+        )
     if not doc.get("ok"):
         e = doc.get("error") or {}
         if e.get("kind") == "target_mismatch":
-            raise BundleError(f"board agent refused the bundle (target_mismatch): {e.get('message')}",
-                              hint="compile for the board's target")
+            raise BundleError(
+                f"board agent refused the bundle (target_mismatch): {e.get('message')}",
+                hint="compile for the board's target",
+            )
         raise AgentError(f"board agent '{verb}' failed ({e.get('kind')}): {e.get('message')}")
     return doc

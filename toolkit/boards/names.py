@@ -1,5 +1,6 @@
 """Board names -> a running, reachable board: `local` (the embedded SSH board), a name from
 boards.toml, or `user@host[:port]` (an alias from ~/.ssh/config works too)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -9,11 +10,12 @@ import socket
 from pathlib import Path
 from typing import Iterator
 
+from edgeopt.errors import BoardError, UsageError
+
 from .config import load_boards
 from .deploy import TIMEOUT_ENV, BoardSpec, apply_ssh_config
 from .qemu.board import BOARD_KINDS as QEMU_KINDS  # qemu, qemu-system
 from .qemu.board import check as _check_qemu
-from edgeopt.errors import BoardError, UsageError
 
 _SSH = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>[A-Za-z0-9_.\-]+|\[[0-9a-fA-F:]+\])(?::(?P<port>\d+))?$")
 
@@ -40,8 +42,9 @@ BOARD_KINDS = {"local": _local, **QEMU_KINDS}  # the boards edgeopt starts itsel
 
 def _hint() -> str:
     named = sorted(load_boards())
-    return (f"use {' or '.join(BOARD_KINDS)}, user@host[:port]"
-            + (f", or a board from boards.toml ({', '.join(named)})" if named else ", or a [boards.NAME] in boards.toml"))
+    return f"use {' or '.join(BOARD_KINDS)}, user@host[:port]" + (
+        f", or a board from boards.toml ({', '.join(named)})" if named else ", or a [boards.NAME] in boards.toml"
+    )
 
 
 def check_board(name: str, *, local_port: int = 0) -> None:
@@ -70,25 +73,43 @@ def board_spec(name: str, *, trust_new_host: bool = False, known_hosts: Path | N
     boards = load_boards()
     if name in boards:
         e = boards[name]
-        spec = BoardSpec(kind="ssh", name=name, host=e.host, port=e.port or 22, user=e.user,
-                         identity_file=e.identity_file, known_hosts=known_hosts or e.known_hosts,
-                         python=e.python, target=e.target, trust_new_host=trust_new_host,
-                         command_timeout_s=e.timeout_s, identities_only=e.identities_only,
-                         **({"remote_root": e.remote_root} if e.remote_root else {}))
+        spec = BoardSpec(
+            kind="ssh",
+            name=name,
+            host=e.host,
+            port=e.port or 22,
+            user=e.user,
+            identity_file=e.identity_file,
+            known_hosts=known_hosts or e.known_hosts,
+            python=e.python,
+            target=e.target,
+            trust_new_host=trust_new_host,
+            command_timeout_s=e.timeout_s,
+            identities_only=e.identities_only,
+            **({"remote_root": e.remote_root} if e.remote_root else {}),
+        )
         if e.identity_file is not None and not e.identity_file.is_file():
             raise UsageError(f"identity_file {e.identity_file} of board {name!r} ({e.source}) does not exist")
         return apply_ssh_config(spec, explicit_port=e.port is not None, explicit_user=e.user is not None)
     m = _SSH.match(name)
     if not m:
         raise UsageError(f"cannot read board {name!r}", hint=_hint())
-    spec = BoardSpec(kind="ssh", name=name, host=m["host"].strip("[]"), port=int(m["port"] or 22), user=m["user"],
-                     known_hosts=known_hosts, trust_new_host=trust_new_host)
+    spec = BoardSpec(
+        kind="ssh",
+        name=name,
+        host=m["host"].strip("[]"),
+        port=int(m["port"] or 22),
+        user=m["user"],
+        known_hosts=known_hosts,
+        trust_new_host=trust_new_host,
+    )
     return apply_ssh_config(spec, explicit_port=m["port"] is not None, explicit_user=m["user"] is not None)
 
 
 @contextlib.contextmanager
-def open_board(name: str, *, local_port: int = 0, trust_new_host: bool = False,
-               known_hosts: Path | None = None) -> Iterator[BoardSpec]:
+def open_board(
+    name: str, *, local_port: int = 0, trust_new_host: bool = False, known_hosts: Path | None = None
+) -> Iterator[BoardSpec]:
     """`local` (the embedded SSH board, started for the duration), a boards.toml name, or
     `user@host[:port]` (a real board over SSH)."""
     if name in BOARD_KINDS:

@@ -1,5 +1,6 @@
 """The board operations behind `edgeopt deploy`, `bench`, `board info/clean` and `doctor`, as a
 Python API: each takes a BoardSpec (toolkit.boards.open_board makes one) and returns a dict."""
+
 from __future__ import annotations
 
 import math
@@ -10,12 +11,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from edgeopt.compile import Bundle
+
+from edgeopt.errors import BoardError, UsageError
 
 from ..bench.options import MIN_REPEAT_MS, BenchOptions
 from .deploy import Connection, Deployment, agent_digest, run_agent
-from edgeopt.errors import BoardError, UsageError
 
 REFERENCE_SAMPLES = 32
 ONNX_IN_BUNDLE = "model.onnx"
@@ -28,16 +29,29 @@ def deploy(conn: Connection, bundle: Bundle) -> dict:
     version = dep.agent("version")
     return {
         "deployment": dep,
-        "bundle": {"path": str(bundle.path), "id": bundle.id, "remote": str(dep.bundle_dir),
-                   "target": bundle.manifest.get("target", {}).get("name")},
-        "agent": {"remote": str(dep.agent_dir), "version": version["agent_version"], "digest": version["agent_digest"],
-                  "python": conn.python(), "python_version": version["board"]["python"]},
+        "bundle": {
+            "path": str(bundle.path),
+            "id": bundle.id,
+            "remote": str(dep.bundle_dir),
+            "target": bundle.manifest.get("target", {}).get("name"),
+        },
+        "agent": {
+            "remote": str(dep.agent_dir),
+            "version": version["agent_version"],
+            "digest": version["agent_digest"],
+            "python": conn.python(),
+            "python_version": version["board"]["python"],
+        },
         "uploaded": dep.uploaded,
         "skipped": dep.skipped,
         "removed_stale": dep.removed_stale,
         "uploaded_bytes": dep.uploaded_bytes,
-        "board": {"name": conn.spec.name, "address": conn.spec.address, "arch": conn.arch(),
-                  "host_key_recorded": conn.recorded_host_key},
+        "board": {
+            "name": conn.spec.name,
+            "address": conn.spec.address,
+            "arch": conn.arch(),
+            "host_key_recorded": conn.recorded_host_key,
+        },
     }
 
 
@@ -53,7 +67,9 @@ def parse_threads(text: str | None) -> list[int | None]:
     return values
 
 
-def reference(bundle: Bundle, *, onnx: Path | None = None, data: Path | None = None) -> tuple[np.ndarray, np.ndarray | None, str | None]:
+def reference(
+    bundle: Bundle, *, onnx: Path | None = None, data: Path | None = None
+) -> tuple[np.ndarray, np.ndarray | None, str | None]:
     """Inputs for the board, and onnxruntime's outputs for them on the host (None, with the
     reason, when there is no ONNX to compute them from)."""
     shape = bundle.manifest["inputs"][0]["shape"]
@@ -75,9 +91,19 @@ def reference(bundle: Bundle, *, onnx: Path | None = None, data: Path | None = N
     return x, predict(source, x), None
 
 
-def bench(conn: Connection, bundle: Bundle, *, runs: int = BenchOptions.runs, warmup: int = BenchOptions.warmup,
-          threads: list[int | None] = (None,), baseline: str | None = None, min_repeat_ms: float = MIN_REPEAT_MS, onnx: Path | None = None, data: Path | None = None,
-          keep_samples: bool = False) -> dict:
+def bench(
+    conn: Connection,
+    bundle: Bundle,
+    *,
+    runs: int = BenchOptions.runs,
+    warmup: int = BenchOptions.warmup,
+    threads: list[int | None] = (None,),
+    baseline: str | None = None,
+    min_repeat_ms: float = MIN_REPEAT_MS,
+    onnx: Path | None = None,
+    data: Path | None = None,
+    keep_samples: bool = False,
+) -> dict:
     """Deploy, then the benchmark protocol once per thread count, with parity against the host's
     onnxruntime reference. The result's top level is the first thread count's; `sweep` has all."""
     if runs < 1 or warmup < 0:
@@ -85,12 +111,16 @@ def bench(conn: Connection, bundle: Bundle, *, runs: int = BenchOptions.runs, wa
     if baseline not in (None, "ort"):
         raise UsageError(f"--baseline must be ort, got {baseline!r}")
     if baseline == "ort" and ONNX_IN_BUNDLE not in bundle.files:
-        raise UsageError(f"--baseline ort needs the bundle's ONNX, and {bundle.path} has no {ONNX_IN_BUNDLE}",
-                         hint="compile the bundle without --no-onnx")
+        raise UsageError(
+            f"--baseline ort needs the bundle's ONNX, and {bundle.path} has no {ONNX_IN_BUNDLE}",
+            hint="compile the bundle without --no-onnx",
+        )
     batch = bundle.manifest["inputs"][0]["shape"][0]
     if batch != 1:
-        raise UsageError(f"{bundle.path} was built for a batch of {batch}: the board agent measures one sample per call",
-                         hint="for bench, compile with --input-shape NAME=1,...; the batch bundle still runs in your own code")
+        raise UsageError(
+            f"{bundle.path} was built for a batch of {batch}: the board agent measures one sample per call",
+            hint="for bench, compile with --input-shape NAME=1,...; the batch bundle still runs in your own code",
+        )
     from .. import original
 
     # the user's starting point, timed in the same call when the bundle carries it (the agent runs
@@ -101,20 +131,35 @@ def bench(conn: Connection, bundle: Bundle, *, runs: int = BenchOptions.runs, wa
     dep: Deployment = summary.pop("deployment")
     repeat = min(5, runs)
     try:
-        sweep = measure(dep, x=x, ref=ref, no_parity_reason=why, warmup=warmup, repeat=repeat,
-                        number=math.ceil(runs / repeat), min_repeat_ms=min_repeat_ms, threads=threads,
-                        baseline=baseline or ("original" if with_original else None), keep_samples=keep_samples)
+        sweep = measure(
+            dep,
+            x=x,
+            ref=ref,
+            no_parity_reason=why,
+            warmup=warmup,
+            repeat=repeat,
+            number=math.ceil(runs / repeat),
+            min_repeat_ms=min_repeat_ms,
+            threads=threads,
+            baseline=baseline or ("original" if with_original else None),
+            keep_samples=keep_samples,
+        )
     finally:
         dep.cleanup()
     result = dict(sweep[0])
     measured = result.get("original")
     if baseline == "ort" and original.FILE in bundle.files:
-        measured = {"available": False, "reason": "--baseline ort ran the bundle's own ONNX instead of "
-                                                  f"{original.FILE}: bench without it for the comparison"}
-    vs = original.verdict(p50_ms=result["latency_ms"]["p50"], original=measured,
-                          levers=original.levers_for(bundle.manifest))
-    result.update(vs_original=vs, speedup_vs_original=vs["speedup_vs_original"],
-                  slower_than_original=vs["slower_than_original"])
+        measured = {
+            "available": False,
+            "reason": "--baseline ort ran the bundle's own ONNX instead of "
+            f"{original.FILE}: bench without it for the comparison",
+        }
+    vs = original.verdict(
+        p50_ms=result["latency_ms"]["p50"], original=measured, levers=original.levers_for(bundle.manifest)
+    )
+    result.update(
+        vs_original=vs, speedup_vs_original=vs["speedup_vs_original"], slower_than_original=vs["slower_than_original"]
+    )
     result["deploy"] = {k: summary[k] for k in ("uploaded", "skipped", "uploaded_bytes")}
     result["removed_stale"] = summary["removed_stale"]
     result["board"]["name"] = conn.spec.name
@@ -125,11 +170,20 @@ def bench(conn: Connection, bundle: Bundle, *, runs: int = BenchOptions.runs, wa
 
         shape = bundle.manifest["inputs"][0]["shape"]
         result["instructions_per_inference"] = for_bench(
-            conn.spec.kind, bundle.path, np.asarray(x, np.float32)[:1].reshape(1, *shape),
-            baseline_onnx=bundle.path / ONNX_IN_BUNDLE if baseline else None)
+            conn.spec.kind,
+            bundle.path,
+            np.asarray(x, np.float32)[:1].reshape(1, *shape),
+            baseline_onnx=bundle.path / ONNX_IN_BUNDLE if baseline else None,
+        )
     if len(sweep) > 1:
-        result["sweep"] = [{k: d[k] for k in ("threads", "latency_ms", "time_evaluator_median_ms", "first_ms",
-                                              "rss_mb", "baseline") if k in d} for d in sweep]
+        result["sweep"] = [
+            {
+                k: d[k]
+                for k in ("threads", "latency_ms", "time_evaluator_median_ms", "first_ms", "rss_mb", "baseline")
+                if k in d
+            }
+            for d in sweep
+        ]
     return result
 
 
@@ -145,9 +199,20 @@ def run_plan(dep: Deployment, plan: dict, threads: int | None = None, *, stem: s
     return dep.agent("bench", "--plan", str(remote), *(["--threads", str(threads)] if threads else []))
 
 
-def measure(dep: Deployment, *, x: np.ndarray | None, ref: np.ndarray | None, no_parity_reason: str | None,
-            warmup: int, repeat: int, number: int, min_repeat_ms: float, threads: list[int | None] = (None,),
-            baseline: str | None = None, keep_samples: bool = False) -> list[dict]:
+def measure(
+    dep: Deployment,
+    *,
+    x: np.ndarray | None,
+    ref: np.ndarray | None,
+    no_parity_reason: str | None,
+    warmup: int,
+    repeat: int,
+    number: int,
+    min_repeat_ms: float,
+    threads: list[int | None] = (None,),
+    baseline: str | None = None,
+    keep_samples: bool = False,
+) -> list[dict]:
     """One deployed bundle (`edgeopt bench BUNDLE` and `edgeopt run` alike): inputs (and reference
     outputs, for parity) uploaded, then per thread count a one-bundle plan (TVM, with TVM's own
     timer beside it) and, for `baseline` ("ort": the bundle's model.onnx; "original": the user's
@@ -162,14 +227,28 @@ def measure(dep: Deployment, *, x: np.ndarray | None, ref: np.ndarray | None, no
             np.savez(local, x=x, **({"ref": ref} if ref is not None else {}))
             remote_ref = str(dep.put(local))
     item = {"name": "bundle", "dir": str(dep.bundle_dir), "reference": remote_ref}
-    plan = {"engines": ["tvm"], "warmup": warmup, "rounds": repeat, "number": number, "min_round_ms": min_repeat_ms,
-            "settle": 0, "time_evaluator": True, "keep_samples": keep_samples, "profile_runs": 0, "eval": None,
-            "bundles": [item]}
+    plan = {
+        "engines": ["tvm"],
+        "warmup": warmup,
+        "rounds": repeat,
+        "number": number,
+        "min_round_ms": min_repeat_ms,
+        "settle": 0,
+        "time_evaluator": True,
+        "keep_samples": keep_samples,
+        "profile_runs": 0,
+        "eval": None,
+        "bundles": [item],
+    }
     ort_plan = None
     if baseline is not None:
         onnx = original.FILE if baseline == "original" else ONNX_IN_BUNDLE
-        ort_plan = dict(plan, engines=["ort"], time_evaluator=False,
-                        bundles=[dict(item, onnx=onnx, reference=remote_ref if baseline == "ort" else None)])
+        ort_plan = dict(
+            plan,
+            engines=["ort"],
+            time_evaluator=False,
+            bundles=[dict(item, onnx=onnx, reference=remote_ref if baseline == "ort" else None)],
+        )
     sweep = []
     for t in threads:
         doc = run_plan(dep, plan, t)
@@ -181,9 +260,11 @@ def measure(dep: Deployment, *, x: np.ndarray | None, ref: np.ndarray | None, no
             elif not ort["available"]:
                 from edgeopt.errors import AgentError
 
-                raise AgentError(f"the onnxruntime baseline could not run on the board: {ort['reason']}",
-                                 hint="bench without --baseline, or install onnxruntime on the board "
-                                      "(edgeopt board setup --with-ort)")
+                raise AgentError(
+                    f"the onnxruntime baseline could not run on the board: {ort['reason']}",
+                    hint="bench without --baseline, or install onnxruntime on the board "
+                    "(edgeopt board setup --with-ort)",
+                )
             else:
                 out["baseline"] = {k: v for k, v in ort.items() if k != "available"}
         sweep.append(out)
@@ -204,13 +285,21 @@ def _bench_doc(doc: dict, no_parity_reason: str | None, *, min_repeat_ms: float,
         "time_evaluator_median_ms": tvm["time_evaluator_median_ms"],
         "repeat_mean_median_ms": tvm["repeat_mean_median_ms"],
         "python_overhead_ms": tvm["python_overhead_ms"],
-        "protocol": {"warmup": doc["protocol"]["warmup"], "repeat": doc["protocol"]["rounds"],
-                     "calls_per_repeat": tvm["calls_per_round"], "min_repeat_ms": min_repeat_ms},
-        "parity": v.get("parity") or {"top1_agreement": None, "max_abs_diff": None, "mean_abs_diff": None,
-                                      "reason": no_parity_reason},
+        "protocol": {
+            "warmup": doc["protocol"]["warmup"],
+            "repeat": doc["protocol"]["rounds"],
+            "calls_per_repeat": tvm["calls_per_round"],
+            "min_repeat_ms": min_repeat_ms,
+        },
+        "parity": v.get("parity")
+        or {"top1_agreement": None, "max_abs_diff": None, "mean_abs_diff": None, "reason": no_parity_reason},
         "board": dict(doc["board"]),
-        "agent": {"version": doc["agent_version"], "digest": doc["agent_digest"], "imports": doc["imports"],
-                  "peak_rss_mb": doc["peak_rss_mb"]},
+        "agent": {
+            "version": doc["agent_version"],
+            "digest": doc["agent_digest"],
+            "imports": doc["imports"],
+            "peak_rss_mb": doc["peak_rss_mb"],
+        },
     }
     if keep_samples:
         out["samples_ms"] = tvm["samples_ms"]
@@ -222,10 +311,19 @@ def _ort_doc(doc: dict, *, keep_samples: bool) -> dict:
     o = doc["variants"][0]["ort"]
     if not o["available"]:
         return {"available": False, "reason": o["reason"]}
-    out = {"available": True, "engine": "onnxruntime", "version": o.get("version"), "threads": doc["threads"],
-           "onnx": o.get("onnx"), "latency_ms": o["latency_ms"], "load_ms": o["load_ms"],
-           "first_inference_ms": o["first_ms"], "calls_per_repeat": o["calls_per_round"], "peak_rss_mb": doc["peak_rss_mb"],
-           "imports": doc["imports"]}
+    out = {
+        "available": True,
+        "engine": "onnxruntime",
+        "version": o.get("version"),
+        "threads": doc["threads"],
+        "onnx": o.get("onnx"),
+        "latency_ms": o["latency_ms"],
+        "load_ms": o["load_ms"],
+        "first_inference_ms": o["first_ms"],
+        "calls_per_repeat": o["calls_per_round"],
+        "peak_rss_mb": doc["peak_rss_mb"],
+        "imports": doc["imports"],
+    }
     if "parity" in o:
         out["parity"] = o["parity"]
     if keep_samples:
@@ -247,8 +345,12 @@ def info(conn: Connection) -> dict:
             conn.upload(f, r)
     doc = run_agent(conn, agent_dir, "info")
     # a folder counts as a bundle once its manifest is there (it is uploaded last)
-    bundles = [e.filename for e in conn.listdir_attr(conn.root() / "bundles") if stat.S_ISDIR(e.st_mode or 0)
-               and any(f.filename == "manifest.json" for f in conn.listdir_attr(conn.root() / "bundles" / e.filename))]
+    bundles = [
+        e.filename
+        for e in conn.listdir_attr(conn.root() / "bundles")
+        if stat.S_ISDIR(e.st_mode or 0)
+        and any(f.filename == "manifest.json" for f in conn.listdir_attr(conn.root() / "bundles" / e.filename))
+    ]
     return {
         "board": {**doc["board"], "name": conn.spec.name, "address": conn.spec.address},
         "python": conn.python(),
@@ -312,15 +414,22 @@ def host_checks() -> list[dict]:
     from edgeopt.compile.targets import CROSS_CC
 
     cc = shutil.which(CROSS_CC)
-    add("cross compiler", cc is not None, cc or f"{CROSS_CC} not found",
-        "apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross")
+    add(
+        "cross compiler",
+        cc is not None,
+        cc or f"{CROSS_CC} not found",
+        "apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross",
+    )
     qemu = shutil.which("qemu-system-aarch64") or shutil.which("qemu-aarch64-static")
     from .qemu.build import find
 
     image = find()
-    add("qemu (optional, for the emulated aarch64 board)", True,
-        (qemu or "not installed (optional)") + (f"; image {image.key} built" if image else
-                                                 "; image not built (edgeopt board qemu build)"))
+    add(
+        "qemu (optional, for the emulated aarch64 board)",
+        True,
+        (qemu or "not installed (optional)")
+        + (f"; image {image.key} built" if image else "; image not built (edgeopt board qemu build)"),
+    )
     add("ssh known_hosts", True, ", ".join(str(p) for p in _known_hosts_files()))
     return checks
 
@@ -335,8 +444,14 @@ def board_checks(conn: Connection) -> list[dict]:
     checks = []
     t0 = time.perf_counter()
     arch = conn.arch()
-    checks.append({"name": "ssh", "ok": True, "detail": f"{conn.spec.address}, {arch}, "
-                                                        f"{(time.perf_counter() - t0) * 1e3:.0f} ms", "fix": None})
+    checks.append(
+        {
+            "name": "ssh",
+            "ok": True,
+            "detail": f"{conn.spec.address}, {arch}, {(time.perf_counter() - t0) * 1e3:.0f} ms",
+            "fix": None,
+        }
+    )
     try:
         doc = info(conn)
     except BoardError as exc:
@@ -344,8 +459,20 @@ def board_checks(conn: Connection) -> list[dict]:
         return checks
     b = doc["board"]
     checks.append({"name": "python", "ok": True, "detail": f"{doc['python']} ({b['python']})", "fix": None})
-    checks.append({"name": "numpy", "ok": bool(b.get("numpy")), "detail": b.get("numpy") or b.get("numpy_error", "missing"),
-                   "fix": "edgeopt board setup BOARD"})
-    checks.append({"name": "tvm runtime", "ok": bool(b.get("tvm")), "detail": b.get("tvm") or b.get("tvm_error", "missing"),
-                   "fix": "edgeopt board setup BOARD"})
+    checks.append(
+        {
+            "name": "numpy",
+            "ok": bool(b.get("numpy")),
+            "detail": b.get("numpy") or b.get("numpy_error", "missing"),
+            "fix": "edgeopt board setup BOARD",
+        }
+    )
+    checks.append(
+        {
+            "name": "tvm runtime",
+            "ok": bool(b.get("tvm")),
+            "detail": b.get("tvm") or b.get("tvm_error", "missing"),
+            "fix": "edgeopt board setup BOARD",
+        }
+    )
     return checks

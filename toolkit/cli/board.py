@@ -1,5 +1,6 @@
 """The commands that talk to boards: deploy, bench, doctor, and the `board` group (setup, info,
 clean; `board qemu ...` from qemu.py)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -11,7 +12,20 @@ import typer
 
 from ..bench.options import MIN_REPEAT_MS, BenchOptions
 from . import qemu
-from .options import BOARD_HELP, default, Board, BoardArg, Json, LocalPort, Quiet, Timeout, TrustNewHost, emit, quiet_stdout, sub_app
+from .options import (
+    BOARD_HELP,
+    Board,
+    BoardArg,
+    Json,
+    LocalPort,
+    Quiet,
+    Timeout,
+    TrustNewHost,
+    default,
+    emit,
+    quiet_stdout,
+    sub_app,
+)
 
 app = typer.Typer()
 board_app = sub_app("Provision, inspect and clean a board.")
@@ -27,8 +41,8 @@ def _check_timeout(timeout: float | None) -> None:
 
 @contextlib.contextmanager
 def _connected(board: str, *, trust_new_host: bool, local_port: int | None, timeout: float | None = None) -> Iterator:
-    from ..boards.names import check_board, open_board, with_options
     from ..boards.deploy import Connection
+    from ..boards.names import check_board, open_board, with_options
 
     _check_timeout(timeout)
     check_board(board, local_port=local_port or 0)
@@ -63,34 +77,73 @@ def deploy_cmd(
         with _connected(board, trust_new_host=trust_new_host, local_port=local_port, timeout=timeout) as conn:
             doc = deploy(conn, b)
             doc.pop("deployment")
-    emit(doc, as_json, f"deployed {doc['bundle']['id'][:12]} to {doc['board']['address']} ({doc['board']['arch']}): "
-                        f"{len(doc['uploaded'])} file(s) uploaded ({doc['uploaded_bytes']:,} bytes), "
-                        f"{len(doc['skipped'])} already there; agent {doc['agent']['version']} runs with {doc['agent']['python']}"
-                        + (f"; removed {len(doc['removed_stale'])} half-written file(s) an interrupted deploy left"
-                           if doc["removed_stale"] else ""))
+    emit(
+        doc,
+        as_json,
+        f"deployed {doc['bundle']['id'][:12]} to {doc['board']['address']} ({doc['board']['arch']}): "
+        f"{len(doc['uploaded'])} file(s) uploaded ({doc['uploaded_bytes']:,} bytes), "
+        f"{len(doc['skipped'])} already there; agent {doc['agent']['version']} runs with {doc['agent']['python']}"
+        + (
+            f"; removed {len(doc['removed_stale'])} half-written file(s) an interrupted deploy left"
+            if doc["removed_stale"]
+            else ""
+        ),
+    )
 
 
 @app.command("bench")
 def bench_cmd(
-    bundle: list[Path] = typer.Argument(..., help="bundle directories, or directories of bundles (each subdirectory "
-                                                  "with a manifest.json; edgeopt run --variants --out DIR)"),
-    board: Optional[list[str]] = typer.Option(None, help=BOARD_HELP + ", or a [groups] name; repeat for a fleet "
-                                                         "(boards run in parallel) [default: local]"),
-    runs: int = typer.Option(default(BenchOptions, "runs"), help="timed inferences per engine (one bundle: in 5 repeats; several: over --rounds)"),
+    bundle: list[Path] = typer.Argument(
+        ...,
+        help="bundle directories, or directories of bundles (each subdirectory "
+        "with a manifest.json; edgeopt run --variants --out DIR)",
+    ),
+    board: Optional[list[str]] = typer.Option(
+        None, help=BOARD_HELP + ", or a [groups] name; repeat for a fleet (boards run in parallel) [default: local]"
+    ),
+    runs: int = typer.Option(
+        default(BenchOptions, "runs"),
+        help="timed inferences per engine (one bundle: in 5 repeats; several: over --rounds)",
+    ),
     warmup: int = typer.Option(default(BenchOptions, "warmup"), help="inferences run first and discarded"),
-    threads: Optional[str] = typer.Option(None, help="thread count(s) on the board, e.g. 1,2,4 to sweep (one bundle on one board) [default: all cores]"),
-    baseline: Optional[str] = typer.Option(None, help="'ort': also run the bundle's model.onnx with onnxruntime on the board; "
-                                                      "'none': do not [default: none for one bundle, ort for a report]"),
-    min_repeat_ms: float = typer.Option(MIN_REPEAT_MS, help="one bundle: each repeat lasts at least this long (more runs if needed)"),
-    onnx: Optional[Path] = typer.Option(None, help="one bundle: ONNX model for the host reference outputs [default: the bundle's model.onnx]"),
-    data: Optional[Path] = typer.Option(None, help=".npz whose x holds the inputs for parity (and y the labels: accuracy on the board) "
-                                                   "[default: 32 seeded random inputs; DIR/eval.npz of a variants dir]"),
-    keep_samples: bool = typer.Option(False, "--keep-samples", help="one bundle: include every timed sample in the JSON"),
-    out: Optional[Path] = typer.Option(None, help="write report.json, report.md and the PNG plots here "
-                                                  "[default with several bundles or boards: ./bench-report]"),
-    rounds: int = typer.Option(default(BenchOptions, "rounds"), help="report: interleaved rounds; each round runs every variant and baseline in turn"),
-    profile_runs: int = typer.Option(default(BenchOptions, "profile_runs"), help="report: inferences per variant for the per-operator profile (0: none)"),
-    history: Optional[Path] = typer.Option(None, help="report: append the run to this JSON-lines file [default: the user data dir's history.jsonl]"),
+    threads: Optional[str] = typer.Option(
+        None, help="thread count(s) on the board, e.g. 1,2,4 to sweep (one bundle on one board) [default: all cores]"
+    ),
+    baseline: Optional[str] = typer.Option(
+        None,
+        help="'ort': also run the bundle's model.onnx with onnxruntime on the board; "
+        "'none': do not [default: none for one bundle, ort for a report]",
+    ),
+    min_repeat_ms: float = typer.Option(
+        MIN_REPEAT_MS, help="one bundle: each repeat lasts at least this long (more runs if needed)"
+    ),
+    onnx: Optional[Path] = typer.Option(
+        None, help="one bundle: ONNX model for the host reference outputs [default: the bundle's model.onnx]"
+    ),
+    data: Optional[Path] = typer.Option(
+        None,
+        help=".npz whose x holds the inputs for parity (and y the labels: accuracy on the board) "
+        "[default: 32 seeded random inputs; DIR/eval.npz of a variants dir]",
+    ),
+    keep_samples: bool = typer.Option(
+        False, "--keep-samples", help="one bundle: include every timed sample in the JSON"
+    ),
+    out: Optional[Path] = typer.Option(
+        None,
+        help="write report.json, report.md and the PNG plots here "
+        "[default with several bundles or boards: ./bench-report]",
+    ),
+    rounds: int = typer.Option(
+        default(BenchOptions, "rounds"),
+        help="report: interleaved rounds; each round runs every variant and baseline in turn",
+    ),
+    profile_runs: int = typer.Option(
+        default(BenchOptions, "profile_runs"),
+        help="report: inferences per variant for the per-operator profile (0: none)",
+    ),
+    history: Optional[Path] = typer.Option(
+        None, help="report: append the run to this JSON-lines file [default: the user data dir's history.jsonl]"
+    ),
     no_history: bool = typer.Option(False, "--no-history", help="report: do not record the run in the history"),
     trust_new_host: TrustNewHost = False,
     local_port: LocalPort = default(BenchOptions, "local_port"),
@@ -103,8 +156,9 @@ def bench_cmd(
     host's onnxruntime. Several bundles (variants) and/or boards: interleaved rounds, each variant
     against onnxruntime on the same board, boards in parallel, one report (report.json, report.md,
     plots) in --out, appended to the history. Exit code 9: some boards failed (the report has the others)."""
-    from ..boards.ops import bench, parse_threads
     from edgeopt.errors import InputError, UsageError
+
+    from ..boards.ops import bench, parse_threads
 
     thread_list = parse_threads(threads)
     _check_timeout(timeout)
@@ -112,24 +166,47 @@ def bench_cmd(
     from ..boards.config import load_groups
 
     dir_of_bundles = bundle[0].is_dir() and not (bundle[0] / "manifest.json").is_file()
-    single = len(bundle) == 1 and len(boards) == 1 and out is None and boards[0] not in load_groups() and not dir_of_bundles
+    single = (
+        len(bundle) == 1 and len(boards) == 1 and out is None and boards[0] not in load_groups() and not dir_of_bundles
+    )
     if not single:
         from ..bench.api import run as run_report
         from ..progress import Progress
 
         if len(thread_list) > 1:
             raise UsageError("--threads with a list sweeps one bundle on one board; a report takes one thread count")
-        for flag, given in (("--min-repeat-ms", min_repeat_ms != MIN_REPEAT_MS), ("--onnx", onnx is not None),
-                            ("--keep-samples", keep_samples)):
+        for flag, given in (
+            ("--min-repeat-ms", min_repeat_ms != MIN_REPEAT_MS),
+            ("--onnx", onnx is not None),
+            ("--keep-samples", keep_samples),
+        ):
             if given:
-                raise UsageError(f"{flag} applies to one bundle on one board only",
-                                 hint="a report always keeps every sample in report.json")
-        opts = BenchOptions(runs=runs, warmup=warmup, rounds=rounds, threads=thread_list[0],
-                            baseline=None if baseline == "none" else (baseline or "ort"), profile_runs=profile_runs,
-                            local_port=local_port or 0, trust_new_host=trust_new_host, timeout_s=timeout)
+                raise UsageError(
+                    f"{flag} applies to one bundle on one board only",
+                    hint="a report always keeps every sample in report.json",
+                )
+        opts = BenchOptions(
+            runs=runs,
+            warmup=warmup,
+            rounds=rounds,
+            threads=thread_list[0],
+            baseline=None if baseline == "none" else (baseline or "ort"),
+            profile_runs=profile_runs,
+            local_port=local_port or 0,
+            trust_new_host=trust_new_host,
+            timeout_s=timeout,
+        )
         with quiet_stdout(as_json):
-            doc, code = run_report(bundle, boards=boards, options=opts, out=out or Path("bench-report"), data=data,
-                                   history_file=history, record_history=not no_history, progress=Progress(quiet=quiet))
+            doc, code = run_report(
+                bundle,
+                boards=boards,
+                options=opts,
+                out=out or Path("bench-report"),
+                data=data,
+                history_file=history,
+                record_history=not no_history,
+                progress=Progress(quiet=quiet),
+            )
         out_dir = out or Path("bench-report")
         if as_json:
             from ..bench.report import strip_samples
@@ -143,8 +220,10 @@ def bench_cmd(
             console = Console() if sys.stdout.isatty() else Console(width=180)
             for t in summary_tables(doc):
                 console.print(t)
-            Console(stderr=True).print(f"report: {out_dir / 'report.md'} (+ report.json, PNG plots)"
-                                       + (f"; history: {doc['history']}" if doc.get("history") else ""))
+            Console(stderr=True).print(
+                f"report: {out_dir / 'report.md'} (+ report.json, PNG plots)"
+                + (f"; history: {doc['history']}" if doc.get("history") else "")
+            )
         if code:
             raise typer.Exit(code)
         return
@@ -156,24 +235,41 @@ def bench_cmd(
         raise InputError(f"data file not found: {data}")
     with quiet_stdout(as_json):
         with _connected(boards[0], trust_new_host=trust_new_host, local_port=local_port, timeout=timeout) as conn:
-            doc = bench(conn, b, runs=runs, warmup=warmup, threads=thread_list,
-                        baseline=None if baseline == "none" else baseline,
-                        min_repeat_ms=min_repeat_ms, onnx=onnx, data=data, keep_samples=keep_samples)
+            doc = bench(
+                conn,
+                b,
+                runs=runs,
+                warmup=warmup,
+                threads=thread_list,
+                baseline=None if baseline == "none" else baseline,
+                min_repeat_ms=min_repeat_ms,
+                onnx=onnx,
+                data=data,
+                keep_samples=keep_samples,
+            )
     if as_json:
         emit(doc, True, "")
         return
     rows = doc.get("sweep") or [doc]
-    print(f"board {doc['board']['address']} ({doc['board']['arch']}, {doc['board']['cpu']}, {doc['board']['cores']} cores)"
-          f" - load {doc['load_ms']:.1f} ms, first inference {doc['first_ms']:.3f} ms, peak RSS {doc['rss_mb']:.0f} MB")
-    print(f"{'engine':<12} {'threads':>7} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'mean':>9} {'std':>8} {'runs':>6}  time_evaluator")
+    print(
+        f"board {doc['board']['address']} ({doc['board']['arch']}, {doc['board']['cpu']}, {doc['board']['cores']} cores)"
+        f" - load {doc['load_ms']:.1f} ms, first inference {doc['first_ms']:.3f} ms, peak RSS {doc['rss_mb']:.0f} MB"
+    )
+    print(
+        f"{'engine':<12} {'threads':>7} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'mean':>9} {'std':>8} {'runs':>6}  time_evaluator"
+    )
     for r in rows:
         lat = r["latency_ms"]
-        print(f"{'tvm':<12} {r['threads']:>7} {lat['p50']:>9.4f} {lat['p90']:>9.4f} {lat['p99']:>9.4f} {lat['mean']:>9.4f} "
-              f"{lat['std']:>8.4f} {lat['runs']:>6}  {r['time_evaluator_median_ms']:.4f}")
+        print(
+            f"{'tvm':<12} {r['threads']:>7} {lat['p50']:>9.4f} {lat['p90']:>9.4f} {lat['p99']:>9.4f} {lat['mean']:>9.4f} "
+            f"{lat['std']:>8.4f} {lat['runs']:>6}  {r['time_evaluator_median_ms']:.4f}"
+        )
         if r.get("baseline"):
             bl = r["baseline"]["latency_ms"]
-            print(f"{'onnxruntime':<12} {r['threads']:>7} {bl['p50']:>9.4f} {bl['p90']:>9.4f} {bl['p99']:>9.4f} "
-                  f"{bl['mean']:>9.4f} {bl['std']:>8.4f} {bl['runs']:>6}")
+            print(
+                f"{'onnxruntime':<12} {r['threads']:>7} {bl['p50']:>9.4f} {bl['p90']:>9.4f} {bl['p99']:>9.4f} "
+                f"{bl['mean']:>9.4f} {bl['std']:>8.4f} {bl['runs']:>6}"
+            )
     if doc.get("vs_original"):
         from ..original import describe
 
@@ -184,14 +280,21 @@ def bench_cmd(
         print(f"note: {EMULATED_NOTE}")
         ins = doc.get("instructions_per_inference") or {}
         if ins.get("available"):
-            print(f"instructions per inference on the emulated {ins['cpu']} ({ins['note']}): tvm {ins['tvm']:,}"
-                  + (f", onnxruntime {ins['onnxruntime']:,}" if "onnxruntime" in ins else ""))
+            print(
+                f"instructions per inference on the emulated {ins['cpu']} ({ins['note']}): tvm {ins['tvm']:,}"
+                + (f", onnxruntime {ins['onnxruntime']:,}" if "onnxruntime" in ins else "")
+            )
         elif ins:
             print(f"instructions per inference: not counted ({ins['reason']})")
     p = doc["parity"]
-    print("parity with onnxruntime on the host: " + (
-        f"top-1 agreement {p['top1_agreement']:.4f}, max abs diff {p['max_abs_diff']:.3g} over {p['samples']} inputs"
-        if p.get("top1_agreement") is not None else p.get("reason", "not computed")))
+    print(
+        "parity with onnxruntime on the host: "
+        + (
+            f"top-1 agreement {p['top1_agreement']:.4f}, max abs diff {p['max_abs_diff']:.3g} over {p['samples']} inputs"
+            if p.get("top1_agreement") is not None
+            else p.get("reason", "not computed")
+        )
+    )
 
 
 @board_app.command("setup")
@@ -206,16 +309,26 @@ def setup_cmd(
     """Install the agent's runtime (TVM runtime, numpy) into ~/.edgeopt/venv on the board; the
     host downloads the wheels, so the board needs no internet."""
     from edgeopt.errors import InputError
+
     from ..boards.provision import setup
 
     if wheels is not None and not wheels.is_dir():
         raise InputError(f"wheel directory not found: {wheels}")
     with quiet_stdout(as_json):
         with _connected(board, trust_new_host=trust_new_host, local_port=None) as conn:
-            doc = setup(conn, with_ort=with_ort, wheels=wheels, index_url=index_url,
-                        progress=lambda m: print(m, file=sys.stderr))
-    emit(doc, as_json, f"{doc['board']['address']}: TVM {doc['tvm']}, numpy {doc['numpy']} in {doc['venv']} "
-                        f"({len(doc['wheels_uploaded'])} of {doc['wheels_total']} wheels uploaded)")
+            doc = setup(
+                conn,
+                with_ort=with_ort,
+                wheels=wheels,
+                index_url=index_url,
+                progress=lambda m: print(m, file=sys.stderr),
+            )
+    emit(
+        doc,
+        as_json,
+        f"{doc['board']['address']}: TVM {doc['tvm']}, numpy {doc['numpy']} in {doc['venv']} "
+        f"({len(doc['wheels_uploaded'])} of {doc['wheels_total']} wheels uploaded)",
+    )
 
 
 @board_app.command("info")
@@ -232,13 +345,20 @@ def info_cmd(
         with _connected(board, trust_new_host=trust_new_host, local_port=None, timeout=timeout) as conn:
             doc = info(conn)
     b = doc["board"]
-    emit(doc, as_json, "\n".join([
-        f"board    {b['address']}",
-        f"arch     {b['arch']}, {b['cores']} cores, {b['cpu']}, {b['memory_mb']} MB, kernel {b['kernel']}",
-        f"python   {doc['python']} ({b['python']})" + ("" if doc["provisioned"] else "  [not provisioned: edgeopt board setup]"),
-        f"runtime  tvm {b.get('tvm') or 'MISSING'}, numpy {b.get('numpy') or 'MISSING'}",
-        f"store    {doc['store']['root']}: {len(doc['store']['bundles'])} bundle(s)",
-    ]))
+    emit(
+        doc,
+        as_json,
+        "\n".join(
+            [
+                f"board    {b['address']}",
+                f"arch     {b['arch']}, {b['cores']} cores, {b['cpu']}, {b['memory_mb']} MB, kernel {b['kernel']}",
+                f"python   {doc['python']} ({b['python']})"
+                + ("" if doc["provisioned"] else "  [not provisioned: edgeopt board setup]"),
+                f"runtime  tvm {b.get('tvm') or 'MISSING'}, numpy {b.get('numpy') or 'MISSING'}",
+                f"store    {doc['store']['root']}: {len(doc['store']['bundles'])} bundle(s)",
+            ]
+        ),
+    )
 
 
 @board_app.command("clean")
@@ -250,8 +370,9 @@ def clean_cmd(
 ) -> None:
     """Prune the board's bundle store to the N most recently deployed bundles (and remove stale
     agents and leftover temporary files)."""
-    from ..boards.ops import clean
     from edgeopt.errors import UsageError
+
+    from ..boards.ops import clean
 
     if keep < 0:
         raise UsageError("--keep must be >= 0")
@@ -269,8 +390,9 @@ def doctor_cmd(
 ) -> None:
     """Check the host toolchain (TVM and tvm-ffi versions, cross compiler, QEMU) and, with
     --board, the board's SSH access and runtime; say what to fix. Exit 1 if anything fails."""
-    from ..boards.ops import board_checks, host_checks
     from edgeopt.errors import EdgeoptError
+
+    from ..boards.ops import board_checks, host_checks
 
     with quiet_stdout(as_json):
         checks = [dict(c, scope="host") for c in host_checks()]
@@ -285,7 +407,9 @@ def doctor_cmd(
         emit({"ok": ok, "checks": checks}, True, "")
     else:
         for c in checks:
-            print(f"{'ok  ' if c['ok'] else 'FAIL'} {c['scope']:<5} {c['name']:<48} {c['detail']}"
-                  + (f"\n      fix: {c['fix']}" if not c["ok"] and c.get("fix") else ""))
+            print(
+                f"{'ok  ' if c['ok'] else 'FAIL'} {c['scope']:<5} {c['name']:<48} {c['detail']}"
+                + (f"\n      fix: {c['fix']}" if not c["ok"] and c.get("fix") else "")
+            )
     if not ok:
         raise typer.Exit(1)

@@ -6,6 +6,7 @@ Exit codes (docs/cli.md, edgeopt/errors.py): 0 ok; 1 other edgeopt error; 2 bad 
 8 host key refused; 9 some boards failed; 10 missing extra; 70 internal error (a bug: please
 report it); 130 interrupted.
 """
+
 from __future__ import annotations
 
 import os
@@ -57,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     import signal
     import threading
 
-    previous = signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None
+    previous = (
+        signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None
+    )
     try:
         return _main(argv, interrupted)
     finally:
@@ -95,7 +98,9 @@ def _main(argv: list[str], interrupted: list[bool]) -> int:
     except Exception as exc:  # a bug: one line by default, the traceback on request
         if os.environ.get("EDGEOPT_DEBUG"):
             raise
-        _error(f"internal error: {type(exc).__name__}: {exc} (set EDGEOPT_DEBUG=1 for the traceback, and please report it)")
+        _error(
+            f"internal error: {type(exc).__name__}: {exc} (set EDGEOPT_DEBUG=1 for the traceback, and please report it)"
+        )
         return 70
 
 

@@ -1,5 +1,6 @@
 """What every command shares, declared once: the option types (typing.Annotated aliases), the
 sub-app factory, and the output helpers (stdout kept for the one JSON document)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -16,8 +17,10 @@ import typer
 from edgeopt.errors import UsageError
 
 BOARD_HELP = "'local' (the embedded SSH board, started for this command), a name from boards.toml, or user@host[:port]"
-TIMEOUT_HELP = ("seconds each command on the board may take (also `timeout` in boards.toml, $EDGEOPT_BOARD_TIMEOUT) "
-                "[default: 120 version, 300 info, 600 bench; x10 on an emulated board]")
+TIMEOUT_HELP = (
+    "seconds each command on the board may take (also `timeout` in boards.toml, $EDGEOPT_BOARD_TIMEOUT) "
+    "[default: 120 version, 300 info, 600 bench; x10 on an emulated board]"
+)
 DATA_HELP = "'digits' or an .npz: x, y, optional x_val/y_val, x_test/y_test"
 HISTORY_HELP = "the history file [default: the user data dir's history.jsonl]"
 
@@ -35,8 +38,12 @@ BoardArg = Annotated[str, typer.Argument(help="a name from boards.toml, or user@
 LocalPort = Annotated[int, typer.Option(help="port for the local board (0: a free one)")]
 Timeout = Annotated[Optional[float], typer.Option(help=TIMEOUT_HELP)]
 Factory = Annotated[Optional[str], typer.Option(help="package.module:function building the model a state dict is for")]
-ValData = Annotated[Optional[Path], typer.Option(help="an .npz (x, y): the validation split (decisions), instead of carving one")]
-TestData = Annotated[Optional[Path], typer.Option(help="an .npz (x, y): the held-out test split every accuracy is measured on")]
+ValData = Annotated[
+    Optional[Path], typer.Option(help="an .npz (x, y): the validation split (decisions), instead of carving one")
+]
+TestData = Annotated[
+    Optional[Path], typer.Option(help="an .npz (x, y): the held-out test split every accuracy is measured on")
+]
 History = Annotated[Optional[Path], typer.Option(help=HISTORY_HELP)]
 
 

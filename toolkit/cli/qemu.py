@@ -1,4 +1,5 @@
 """`edgeopt board qemu build|up|down|status`: the emulated aarch64 board (docs/qemu.md)."""
+
 from __future__ import annotations
 
 import sys
@@ -14,7 +15,9 @@ app = sub_app("The QEMU-emulated aarch64 board: build its image, start and stop 
 
 @app.command("build")
 def build_cmd(
-    mirror: Optional[str] = typer.Option(None, help="Debian mirror URI for the image [default: this machine's apt sources]"),
+    mirror: Optional[str] = typer.Option(
+        None, help="Debian mirror URI for the image [default: this machine's apt sources]"
+    ),
     force: bool = typer.Option(False, "--force", help="rebuild even if the cached image is current"),
     as_json: Json = False,
 ) -> None:
@@ -28,17 +31,32 @@ def build_cmd(
     t = time.monotonic()
     with quiet_stdout(as_json):
         image, built = build(mirror=mirror, force=force, progress=lambda m: print(m, file=sys.stderr))
-    doc = {"image": image.key, "dir": str(image.dir), "built": built, "seconds": round(time.monotonic() - t, 1),
-           "times": image.meta.get("times", {}), "host_keys": image.host_keys}
-    emit(doc, as_json, f"{'built' if built else 'cached'} image {image.key} in {image.dir}"
-                        + (f" ({doc['seconds']:.0f} s)" if built else ""))
+    doc = {
+        "image": image.key,
+        "dir": str(image.dir),
+        "built": built,
+        "seconds": round(time.monotonic() - t, 1),
+        "times": image.meta.get("times", {}),
+        "host_keys": image.host_keys,
+    }
+    emit(
+        doc,
+        as_json,
+        f"{'built' if built else 'cached'} image {image.key} in {image.dir}"
+        + (f" ({doc['seconds']:.0f} s)" if built else ""),
+    )
 
 
 @app.command("up")
 def up_cmd(
-    mode: str = typer.Option(MODES[0], help="user (arm64 sshd under qemu-user in a chroot; fast) | system (qemu-system-aarch64; boots a kernel)"),
+    mode: str = typer.Option(
+        MODES[0],
+        help="user (arm64 sshd under qemu-user in a chroot; fast) | system (qemu-system-aarch64; boots a kernel)",
+    ),
     port: Optional[int] = typer.Option(None, help="loopback port for its SSH server [default: a free one]"),
-    cpu: Optional[str] = typer.Option(None, help="emulated core [default: cortex-a72 in user mode, cortex-a57 in system mode]"),
+    cpu: Optional[str] = typer.Option(
+        None, help="emulated core [default: cortex-a72 in user mode, cortex-a57 in system mode]"
+    ),
     as_json: Json = False,
 ) -> None:
     """Start the emulated board, record its host keys in the toolkit's known_hosts and write it
@@ -47,8 +65,12 @@ def up_cmd(
 
     with quiet_stdout(as_json):
         doc = up(mode, port=port, cpu=cpu)
-    emit(doc, as_json, f"board {doc['board']} up ({mode} mode, {doc['cpu']}) on 127.0.0.1:{doc['port']} "
-                        f"in {doc['start_s']:.1f} s; use --board {doc['board']}")
+    emit(
+        doc,
+        as_json,
+        f"board {doc['board']} up ({mode} mode, {doc['cpu']}) on 127.0.0.1:{doc['port']} "
+        f"in {doc['start_s']:.1f} s; use --board {doc['board']}",
+    )
 
 
 @app.command("down")
@@ -62,8 +84,11 @@ def down_cmd(
 
     with quiet_stdout(as_json):
         docs = [down(m) for m in ([mode] if mode else MODES)]
-    emit({"stopped": docs}, as_json,
-          "\n".join(f"{d['mode']} mode: {'stopped' if d['was_up'] else 'was not up'}" for d in docs))
+    emit(
+        {"stopped": docs},
+        as_json,
+        "\n".join(f"{d['mode']} mode: {'stopped' if d['was_up'] else 'was not up'}" for d in docs),
+    )
 
 
 @app.command("status")
@@ -73,10 +98,18 @@ def status_cmd(as_json: Json = False) -> None:
     from ..boards.qemu.build import find
 
     image = find()
-    doc = {"image": {"key": image.key, "dir": str(image.dir), "built_at": image.meta["built_at"]} if image else None,
-           "boards": status()}
+    doc = {
+        "image": {"key": image.key, "dir": str(image.dir), "built_at": image.meta["built_at"]} if image else None,
+        "boards": status(),
+    }
     lines = [f"image    {image.key} ({image.dir})" if image else "image    not built (edgeopt board qemu build)"]
     for b in doc["boards"]:
-        lines.append(f"{b['mode']:<8} " + (f"up as --board {b['board']} on 127.0.0.1:{b['port']} ({b['cpu']}, pid {b['pid']})"
-                                           if b["up"] else ("STALE: run `edgeopt board qemu down`" if b.get("stale") else "down")))
+        lines.append(
+            f"{b['mode']:<8} "
+            + (
+                f"up as --board {b['board']} on 127.0.0.1:{b['port']} ({b['cpu']}, pid {b['pid']})"
+                if b["up"]
+                else ("STALE: run `edgeopt board qemu down`" if b.get("stale") else "down")
+            )
+        )
     emit(doc, as_json, "\n".join(lines))

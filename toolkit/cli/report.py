@@ -1,4 +1,5 @@
 """`edgeopt report compare A B` and `edgeopt report history`: what changed between two bench runs."""
+
 from __future__ import annotations
 
 from typing import Annotated
@@ -43,9 +44,17 @@ def history_cmd(
 
     path = history or hist.default_path()
     entries = hist.load(path)
-    rows = [{"index": i, "id": e.get("id"), "created": e.get("created"), "report_dir": e.get("report_dir"),
-             "variants": [v["name"] for v in e.get("variants", [])],
-             "boards": {n: x.get("ok") for n, x in e.get("summary", {}).get("boards", {}).items()}} for i, e in enumerate(entries)]
+    rows = [
+        {
+            "index": i,
+            "id": e.get("id"),
+            "created": e.get("created"),
+            "report_dir": e.get("report_dir"),
+            "variants": [v["name"] for v in e.get("variants", [])],
+            "boards": {n: x.get("ok") for n, x in e.get("summary", {}).get("boards", {}).items()},
+        }
+        for i, e in enumerate(entries)
+    ]
     if as_json:
         print_json({"history": str(path), "runs": rows})
         return
@@ -53,4 +62,6 @@ def history_cmd(
         print(f"no runs recorded in {path}")
     for r in rows:
         boards = ", ".join(f"{n}{'' if ok else ' (failed)'}" for n, ok in r["boards"].items())
-        print(f"@{r['index']:<3} {r['id']}  {r['created']}  {len(r['variants'])} variant(s) on {boards}  {r['report_dir'] or ''}")
+        print(
+            f"@{r['index']:<3} {r['id']}  {r['created']}  {len(r['variants'])} variant(s) on {boards}  {r['report_dir'] or ''}"
+        )

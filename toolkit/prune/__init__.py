@@ -1,10 +1,20 @@
 """Pruning: unstructured magnitude or structured (neurons/filters removed), one-shot or gradual,
 optional distillation and sensitivity-based per-layer ratios."""
-from .config import (MIN_TARGET, Allocation, Importance, Method, PruneConfig, Schedule, Scope,
-                     cubic_schedule)
 
-__all__ = ["MIN_TARGET", "Allocation", "Importance", "Method", "PruneConfig", "PrunedModel", "Schedule",
-           "Scope", "cubic_schedule", "prune"]
+from .config import MIN_TARGET, Allocation, Importance, Method, PruneConfig, Schedule, Scope, cubic_schedule
+
+__all__ = [
+    "MIN_TARGET",
+    "Allocation",
+    "Importance",
+    "Method",
+    "PruneConfig",
+    "PrunedModel",
+    "Schedule",
+    "Scope",
+    "cubic_schedule",
+    "prune",
+]
 
 
 def __getattr__(name: str):

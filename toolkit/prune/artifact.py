@@ -1,5 +1,6 @@
 """The prune stage's artifact: pruned.pt (a whole module, so new shapes load back without the
 original class being patched) + spec.json + prune.json."""
+
 from __future__ import annotations
 
 import json
@@ -46,11 +47,14 @@ class PrunedModel:
         return {
             "schema": SCHEMA,
             **totals(self.layers),
-            "accuracy": {"before": self.accuracy_before, "after": self.accuracy_after,
-                         "drop": self.accuracy_before - self.accuracy_after},
+            "accuracy": {
+                "before": self.accuracy_before,
+                "after": self.accuracy_after,
+                "drop": self.accuracy_before - self.accuracy_after,
+            },
             "config": self.config.to_json(),
             "sparsity_definition": "zero or removed weights of Linear/Conv layers over the original count "
-                                   "(biases and norms excluded)",
+            "(biases and norms excluded)",
             "layers": [l.to_json() for l in self.layers],
             "steps": self.steps,
             "allocation": self.allocation,
@@ -70,6 +74,14 @@ class PrunedModel:
         meta = json.loads((directory / "prune.json").read_text())
         model = Model.load(directory, filename=FILENAME)
         layers = [LayerSparsity.from_json(l) for l in meta["layers"]]
-        return cls(model, layers, meta["accuracy"]["before"], meta["accuracy"]["after"],
-                   steps=meta.get("steps", []), sensitivity=meta.get("sensitivity"),
-                   allocation=meta.get("allocation"), transfer=meta.get("transfer"), meta=meta)
+        return cls(
+            model,
+            layers,
+            meta["accuracy"]["before"],
+            meta["accuracy"]["after"],
+            steps=meta.get("steps", []),
+            sensitivity=meta.get("sensitivity"),
+            allocation=meta.get("allocation"),
+            transfer=meta.get("transfer"),
+            meta=meta,
+        )

@@ -1,4 +1,5 @@
 """Pruning options: closed choices are enums, the config is frozen and validated up front."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -72,7 +73,9 @@ class PruneConfig:
         if min(self.epochs_per_step, self.final_epochs) < 0:
             raise UsageError("fine-tuning epochs cannot be negative")
         if self.latency_weighted and self.allocation is not Allocation.sensitivity:
-            raise UsageError("--latency-weighted weighs the sensitivity allocation", hint="add --allocation sensitivity")
+            raise UsageError(
+                "--latency-weighted weighs the sensitivity allocation", hint="add --allocation sensitivity"
+            )
         if self.budget is not None and not 0.0 <= self.budget < 1.0:
             raise UsageError(f"the pruning budget is an accuracy drop, a fraction between 0 and 1, got {self.budget}")
         if self.recovery_rounds < 0:
@@ -89,12 +92,22 @@ class PruneConfig:
 
     def to_json(self) -> dict:
         return {
-            "target": self.target, "method": self.method.value, "schedule": self.schedule.value,
-            "scope": self.scope.value, "allocation": self.allocation.value, "importance": self.importance.value,
-            "exclude": list(self.exclude), "steps": self.steps if self.schedule is Schedule.gradual else 1,
-            "epochs_per_step": self.epochs_per_step, "final_epochs": self.final_epochs, "lr": self.lr,
-            "distill": self.distill, "latency_weighted": self.latency_weighted, "seed": self.seed,
-            "budget": self.budget, "recovery_rounds": self.recovery_rounds,
+            "target": self.target,
+            "method": self.method.value,
+            "schedule": self.schedule.value,
+            "scope": self.scope.value,
+            "allocation": self.allocation.value,
+            "importance": self.importance.value,
+            "exclude": list(self.exclude),
+            "steps": self.steps if self.schedule is Schedule.gradual else 1,
+            "epochs_per_step": self.epochs_per_step,
+            "final_epochs": self.final_epochs,
+            "lr": self.lr,
+            "distill": self.distill,
+            "latency_weighted": self.latency_weighted,
+            "seed": self.seed,
+            "budget": self.budget,
+            "recovery_rounds": self.recovery_rounds,
         }
 
 

@@ -1,5 +1,6 @@
 """The pruning loop: allocate per-layer ratios, prune along the schedule, fine-tune between
 steps (optionally distilling from the dense model), then make the result permanent."""
+
 from __future__ import annotations
 
 import copy
@@ -9,8 +10,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..data import Dataset
 from edgeopt.errors import UsageError
+
+from ..data import Dataset
 from ..models import Model
 from ..sparsity import compare, prunable_layers
 from ..train import evaluate, train
@@ -31,15 +33,18 @@ class _Plan:
         names = [n for n, _ in prunable_layers(module)]
         unknown = sorted(set(config.exclude) - set(names))
         if unknown:
-            raise UsageError(f"--exclude names no prunable layer: {', '.join(unknown)}",
-                             hint=f"prunable layers: {', '.join(names)}")
+            raise UsageError(
+                f"--exclude names no prunable layer: {', '.join(unknown)}", hint=f"prunable layers: {', '.join(names)}"
+            )
         # a structured pruner must keep the outputs of the layers that produce the model's output
         self.ignored = list(config.exclude) + (
             [n for n in structured.output_layers(module, example) if n not in config.exclude] if self.structured else []
         )
         self.candidates = [n for n in names if n not in self.ignored]
         self.total = sum(l.weight.numel() for _, l in prunable_layers(module))
-        self.base: dict[str, float] | None = None if config.scope is Scope.global_ else {n: 1.0 for n in self.candidates}
+        self.base: dict[str, float] | None = (
+            None if config.scope is Scope.global_ else {n: 1.0 for n in self.candidates}
+        )
         self.p = 1 if config.importance.value == "l1" else 2
         self.channels = {n: l.weight.shape[0] for n, l in prunable_layers(module)}
 
@@ -48,21 +53,26 @@ class _Plan:
 
     def apply(self, module: nn.Module, scale: float, ratios: dict[str, float] | None = None) -> None:
         """Prune in place: each layer by scale * its base ratio (or `ratios` as given)."""
-        ratios = ratios if ratios is not None else (
-            None if self.base is None else {n: scale * r for n, r in self.base.items()}
+        ratios = (
+            ratios
+            if ratios is not None
+            else (None if self.base is None else {n: scale * r for n, r in self.base.items()})
         )
         if self.structured:
             if ratios is not None:
                 # ratios are of the original channels; torch-pruning takes ratios of today's
                 now = {n: l.weight.shape[0] for n, l in prunable_layers(module)}
-                ratios = {n: max(0.0, 1.0 - (1.0 - min(r, structured.MAX_LAYER_RATIO)) * self.channels[n] / now[n])
-                          for n, r in ratios.items()}
+                ratios = {
+                    n: max(0.0, 1.0 - (1.0 - min(r, structured.MAX_LAYER_RATIO)) * self.channels[n] / now[n])
+                    for n, r in ratios.items()
+                }
             structured.apply(module, self.example, ratios=ratios, global_ratio=scale, ignored=self.ignored, p=self.p)
         elif ratios is not None:
             unstructured.apply_ratios(module, ratios)
         else:
-            unstructured.apply_global(module, self.candidates, math.ceil(scale * self.total),
-                                      cap=unstructured.global_cap(self.config.target))
+            unstructured.apply_global(
+                module, self.candidates, math.ceil(scale * self.total), cap=unstructured.global_cap(self.config.target)
+            )
 
     def prune_one(self, module: nn.Module, name: str, ratio: float) -> nn.Module:
         trial = copy.deepcopy(module)
@@ -80,7 +90,8 @@ class _Plan:
                     f"cannot remove {target:.0%} of the prunable weights with these settings (at most "
                     f"{self.removed(module):.1%}: no layer is pruned past "
                     f"{unstructured.global_cap(self.config.target):.1%})",
-                    hint="exclude fewer layers")
+                    hint="exclude fewer layers",
+                )
             return
         positive = [r for r in (self.base or {"_": 1.0}).values() if r > 0] or [1.0]
         hi = structured.MAX_LAYER_RATIO / min(positive) if self.structured else 1.0 / min(positive)
@@ -106,8 +117,14 @@ class _Plan:
         self.apply(module, hi)
 
 
-def _recover(module: nn.Module, data: Dataset, config: PruneConfig, plan: _Plan, dense: nn.Module,
-             on_step: Callable[[dict], None] | None) -> list[dict]:
+def _recover(
+    module: nn.Module,
+    data: Dataset,
+    config: PruneConfig,
+    plan: _Plan,
+    dense: nn.Module,
+    on_step: Callable[[dict], None] | None,
+) -> list[dict]:
     """While the pruned model's validation accuracy is more than the budget below the dense
     model's: another round of fine-tuning, distilled from the dense model (its soft labels carry
     what the removed weights knew). At most `recovery_rounds`; the best round by validation
@@ -120,11 +137,26 @@ def _recover(module: nn.Module, data: Dataset, config: PruneConfig, plan: _Plan,
     for r in range(config.recovery_rounds):
         if dense_val - best_val <= config.budget + 1e-12:
             break
-        train(module, data.x_train, data.y_train, epochs=max(config.final_epochs, 1), seed=config.seed + 100 + r,
-              lr=2 * config.lr, teacher=dense, distill_alpha=config.distill_alpha, temperature=config.temperature)
+        train(
+            module,
+            data.x_train,
+            data.y_train,
+            epochs=max(config.final_epochs, 1),
+            seed=config.seed + 100 + r,
+            lr=2 * config.lr,
+            teacher=dense,
+            distill_alpha=config.distill_alpha,
+            temperature=config.temperature,
+        )
         val = evaluate(module, x_val, y_val)
-        step = {"step": len(config.step_targets) + r + 1, "recovery": True, "target": config.target,
-                "removed": plan.removed(module), "val_accuracy": val, "dense_val_accuracy": dense_val}
+        step = {
+            "step": len(config.step_targets) + r + 1,
+            "recovery": True,
+            "target": config.target,
+            "removed": plan.removed(module),
+            "val_accuracy": val,
+            "dense_val_accuracy": dense_val,
+        }
         steps.append(step)
         if on_step:
             on_step(step)
@@ -136,8 +168,9 @@ def _recover(module: nn.Module, data: Dataset, config: PruneConfig, plan: _Plan,
     return steps
 
 
-def prune(model: Model, data: Dataset, *, config: PruneConfig,
-          on_step: Callable[[dict], None] | None = None) -> PrunedModel:
+def prune(
+    model: Model, data: Dataset, *, config: PruneConfig, on_step: Callable[[dict], None] | None = None
+) -> PrunedModel:
     """Prune a copy of `model` to `config.target`; the dense model is left as it was. Decisions
     (sensitivity, allocation) use the validation split; accuracy is reported on the test split."""
     config.validate()
@@ -151,8 +184,12 @@ def prune(model: Model, data: Dataset, *, config: PruneConfig,
     table = shares = None
     if config.allocation is Allocation.sensitivity:
         table = sensitivity.scan(
-            module, plan.candidates, config.sensitivity_ratios,
-            prune_one=plan.prune_one, score=lambda m: evaluate(m, x_val, y_val), removed=plan.removed,
+            module,
+            plan.candidates,
+            config.sensitivity_ratios,
+            prune_one=plan.prune_one,
+            score=lambda m: evaluate(m, x_val, y_val),
+            removed=plan.removed,
         )
         if config.latency_weighted:
             from .latency import layer_latencies
@@ -169,12 +206,23 @@ def prune(model: Model, data: Dataset, *, config: PruneConfig,
     for i, target in enumerate(targets):
         plan.prune_to(module, target)
         last = i == len(targets) - 1
-        train(module, data.x_train, data.y_train,
-              epochs=config.final_epochs if last else config.epochs_per_step,
-              seed=config.seed + i, lr=config.lr, teacher=teacher,
-              distill_alpha=config.distill_alpha, temperature=config.temperature)
-        step = {"step": i + 1, "target": target, "removed": plan.removed(module),
-                "val_accuracy": evaluate(module, x_val, y_val)}
+        train(
+            module,
+            data.x_train,
+            data.y_train,
+            epochs=config.final_epochs if last else config.epochs_per_step,
+            seed=config.seed + i,
+            lr=config.lr,
+            teacher=teacher,
+            distill_alpha=config.distill_alpha,
+            temperature=config.temperature,
+        )
+        step = {
+            "step": i + 1,
+            "target": target,
+            "removed": plan.removed(module),
+            "val_accuracy": evaluate(module, x_val, y_val),
+        }
         steps.append(step)
         if on_step:
             on_step(step)

@@ -1,6 +1,7 @@
 """Per-layer latency on the host: each prunable layer compiled alone with TVM and timed, so the
 allocation can favour pruning where the time goes (convolutions cost far more time per weight
 than fully connected layers)."""
+
 from __future__ import annotations
 
 import copy
@@ -18,8 +19,10 @@ from ..sparsity import prunable_layers
 @torch.no_grad()
 def _input_shapes(module: nn.Module, input_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
     shapes = {}
-    hooks = [layer.register_forward_pre_hook(lambda m, a, n=name: shapes.__setitem__(n, tuple(a[0].shape)))
-             for name, layer in prunable_layers(module)]
+    hooks = [
+        layer.register_forward_pre_hook(lambda m, a, n=name: shapes.__setitem__(n, tuple(a[0].shape)))
+        for name, layer in prunable_layers(module)
+    ]
     try:
         module.eval()(torch.zeros(input_shape))
     finally:
@@ -41,5 +44,7 @@ def layer_latencies(module: nn.Module, input_shape: tuple[int, ...], names: list
             single = Model(nn.Sequential(copy.deepcopy(layers[name])).eval(), InputSpec("input", shapes[name]))
             onnx_path = export_onnx(single, Path(tmp) / f"{name}.onnx")
             bundle, _ = compile_onnx(onnx_path, target=get_target("host"), out_dir=Path(tmp) / f"b{name}")
-            out[name] = HostTimer(bundle.path / "model.so", shapes[name]).median_ms(number=100, repeat=3, min_repeat_ms=20)
+            out[name] = HostTimer(bundle.path / "model.so", shapes[name]).median_ms(
+                number=100, repeat=3, min_repeat_ms=20
+            )
     return out

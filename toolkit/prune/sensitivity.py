@@ -1,5 +1,6 @@
 """Sensitivity scan (accuracy drop of each layer pruned alone, at several ratios) and the
 allocation of per-layer ratios that reaches a global target with the least predicted loss."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -38,8 +39,9 @@ def scan(
     return table
 
 
-def allocate(table: dict[str, list[Point]], target: float,
-             latency_share: dict[str, float] | None = None) -> dict[str, float]:
+def allocate(
+    table: dict[str, list[Point]], target: float, latency_share: dict[str, float] | None = None
+) -> dict[str, float]:
     """Greedy: repeatedly take the next ratio step of the layer that loses the least accuracy
     per weight removed, until the (additively predicted) removal reaches the target. With
     `latency_share` (each layer's fraction of the time), the gain is half weights removed,

@@ -1,5 +1,6 @@
 """Structured pruning that removes neurons and filters, via torch-pruning's dependency graph
 (it keeps BatchNorm, residual adds, depthwise groups and concatenations consistent)."""
+
 from __future__ import annotations
 
 import torch
@@ -7,6 +8,7 @@ import torch_pruning as tp
 from torch import nn
 
 from edgeopt.errors import UnsupportedModelError
+
 from ..sparsity import prunable_layers
 
 MAX_LAYER_RATIO = 0.95  # never remove a layer's last channels
@@ -15,8 +17,10 @@ MAX_LAYER_RATIO = 0.95  # never remove a layer's last channels
 def output_layers(module: nn.Module, example: torch.Tensor) -> list[str]:
     """Prunable layers whose output is the model's output (their outputs must stay)."""
     outs: dict[str, torch.Tensor] = {}
-    hooks = [layer.register_forward_hook(lambda m, i, o, n=name: outs.__setitem__(n, o))
-             for name, layer in prunable_layers(module)]
+    hooks = [
+        layer.register_forward_hook(lambda m, i, o, n=name: outs.__setitem__(n, o))
+        for name, layer in prunable_layers(module)
+    ]
     try:
         with torch.no_grad():
             result = module.eval()(example)

@@ -1,5 +1,6 @@
 """Unstructured magnitude pruning with torch.nn.utils.prune: masks while fine-tuning, then the
 zeros are written into the weights. (For single weights L1 and L2 magnitude rank the same.)"""
+
 from __future__ import annotations
 
 import math
@@ -37,13 +38,17 @@ def apply_global(module: nn.Module, names: list[str], zero_count: int, *, cap: f
     if zero_count <= sum(_zeros(l) for l in layers):
         return
     # magnitudes with the pruned ones as 0, so a threshold counts them too
-    mags = [(l.weight_orig * l.weight_mask if hasattr(l, "weight_mask") else l.weight).detach().abs().flatten()
-            for l in layers]
+    mags = [
+        (l.weight_orig * l.weight_mask if hasattr(l, "weight_mask") else l.weight).detach().abs().flatten()
+        for l in layers
+    ]
     sorted_mags = [m.sort().values for m in mags]
 
     def count(t: float) -> list[int]:
-        return [min(c, int(torch.searchsorted(m, torch.tensor(t, dtype=m.dtype), right=True)))
-                for m, c in zip(sorted_mags, caps)]
+        return [
+            min(c, int(torch.searchsorted(m, torch.tensor(t, dtype=m.dtype), right=True)))
+            for m, c in zip(sorted_mags, caps)
+        ]
 
     values = torch.cat(sorted_mags).unique()
     lo, hi = 0, len(values) - 1  # the smallest threshold that reaches zero_count

@@ -1,4 +1,5 @@
 """Quantization: PTQ first, an accuracy budget, per-layer fallback, QAT only when needed."""
+
 from .config import Calibrator, QuantConfig, Scheme
 
 __all__ = ["Calibrator", "QuantConfig", "QuantizedModel", "Scheme", "quantize"]

@@ -1,4 +1,5 @@
 """The quantize stage's artifact: the quantized ONNX model + quant.json (every step tried)."""
+
 from __future__ import annotations
 
 import json
@@ -34,13 +35,21 @@ class QuantizedModel:
     def to_json(self) -> dict:
         return {
             "schema": SCHEMA,
-            "quantization": {"path": self.quant_path, "bits": self.config.bits, "scheme": self.config.scheme.value,
-                             "format": "QDQ" if self.config.scheme is Scheme.uniform else "float (shared values)",
-                             "calibrator": self.calibrator.value, "float_layers": self.float_layers,
-                             "file": self.path.name},
-            "accuracy": {"float": self.accuracy_float, "quantized": self.accuracy_quantized,
-                         "drop": None if self.accuracy_quantized is None else self.accuracy_float - self.accuracy_quantized,
-                         "measured_on": self.measured_on},
+            "quantization": {
+                "path": self.quant_path,
+                "bits": self.config.bits,
+                "scheme": self.config.scheme.value,
+                "format": "QDQ" if self.config.scheme is Scheme.uniform else "float (shared values)",
+                "calibrator": self.calibrator.value,
+                "float_layers": self.float_layers,
+                "file": self.path.name,
+            },
+            "accuracy": {
+                "float": self.accuracy_float,
+                "quantized": self.accuracy_quantized,
+                "drop": None if self.accuracy_quantized is None else self.accuracy_float - self.accuracy_quantized,
+                "measured_on": self.measured_on,
+            },
             "within_budget": self.within_budget,
             "validation": self.validation,
             "steps": self.steps,
@@ -59,6 +68,17 @@ class QuantizedModel:
         cfg = dict(meta["config"])
         cfg["scheme"], cfg["calibrator"] = Scheme(cfg["scheme"]), Calibrator(cfg["calibrator"])
         q = meta["quantization"]
-        return cls(directory / q["file"], meta["accuracy"]["float"], meta["accuracy"]["quantized"], QuantConfig(**cfg),
-                   meta["steps"], q["path"], Calibrator(q["calibrator"]), q["float_layers"], meta["within_budget"],
-                   meta.get("validation", {}), meta["accuracy"].get("measured_on"), meta.get("sparsity"))
+        return cls(
+            directory / q["file"],
+            meta["accuracy"]["float"],
+            meta["accuracy"]["quantized"],
+            QuantConfig(**cfg),
+            meta["steps"],
+            q["path"],
+            Calibrator(q["calibrator"]),
+            q["float_layers"],
+            meta["within_budget"],
+            meta.get("validation", {}),
+            meta["accuracy"].get("measured_on"),
+            meta.get("sparsity"),
+        )

@@ -1,4 +1,5 @@
 """Quantization options: validated before anything runs."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass

@@ -2,6 +2,7 @@
 per-layer fallback (the most sensitive layers stay float) -> QAT. Every step is scored on the
 quantized ONNX run by onnxruntime; decisions use the validation split (never trained on), and
 the test split is what gets reported."""
+
 from __future__ import annotations
 
 import math
@@ -10,8 +11,9 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from ..data import Dataset
 from edgeopt.errors import InputError
+
+from ..data import Dataset
 from ..export import export_onnx
 from ..models import Model
 from ..onnx_run import predict
@@ -24,8 +26,15 @@ from .qat import float_finetune, qat
 EPS = 1e-9
 
 
-def quantize(source: Model | Path, data: Dataset, *, config: QuantConfig, out_dir: Path,
-             on_step: Callable[[dict], None] | None = None, sparsity: dict | None = None) -> QuantizedModel:
+def quantize(
+    source: Model | Path,
+    data: Dataset,
+    *,
+    config: QuantConfig,
+    out_dir: Path,
+    on_step: Callable[[dict], None] | None = None,
+    sparsity: dict | None = None,
+) -> QuantizedModel:
     """`source` is a torch Model (all steps, QAT included) or an ONNX file (PTQ steps only).
     Writes the float ONNX (model.onnx), the chosen quantized model and quant.json to `out_dir`.
     `sparsity`: the pruning stage's, carried in quant.json on to the bundle's manifest."""
@@ -46,8 +55,9 @@ def quantize(source: Model | Path, data: Dataset, *, config: QuantConfig, out_di
     x_val, y_val = data.x_val, data.y_val
     calib = data.calibration(config.calibration_samples, seed=config.seed)
     if not data.labelled:
-        return _calibrate_only(fp32, data, config=config, out_dir=out_dir, input_name=input_name, calib=calib,
-                               sparsity=sparsity)
+        return _calibrate_only(
+            fp32, data, config=config, out_dir=out_dir, input_name=input_name, calib=calib, sparsity=sparsity
+        )
 
     with tempfile.TemporaryDirectory(prefix="edgeopt-quant-") as tmp:
         work = Path(tmp)
@@ -60,9 +70,14 @@ def quantize(source: Model | Path, data: Dataset, *, config: QuantConfig, out_di
 
         def attempt(name: str, path: Path, choice: dict, **info) -> dict:
             val = accuracy(predict(path, x_val), y_val)
-            step = {"name": name, "accuracy": accuracy(predict(path, data.x_test), data.y_test),
-                    "val_accuracy": val, "val_drop": float_val - val, "within_budget": float_val - val <= budget + EPS,
-                    **info}
+            step = {
+                "name": name,
+                "accuracy": accuracy(predict(path, data.x_test), data.y_test),
+                "val_accuracy": val,
+                "val_drop": float_val - val,
+                "within_budget": float_val - val <= budget + EPS,
+                **info,
+            }
             steps.append(step)
             candidates.append((step, path, choice))
             if on_step:
@@ -75,12 +90,21 @@ def quantize(source: Model | Path, data: Dataset, *, config: QuantConfig, out_di
         chosen = None
         if config.scheme is Scheme.kmeans:
             path, info = kmeans.share_weights(pre, work / "kmeans.onnx", bits=config.bits, seed=config.seed)
-            chosen = attempt(f"kmeans:{config.bits}bit", path, {"path": "kmeans", "calibrator": config.calibrator}, **info)
+            chosen = attempt(
+                f"kmeans:{config.bits}bit", path, {"path": "kmeans", "calibrator": config.calibrator}, **info
+            )
         else:
             ptq = lambda cal, exclude=(): ort_ptq.quantize(  # noqa: E731
-                pre, work / f"ptq_{cal.value}_{len(exclude)}.onnx", input_name=input_name, calib=calib,
-                calibrator=cal, bits=config.bits, percentile=config.percentile, exclude=tuple(exclude),
-                per_channel=config.per_channel)
+                pre,
+                work / f"ptq_{cal.value}_{len(exclude)}.onnx",
+                input_name=input_name,
+                calib=calib,
+                calibrator=cal,
+                bits=config.bits,
+                percentile=config.percentile,
+                exclude=tuple(exclude),
+                per_channel=config.per_channel,
+            )
             order = [config.calibrator] + [c for c in Calibrator if c is not config.calibrator]
             best_cal, best_val = config.calibrator, -1.0
             for cal in order:
@@ -90,8 +114,11 @@ def quantize(source: Model | Path, data: Dataset, *, config: QuantConfig, out_di
                 if step["within_budget"]:
                     chosen = step
                     break
-                step["next"] = f"{over(step)}: try another calibrator" if cal is not order[-1] else \
-                    f"{over(step)}: keep the most sensitive layers in float"
+                step["next"] = (
+                    f"{over(step)}: try another calibrator"
+                    if cal is not order[-1]
+                    else f"{over(step)}: keep the most sensitive layers in float"
+                )
 
             if chosen is None:
                 nodes = ort_ptq.quantizable_nodes(pre)
@@ -104,9 +131,13 @@ def quantize(source: Model | Path, data: Dataset, *, config: QuantConfig, out_di
                 max_float = min(len(nodes) - 1, math.ceil(config.fallback_max_fraction * len(nodes)))
                 for k in range(1, max_float + 1):
                     keep = [s["layer"] for s in sensitivity[:k]]
-                    step = attempt(f"ptq+fallback:{k}", ptq(best_cal, keep),
-                                   {"path": "ptq+fallback", "calibrator": best_cal, "float_layers": keep},
-                                   float_layers=keep, **({"sensitivity": sensitivity} if k == 1 else {}))
+                    step = attempt(
+                        f"ptq+fallback:{k}",
+                        ptq(best_cal, keep),
+                        {"path": "ptq+fallback", "calibrator": best_cal, "float_layers": keep},
+                        float_layers=keep,
+                        **({"sensitivity": sensitivity} if k == 1 else {}),
+                    )
                     if step["within_budget"]:
                         chosen = step
                         break
@@ -114,18 +145,41 @@ def quantize(source: Model | Path, data: Dataset, *, config: QuantConfig, out_di
 
             if chosen is None and config.qat:
                 if isinstance(source, Model):
-                    trained = qat(source.module, data.x_train, data.y_train, calib, bits=config.bits,
-                                  calibrator=best_cal, percentile=config.percentile, epochs=config.qat_epochs,
-                                  lr=config.qat_lr, seed=config.seed, per_channel=config.per_channel)
+                    trained = qat(
+                        source.module,
+                        data.x_train,
+                        data.y_train,
+                        calib,
+                        bits=config.bits,
+                        calibrator=best_cal,
+                        percentile=config.percentile,
+                        epochs=config.qat_epochs,
+                        lr=config.qat_lr,
+                        seed=config.seed,
+                        per_channel=config.per_channel,
+                    )
                     q_path = _export_and_ptq(trained, source, work / "qat", input_name, calib, best_cal, config)
-                    control = float_finetune(source.module, data.x_train, data.y_train, epochs=config.qat_epochs,
-                                             lr=config.qat_lr, seed=config.seed)
+                    control = float_finetune(
+                        source.module,
+                        data.x_train,
+                        data.y_train,
+                        epochs=config.qat_epochs,
+                        lr=config.qat_lr,
+                        seed=config.seed,
+                    )
                     c_path = _export_and_ptq(control, source, work / "control", input_name, calib, best_cal, config)
-                    control_info = {"name": f"float fine-tune ({config.qat_epochs} epochs) + ptq:{best_cal.value}",
-                                    "accuracy": accuracy(predict(c_path, data.x_test), data.y_test),
-                                    "val_accuracy": accuracy(predict(c_path, x_val), y_val)}
-                    step = attempt("qat", q_path, {"path": "qat", "calibrator": best_cal}, epochs=config.qat_epochs,
-                                   control=control_info)
+                    control_info = {
+                        "name": f"float fine-tune ({config.qat_epochs} epochs) + ptq:{best_cal.value}",
+                        "accuracy": accuracy(predict(c_path, data.x_test), data.y_test),
+                        "val_accuracy": accuracy(predict(c_path, x_val), y_val),
+                    }
+                    step = attempt(
+                        "qat",
+                        q_path,
+                        {"path": "qat", "calibrator": best_cal},
+                        epochs=config.qat_epochs,
+                        control=control_info,
+                    )
                     chosen = step if step["within_budget"] else None
                 else:
                     steps.append({"name": "qat", "skipped": "QAT needs the torch model; an ONNX input allows PTQ only"})
@@ -138,11 +192,18 @@ def quantize(source: Model | Path, data: Dataset, *, config: QuantConfig, out_di
         shutil.copyfile(path, final)
 
     result = QuantizedModel(
-        path=final, accuracy_float=float_test, accuracy_quantized=step["accuracy"], config=config, steps=steps,
-        quant_path=choice["path"], calibrator=choice["calibrator"], float_layers=choice.get("float_layers", []),
+        path=final,
+        accuracy_float=float_test,
+        accuracy_quantized=step["accuracy"],
+        config=config,
+        steps=steps,
+        quant_path=choice["path"],
+        calibrator=choice["calibrator"],
+        float_layers=choice.get("float_layers", []),
         within_budget=within,
         validation={"float_accuracy": float_val, "budget": budget, "samples": int(len(y_val))},
-        measured_on=data.splits.get("test"), sparsity=sparsity,
+        measured_on=data.splits.get("test"),
+        sparsity=sparsity,
     )
     result.save(out_dir)
     return result
@@ -151,30 +212,68 @@ def quantize(source: Model | Path, data: Dataset, *, config: QuantConfig, out_di
 UNLABELLED = "the data has no labels: calibrated on it, no accuracy measured or claimed"
 
 
-def _calibrate_only(fp32: Path, data: Dataset, *, config: QuantConfig, out_dir: Path, input_name: str, calib,
-                    sparsity: dict | None = None) -> QuantizedModel:
+def _calibrate_only(
+    fp32: Path,
+    data: Dataset,
+    *,
+    config: QuantConfig,
+    out_dir: Path,
+    input_name: str,
+    calib,
+    sparsity: dict | None = None,
+) -> QuantizedModel:
     """Unlabelled calibration data: one PTQ pass with the chosen calibrator, nothing scored."""
     with tempfile.TemporaryDirectory(prefix="edgeopt-quant-") as tmp:
         pre = ort_ptq.preprocess(fp32, Path(tmp) / "pre.onnx")
-        path = ort_ptq.quantize(pre, Path(tmp) / "q.onnx", input_name=input_name, calib=calib,
-                                calibrator=config.calibrator, bits=config.bits, percentile=config.percentile,
-                                per_channel=config.per_channel)
+        path = ort_ptq.quantize(
+            pre,
+            Path(tmp) / "q.onnx",
+            input_name=input_name,
+            calib=calib,
+            calibrator=config.calibrator,
+            bits=config.bits,
+            percentile=config.percentile,
+            per_channel=config.per_channel,
+        )
         final = out_dir / filename_for(config)
         shutil.copyfile(path, final)
-    step = {"name": f"ptq:{config.calibrator.value}", "accuracy": None, "val_accuracy": None, "within_budget": None,
-            "note": UNLABELLED}
-    result = QuantizedModel(path=final, accuracy_float=None, accuracy_quantized=None, config=config, steps=[step],
-                            quant_path="ptq", calibrator=config.calibrator, within_budget=True,
-                            validation={"note": UNLABELLED, "calibration_samples": int(len(calib))},
-                            measured_on=data.splits.get("test"), sparsity=sparsity)
+    step = {
+        "name": f"ptq:{config.calibrator.value}",
+        "accuracy": None,
+        "val_accuracy": None,
+        "within_budget": None,
+        "note": UNLABELLED,
+    }
+    result = QuantizedModel(
+        path=final,
+        accuracy_float=None,
+        accuracy_quantized=None,
+        config=config,
+        steps=[step],
+        quant_path="ptq",
+        calibrator=config.calibrator,
+        within_budget=True,
+        validation={"note": UNLABELLED, "calibration_samples": int(len(calib))},
+        measured_on=data.splits.get("test"),
+        sparsity=sparsity,
+    )
     result.save(out_dir)
     return result
 
 
-def _export_and_ptq(module, source: Model, work: Path, input_name: str, calib, calibrator: Calibrator,
-                    config: QuantConfig) -> Path:
+def _export_and_ptq(
+    module, source: Model, work: Path, input_name: str, calib, calibrator: Calibrator, config: QuantConfig
+) -> Path:
     work.mkdir(parents=True, exist_ok=True)
     onnx_path = export_onnx(Model(module, source.spec), work / "model.onnx")
     pre = ort_ptq.preprocess(onnx_path, work / "pre.onnx")
-    return ort_ptq.quantize(pre, work / "q.onnx", input_name=input_name, calib=calib, calibrator=calibrator,
-                            bits=config.bits, percentile=config.percentile, per_channel=config.per_channel)
+    return ort_ptq.quantize(
+        pre,
+        work / "q.onnx",
+        input_name=input_name,
+        calib=calib,
+        calibrator=calibrator,
+        bits=config.bits,
+        percentile=config.percentile,
+        per_channel=config.per_channel,
+    )

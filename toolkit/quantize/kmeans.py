@@ -1,5 +1,6 @@
 """Non-uniform quantization: k-means weight sharing (Han et al., Deep Compression). Each layer's
 weights take one of 2**bits shared values; zeros (pruned weights) stay exact zeros."""
+
 from __future__ import annotations
 
 from pathlib import Path

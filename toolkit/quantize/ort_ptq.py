@@ -1,5 +1,6 @@
 """Static post-training quantization to QDQ ONNX with onnxruntime.quantization: per-channel
 symmetric weights (a pruned zero stays an exact zero), per-tensor asymmetric activations."""
+
 from __future__ import annotations
 
 import logging
@@ -60,8 +61,18 @@ def quantizable_nodes(path: Path) -> list[str]:
     return [n.name for n in onnx.load(str(path)).graph.node if n.op_type in QUANTIZABLE]
 
 
-def quantize(pre: Path, out: Path, *, input_name: str, calib: np.ndarray, calibrator: Calibrator, bits: int,
-             percentile: float = 99.99, exclude: tuple[str, ...] = (), per_channel: bool = True) -> Path:
+def quantize(
+    pre: Path,
+    out: Path,
+    *,
+    input_name: str,
+    calib: np.ndarray,
+    calibrator: Calibrator,
+    bits: int,
+    percentile: float = 99.99,
+    exclude: tuple[str, ...] = (),
+    per_channel: bool = True,
+) -> Path:
     """QDQ-quantize `pre` into `out`; nodes in `exclude` stay in float."""
     from onnxruntime.quantization import QuantFormat, quantize_static
 

@@ -1,6 +1,7 @@
 """Quantization-aware training: fake-quantized weights (per-channel symmetric, as onnxruntime
 quantizes them) and activations (per-tensor, ranges calibrated like the PTQ step), trained with
 the straight-through estimator of torch's fake_quantize ops. Pruned zeros stay zero."""
+
 from __future__ import annotations
 
 import copy
@@ -34,7 +35,7 @@ class FakeQuantWeight(nn.Module):
 
 
 def _act_range(bits: int) -> tuple[int, int]:
-    return (0, 255) if bits == 8 else (-(2 ** 15), 2 ** 15 - 1)
+    return (0, 255) if bits == 8 else (-(2**15), 2**15 - 1)
 
 
 def _qparams(lo: float, hi: float, bits: int) -> tuple[float, int]:
@@ -45,12 +46,16 @@ def _qparams(lo: float, hi: float, bits: int) -> tuple[float, int]:
 
 
 @torch.no_grad()
-def calibrate_inputs(module: nn.Module, calib: np.ndarray, calibrator: Calibrator, percentile: float) -> dict[str, tuple[float, float]]:
+def calibrate_inputs(
+    module: nn.Module, calib: np.ndarray, calibrator: Calibrator, percentile: float
+) -> dict[str, tuple[float, float]]:
     """(low, high) of the input of every prunable layer over the calibration samples. minmax and
     percentile match the PTQ calibrators; entropy (KL) is approximated by minmax here."""
     seen: dict[str, list[torch.Tensor]] = {}
-    hooks = [layer.register_forward_pre_hook(lambda m, a, n=name: seen.setdefault(n, []).append(a[0].flatten()))
-             for name, layer in prunable_layers(module)]
+    hooks = [
+        layer.register_forward_pre_hook(lambda m, a, n=name: seen.setdefault(n, []).append(a[0].flatten()))
+        for name, layer in prunable_layers(module)
+    ]
     try:
         module.eval()(torch.from_numpy(calib))
     finally:
@@ -83,8 +88,20 @@ def _keep_zeros(module: nn.Module, masks: dict[str, torch.Tensor]):
     return apply
 
 
-def qat(module: nn.Module, x: np.ndarray, y: np.ndarray, calib: np.ndarray, *, bits: int, calibrator: Calibrator,
-        percentile: float, epochs: int, lr: float, seed: int, per_channel: bool = True) -> nn.Module:
+def qat(
+    module: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    calib: np.ndarray,
+    *,
+    bits: int,
+    calibrator: Calibrator,
+    percentile: float,
+    epochs: int,
+    lr: float,
+    seed: int,
+    per_channel: bool = True,
+) -> nn.Module:
     """A QAT-trained copy of `module` whose weights lie on the quantization grid."""
     module = copy.deepcopy(module)
     masks = _masks(module)
@@ -95,8 +112,13 @@ def qat(module: nn.Module, x: np.ndarray, y: np.ndarray, calib: np.ndarray, *, b
         parametrize.register_parametrization(layer, "weight", FakeQuantWeight(bits, per_channel))
         scale, zero = _qparams(*ranges[name], act_bits)
         qmin, qmax = _act_range(act_bits)
-        hooks.append(layer.register_forward_pre_hook(
-            lambda m, a, s=scale, z=zero, lo=qmin, hi=qmax: (torch.fake_quantize_per_tensor_affine(a[0], s, z, lo, hi),)))
+        hooks.append(
+            layer.register_forward_pre_hook(
+                lambda m, a, s=scale, z=zero, lo=qmin, hi=qmax: (
+                    torch.fake_quantize_per_tensor_affine(a[0], s, z, lo, hi),
+                )
+            )
+        )
     try:
         train(module, x, y, epochs=epochs, seed=seed, lr=lr, after_step=_keep_zeros(module, masks))
     finally:

@@ -5,6 +5,7 @@ front, trials on Ray Tune, measured on boards. Ray and Optuna are the optional e
     from edgeopt.toolkit.sweep import resolve, run_sweep
     doc = run_sweep(resolve({"epochs": 3}, {"sparsity": [0.7, 0.8]}), out=Path("sweep-out"))
 """
+
 from .spec import Search, SweepSpec, resolve
 
 __all__ = ["Search", "SweepSpec", "require_ray", "resolve", "run_sweep"]

@@ -3,6 +3,7 @@ by the content hash of its inputs (the parent stage's key + this stage's options
 exclusive lock (fcntl, stdlib: the trials of one sweep share a file system) into a temporary
 directory and renamed into place when complete, so a killed trial never leaves half a stage.
 Every build and reuse is appended to events.jsonl (what the tests and the report count)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -14,7 +15,6 @@ import shutil
 import time
 from pathlib import Path
 from typing import Callable, Iterator
-
 
 DONE = ".done"
 
@@ -43,8 +43,16 @@ class StageCache:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
     def _event(self, kind: str, key: str, event: str, seconds: float = 0.0) -> None:
-        line = json.dumps({"stage": kind, "key": key, "event": event, "seconds": round(seconds, 3),
-                           "pid": os.getpid(), "time": time.time()})
+        line = json.dumps(
+            {
+                "stage": kind,
+                "key": key,
+                "event": event,
+                "seconds": round(seconds, 3),
+                "pid": os.getpid(),
+                "time": time.time(),
+            }
+        )
         with open(self.root / "events.jsonl", "a") as f:  # one short line per write: appends stay whole
             f.write(line + "\n")
 

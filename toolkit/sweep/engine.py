@@ -4,6 +4,7 @@ placed (the stage cache shares work between trials), then one Ray task per board
 holding that board's custom resource. Tune's experiment state under OUT/.tune makes the same
 command resume; FailureConfig retries a trial whose worker died; a setting that fails is reported
 as a finished trial with its one-line error, so the sweep goes on."""
+
 from __future__ import annotations
 
 import json
@@ -32,7 +33,11 @@ def _failure(exc: BaseException) -> dict:
     if isinstance(exc, EdgeoptError):
         return {"error": str(exc).splitlines()[0], "error_class": type(exc).__name__, "exit_code": exc.exit_code}
     first = (str(exc).splitlines() or [""])[0]
-    return {"error": f"internal error: {type(exc).__name__}: {first}", "error_class": type(exc).__name__, "exit_code": 70}
+    return {
+        "error": f"internal error: {type(exc).__name__}: {first}",
+        "error_class": type(exc).__name__,
+        "exit_code": 70,
+    }
 
 
 def _measure_task(board: str, bundle: str, original: str, eval_npz: str, spec_json: dict) -> dict:
@@ -43,8 +48,13 @@ def _measure_task(board: str, bundle: str, original: str, eval_npz: str, spec_js
 
     node = ray.get_runtime_context().get_node_id()
     try:
-        doc = measure(board, bundle=Path(bundle), original=Path(original), eval_npz=Path(eval_npz),
-                      spec=SweepSpec.model_validate(spec_json))
+        doc = measure(
+            board,
+            bundle=Path(bundle),
+            original=Path(original),
+            eval_npz=Path(eval_npz),
+            spec=SweepSpec.model_validate(spec_json),
+        )
         return {**doc, "ok": True, "node_id": node}
     except Exception as exc:  # noqa: BLE001  (one board's failure is recorded, not raised)
         return {"board": board, "ok": False, "node_id": node, **_failure(exc)}
@@ -67,21 +77,42 @@ def trial(config: dict, ctx: dict) -> None:
         from .stages import prepare
 
         prep = prepare(setting, spec, StageCache(Path(ctx["cache"])))
-        record.update({"val_accuracy": prep.val_accuracy, "test_accuracy": prep.test_accuracy,
-                       "dense_val_accuracy": prep.dense_val_accuracy, "dense_test_accuracy": prep.dense_test_accuracy,
-                       "val_drop": prep.dense_val_accuracy - prep.val_accuracy, "sparsity": prep.sparsity,
-                       "bytes": prep.bytes, "quant_path": prep.quant_path, "bundle": str(prep.bundle),
-                       "stage_keys": prep.keys})
+        record.update(
+            {
+                "val_accuracy": prep.val_accuracy,
+                "test_accuracy": prep.test_accuracy,
+                "dense_val_accuracy": prep.dense_val_accuracy,
+                "dense_test_accuracy": prep.dense_test_accuracy,
+                "val_drop": prep.dense_val_accuracy - prep.val_accuracy,
+                "sparsity": prep.sparsity,
+                "bytes": prep.bytes,
+                "quant_path": prep.quant_path,
+                "bundle": str(prep.bundle),
+                "stage_keys": prep.keys,
+            }
+        )
         remote = ray.remote(_measure_task)
-        refs = [remote.options(num_cpus=0, scheduling_strategy="DEFAULT", resources={board_resource(b): 1}, max_retries=spec.max_failures,
-                               name=f"measure {b}").remote(b, str(prep.bundle), str(prep.original), str(prep.eval_npz),
-                                                           ctx["spec"]) for b in ctx["boards"]]
+        refs = [
+            remote.options(
+                num_cpus=0,
+                scheduling_strategy="DEFAULT",
+                resources={board_resource(b): 1},
+                max_retries=spec.max_failures,
+                name=f"measure {b}",
+            ).remote(b, str(prep.bundle), str(prep.original), str(prep.eval_npz), ctx["spec"])
+            for b in ctx["boards"]
+        ]
         boards = {m["board"]: m for m in ray.get(refs)}  # every board at once: a group measures in parallel
         record["boards"] = boards
         failed = [m for m in boards.values() if not m["ok"]]
         if failed:
-            record.update({"ok": False, **{k: failed[0][k] for k in ("error", "error_class", "exit_code")},
-                           "error": f"board {failed[0]['board']}: {failed[0]['error']}"})
+            record.update(
+                {
+                    "ok": False,
+                    **{k: failed[0][k] for k in ("error", "error_class", "exit_code")},
+                    "error": f"board {failed[0]['board']}: {failed[0]['error']}",
+                }
+            )
         else:
             record["ok"] = True
     except Exception as exc:  # noqa: BLE001  (a failing setting is recorded; the sweep goes on)
@@ -91,7 +122,9 @@ def trial(config: dict, ctx: dict) -> None:
     first = ctx["boards"][0]
     metrics = {"ok": record["ok"], "setting_id": sid, "record": json.dumps(record)}
     if record["ok"]:
-        metrics.update(val_accuracy=record["val_accuracy"], p50_ms=record["boards"][first]["p50_ms"], bytes=record["bytes"])
+        metrics.update(
+            val_accuracy=record["val_accuracy"], p50_ms=record["boards"][first]["p50_ms"], bytes=record["bytes"]
+        )
     else:
         metrics.update(WORST)
     _log(out, event="end", sweep=ctx["name"], setting_id=sid, node_id=node, ok=record["ok"])
@@ -135,8 +168,11 @@ class ProgressLine:
             return
         self._last = (done, running, failed)
         left = max(0, self.total - done - running)
-        print(f"sweep: {done} done, {running} running, {left} left" + (f" ({failed} failed)" if failed else ""),
-              file=sys.stderr, flush=True)
+        print(
+            f"sweep: {done} done, {running} running, {left} left" + (f" ({failed} failed)" if failed else ""),
+            file=sys.stderr,
+            flush=True,
+        )
 
     def __enter__(self) -> "ProgressLine":
         self._thread.start()
@@ -159,7 +195,9 @@ def _env_for_local_ray() -> None:
         rc.ENABLE_RAY_CLUSTER = False
 
 
-def connect(*, address: str | None, boards: list[str], num_cpus: int | None = None, temp_dir: Path | None = None) -> dict:
+def connect(
+    *, address: str | None, boards: list[str], num_cpus: int | None = None, temp_dir: Path | None = None
+) -> dict:
     """Start the local Ray (127.0.0.1, no dashboard, one unit of each board's resource) or join
     the cluster at `address`; returns what was joined."""
     address = address or os.environ.get("RAY_ADDRESS") or None
@@ -172,26 +210,41 @@ def connect(*, address: str | None, boards: list[str], num_cpus: int | None = No
     if ray.is_initialized():
         ray.shutdown()
     if address is None:
-        ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, num_cpus=num_cpus,
-                 resources={board_resource(b): 1 for b in boards}, log_to_driver=False, logging_level="WARNING",
-                 **({"_temp_dir": str(temp_dir)} if temp_dir else {}))
+        ray.init(
+            address="local",
+            _node_ip_address="127.0.0.1",
+            include_dashboard=False,
+            num_cpus=num_cpus,
+            resources={board_resource(b): 1 for b in boards},
+            log_to_driver=False,
+            logging_level="WARNING",
+            **({"_temp_dir": str(temp_dir)} if temp_dir else {}),
+        )
     else:
         os.environ.pop("RAY_ADDRESS", None)  # ray.init(address=...) wins; the variable would confuse workers
         try:
             ray.init(address=address, log_to_driver=False, logging_level="WARNING")
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise UsageError(f"cannot join the Ray cluster at {address}: {str(exc).splitlines()[0]}",
-                             hint="check --address (HOST:PORT of the head's GCS) or RAY_ADDRESS; leave both out for a local Ray") from None
+            raise UsageError(
+                f"cannot join the Ray cluster at {address}: {str(exc).splitlines()[0]}",
+                hint="check --address (HOST:PORT of the head's GCS) or RAY_ADDRESS; leave both out for a local Ray",
+            ) from None
         have = ray.cluster_resources()
         missing = [b for b in boards if have.get(board_resource(b), 0) < 1]
         if missing:
             ray.shutdown()
             b = missing[0]
-            raise UsageError(f"the Ray cluster at {address} has no resource {board_resource(b)} for board {b!r}",
-                             hint=f"start the node that reaches the board with --resources='{{\"{board_resource(b)}\": 1}}'")
+            raise UsageError(
+                f"the Ray cluster at {address} has no resource {board_resource(b)} for board {b!r}",
+                hint=f"start the node that reaches the board with --resources='{{\"{board_resource(b)}\": 1}}'",
+            )
     nodes = [n for n in ray.nodes() if n.get("Alive")]
-    return {"address": address or "local", "nodes": [{"node_id": n["NodeID"], "ip": n["NodeManagerAddress"],
-                                                      "resources": n.get("Resources", {})} for n in nodes]}
+    return {
+        "address": address or "local",
+        "nodes": [
+            {"node_id": n["NodeID"], "ip": n["NodeManagerAddress"], "resources": n.get("Resources", {})} for n in nodes
+        ],
+    }
 
 
 def run_trials(spec: SweepSpec, *, out: Path, cache: Path, boards: list[str], quiet: bool) -> tuple[list[dict], bool]:
@@ -201,7 +254,13 @@ def run_trials(spec: SweepSpec, *, out: Path, cache: Path, boards: list[str], qu
     name = f"sweep-{spec.fingerprint()}"
     storage = (out / ".tune").resolve()
     path = storage / name
-    ctx = {"name": name, "spec": spec.model_dump(mode="json"), "out": str(out.resolve()), "cache": str(cache.resolve()), "boards": boards}
+    ctx = {
+        "name": name,
+        "spec": spec.model_dump(mode="json"),
+        "out": str(out.resolve()),
+        "cache": str(cache.resolve()),
+        "boards": boards,
+    }
     trainable = tune.with_resources(tune.with_parameters(trial, ctx=ctx), {"cpu": spec.cpus_per_trial})
     total = len(spec.grid()) if spec.search is Search.grid else spec.samples
     if tune.Tuner.can_restore(str(path)):
@@ -209,9 +268,17 @@ def run_trials(spec: SweepSpec, *, out: Path, cache: Path, boards: list[str], qu
             print(f"sweep: resuming {path} (finished trials are kept, not re-run)", file=sys.stderr, flush=True)
         tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
-        tuner = tune.Tuner(trainable, param_space=_param_space(spec), tune_config=_tune_config(spec),
-                           run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0,
-                                                     failure_config=tune.FailureConfig(max_failures=spec.max_failures)))
+        tuner = tune.Tuner(
+            trainable,
+            param_space=_param_space(spec),
+            tune_config=_tune_config(spec),
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=str(storage),
+                verbose=0,
+                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            ),
+        )
     with ProgressLine(out, name, total, quiet):
         grid = tuner.fit()
     records, interrupted = [], False
@@ -221,9 +288,18 @@ def run_trials(spec: SweepSpec, *, out: Path, cache: Path, boards: list[str], qu
             records.append(json.loads(m["record"]))
         elif r.error is not None:  # the worker died more often than max_failures allows
             cfg = normalize({k: r.config.get(k) for k in SETTING_KEYS})
-            records.append({"setting_id": setting_id(cfg), "setting": cfg, "label": setting_label(cfg), "ok": False,
-                            "within_budget": False, "exit_code": 70, "error_class": type(r.error).__name__,
-                            "error": f"trial failed {spec.max_failures + 1} times: {str(r.error).splitlines()[0]}"})
+            records.append(
+                {
+                    "setting_id": setting_id(cfg),
+                    "setting": cfg,
+                    "label": setting_label(cfg),
+                    "ok": False,
+                    "within_budget": False,
+                    "exit_code": 70,
+                    "error_class": type(r.error).__name__,
+                    "error": f"trial failed {spec.max_failures + 1} times: {str(r.error).splitlines()[0]}",
+                }
+            )
         else:
             interrupted = True
     if len(grid) < total:
@@ -276,5 +352,7 @@ def _tune_config(spec: SweepSpec):
 
     choices = {k: [normalize({"v": v})["v"] for v in getattr(spec.space, k)] for k in SETTING_KEYS}
 
-    search = OptunaSearch(space=DefineSpace(choices), metric=list(OBJECTIVES), mode=list(OBJECTIVES.values()), seed=spec.seed)
+    search = OptunaSearch(
+        space=DefineSpace(choices), metric=list(OBJECTIVES), mode=list(OBJECTIVES.values()), seed=spec.seed
+    )
     return tune.TuneConfig(search_alg=search, num_samples=spec.samples, max_concurrent_trials=spec.concurrency)

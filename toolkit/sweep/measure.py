@@ -2,6 +2,7 @@
 by side on one board (one plan of the agent's `bench` verb: the TVM builds interleaved in one
 agent process, onnxruntime in the next). Run as a Ray task that holds the board's custom resource, so one measurement at a time
 uses a board; a trial measures on all its boards at once (each task holds its own board)."""
+
 from __future__ import annotations
 
 import tempfile
@@ -29,10 +30,14 @@ def measure(board: str, *, bundle: Path, original: Path, eval_npz: Path, spec: S
     original_ort = (o.get("ort") or {}).get("latency_ms", {}).get("p50")
     original_tvm = o["tvm"]["latency_ms"]["p50"]
     return {
-        "board": board, "kind": doc["kind"], "emulated": doc["emulated"],
-        "p50_ms": p50, "p90_ms": s["tvm"]["latency_ms"]["p90"],
+        "board": board,
+        "kind": doc["kind"],
+        "emulated": doc["emulated"],
+        "p50_ms": p50,
+        "p90_ms": s["tvm"]["latency_ms"]["p90"],
         "accuracy": s["tvm"].get("accuracy"),
-        "original_ort_p50_ms": original_ort, "original_tvm_p50_ms": original_tvm,
+        "original_ort_p50_ms": original_ort,
+        "original_tvm_p50_ms": original_tvm,
         # over the original model as the user runs it today: onnxruntime, fp32, same board, same run
         "speedup": (original_ort / p50) if original_ort and p50 else None,
         "speedup_over_original_tvm": original_tvm / p50 if p50 else None,

@@ -1,4 +1,5 @@
 """The Pareto front of finished settings and the best one within the accuracy budget."""
+
 from __future__ import annotations
 
 

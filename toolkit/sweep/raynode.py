@@ -3,6 +3,7 @@ address of 127.0.0.1 stays loopback. Ray replaces a loopback --node-ip-address w
 outward address (services.resolve_ip_for_localhost), which would put a "loopback" cluster's
 servers on a real interface; this keeps them on 127.0.0.1 (a cluster of nodes on one machine:
 tests, trying `edgeopt sweep --address` out). Every other argument is `ray start`'s."""
+
 from __future__ import annotations
 
 import os

@@ -3,6 +3,7 @@
 A *setting* is one point of the space: pruning method and sparsity, quantization bits, scheme and
 calibrator, compile target, tuning trials. Everything else (model, data, epochs, boards, the
 accuracy budget, the measurement protocol) is fixed for the whole sweep."""
+
 from __future__ import annotations
 
 import hashlib
@@ -120,8 +121,7 @@ def setting_id(setting: dict) -> str:
 
 def setting_label(s: dict) -> str:
     tune = f", tuned {s['tune_trials']}" if s.get("tune_trials") else ""
-    return (f"{s['method']} {s['sparsity']:.0%}, {s['scheme']} {s['bits']}-bit {s['calibrator']}, "
-            f"{s['target']}{tune}")
+    return f"{s['method']} {s['sparsity']:.0%}, {s['scheme']} {s['bits']}-bit {s['calibrator']}, {s['target']}{tune}"
 
 
 def board_resource(board: str) -> str:

@@ -2,6 +2,7 @@
 content-hash keyed StageCache, so two settings that share a prefix (the same pruning for two
 quantizations, the same quantization for two targets) compute it once. The original model's own
 bundle (dense fp32, for the speedup) is one more shared stage."""
+
 from __future__ import annotations
 
 import hashlib
@@ -41,7 +42,10 @@ def _data_hash(data: str) -> str:
 
 
 def _deploy_bytes(bundle) -> int:
-    return sum(f["bytes"] for name, f in bundle.files.items() if name != "model.onnx") + (bundle.path / "manifest.json").stat().st_size
+    return (
+        sum(f["bytes"] for name, f in bundle.files.items() if name != "model.onnx")
+        + (bundle.path / "manifest.json").stat().st_size
+    )
 
 
 def prepare(setting: dict, spec: SweepSpec, cache: StageCache) -> Prepared:
@@ -71,29 +75,50 @@ def prepare(setting: dict, spec: SweepSpec, cache: StageCache) -> Prepared:
         model = train_builtin(spec.model, data, epochs=spec.epochs, lr=spec.lr, seed=spec.seed)
         model.save(d)
         export_onnx(model, d / "model.onnx")
-        (d / "train.json").write_text(json.dumps({"val_accuracy": evaluate(model.module, data.x_val, data.y_val),
-                                                  "test_accuracy": model.accuracy}))
+        (d / "train.json").write_text(
+            json.dumps(
+                {"val_accuracy": evaluate(model.module, data.x_val, data.y_val), "test_accuracy": model.accuracy}
+            )
+        )
 
     train_dir = cache.get("train", train_key, build_train)
     dense_meta = json.loads((train_dir / "train.json").read_text())
     dense = Model.load(train_dir)
     target = get_target(setting["target"])
-    preprocessing = {"layout": dense.spec.layout, "scale": dense.spec.scale, "mean": 0.0, "std": 1.0,
-                     "range": [0.0, 1.0], "declared": True}
+    preprocessing = {
+        "layout": dense.spec.layout,
+        "scale": dense.spec.scale,
+        "mean": 0.0,
+        "std": 1.0,
+        "range": [0.0, 1.0],
+        "declared": True,
+    }
     parity_x = data.x_test[:PARITY_SAMPLES]
 
     original_key = stage_key("original", parent=train_key, target=target.name)
 
     def build_original(d: Path) -> None:
-        compile_onnx(train_dir / "model.onnx", target=target, out_dir=d / "bundle", parity_inputs=parity_x,
-                     onnx_copy=True, preprocessing=preprocessing,
-                     extra_manifest={"variant": {"name": "original", "precision": "fp32", "pruned": False}})
+        compile_onnx(
+            train_dir / "model.onnx",
+            target=target,
+            out_dir=d / "bundle",
+            parity_inputs=parity_x,
+            onnx_copy=True,
+            preprocessing=preprocessing,
+            extra_manifest={"variant": {"name": "original", "precision": "fp32", "pruned": False}},
+        )
 
     original_dir = cache.get("original", original_key, build_original)
 
-    prune_cfg = PruneConfig(target=setting["sparsity"], method=Method(setting["method"]), schedule=Schedule(spec.schedule),
-                            steps=spec.prune_steps, epochs_per_step=spec.prune_epochs, final_epochs=spec.final_epochs,
-                            seed=spec.seed)
+    prune_cfg = PruneConfig(
+        target=setting["sparsity"],
+        method=Method(setting["method"]),
+        schedule=Schedule(spec.schedule),
+        steps=spec.prune_steps,
+        epochs_per_step=spec.prune_epochs,
+        final_epochs=spec.final_epochs,
+        seed=spec.seed,
+    )
     prune_key = stage_key("prune", parent=train_key, config=prune_cfg.to_json())
 
     def build_prune(d: Path) -> None:
@@ -104,8 +129,15 @@ def prepare(setting: dict, spec: SweepSpec, cache: StageCache) -> Prepared:
 
     # the setting's calibrator is what is measured: the controller's fallback chain (other
     # calibrators, float layers, QAT) would turn every setting into the same one
-    quant_cfg = QuantConfig(bits=setting["bits"], scheme=Scheme(setting["scheme"]), calibrator=Calibrator(setting["calibrator"]),
-                            calibration_samples=spec.calibration_samples, budget=0.999, qat=False, seed=spec.seed)
+    quant_cfg = QuantConfig(
+        bits=setting["bits"],
+        scheme=Scheme(setting["scheme"]),
+        calibrator=Calibrator(setting["calibrator"]),
+        calibration_samples=spec.calibration_samples,
+        budget=0.999,
+        qat=False,
+        seed=spec.seed,
+    )
     quant_key = stage_key("quantize", parent=prune_key, config=quant_cfg.to_json())
 
     def build_quant(d: Path) -> None:
@@ -119,20 +151,44 @@ def prepare(setting: dict, spec: SweepSpec, cache: StageCache) -> Prepared:
     compile_key = stage_key("compile", parent=quant_key, target=target.name, tune_trials=setting["tune_trials"])
 
     def build_compile(d: Path) -> None:
-        compile_onnx(quant.path, target=target, out_dir=d / "bundle", parity_inputs=parity_x, onnx_copy=True,
-                     preprocessing=preprocessing, tune_trials=setting["tune_trials"],
-                     extra_manifest={"variant": {"name": "setting", "precision": f"{setting['scheme']}-{setting['bits']}bit",
-                                                 "pruned": True, "accuracy": quant.accuracy_quantized},
-                                     "sweep_setting": setting})
+        compile_onnx(
+            quant.path,
+            target=target,
+            out_dir=d / "bundle",
+            parity_inputs=parity_x,
+            onnx_copy=True,
+            preprocessing=preprocessing,
+            tune_trials=setting["tune_trials"],
+            extra_manifest={
+                "variant": {
+                    "name": "setting",
+                    "precision": f"{setting['scheme']}-{setting['bits']}bit",
+                    "pruned": True,
+                    "accuracy": quant.accuracy_quantized,
+                },
+                "sweep_setting": setting,
+            },
+        )
 
     compile_dir = cache.get("compile", compile_key, build_compile)
     bundle = Bundle.load(compile_dir / "bundle")
     return Prepared(
-        bundle=bundle.path, original=original_dir / "bundle", eval_npz=data_dir / "test.npz",
-        val_accuracy=quant_val, test_accuracy=quant.accuracy_quantized,
-        dense_val_accuracy=dense_meta["val_accuracy"], dense_test_accuracy=dense_meta["test_accuracy"],
+        bundle=bundle.path,
+        original=original_dir / "bundle",
+        eval_npz=data_dir / "test.npz",
+        val_accuracy=quant_val,
+        test_accuracy=quant.accuracy_quantized,
+        dense_val_accuracy=dense_meta["val_accuracy"],
+        dense_test_accuracy=dense_meta["test_accuracy"],
         sparsity=pruned.global_sparsity,
-        bytes=_deploy_bytes(bundle), quant_path=quant.quant_path,
-        keys={"data": data_key, "train": train_key, "prune": prune_key, "quantize": quant_key, "compile": compile_key,
-              "original": original_key},
+        bytes=_deploy_bytes(bundle),
+        quant_path=quant.quant_path,
+        keys={
+            "data": data_key,
+            "train": train_key,
+            "prune": prune_key,
+            "quantize": quant_key,
+            "compile": compile_key,
+            "original": original_key,
+        },
     )

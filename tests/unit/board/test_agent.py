@@ -1,4 +1,5 @@
 """The board agent run as a plain subprocess (the SSH path is tested in integration/)."""
+
 import json
 import os
 import shutil
@@ -32,8 +33,17 @@ def test_info_reports_board_facts():
 
 def plan_file(tmp_path, bundle_dir, **protocol) -> str:
     """A one-bundle plan of the `bench` verb (board/agent/plan.py)."""
-    plan = {"engines": ["tvm"], "warmup": 3, "rounds": 3, "number": 5, "min_round_ms": 20, "time_evaluator": True,
-            "keep_samples": True, "bundles": [{"name": "b", "dir": str(bundle_dir), "reference": None}], **protocol}
+    plan = {
+        "engines": ["tvm"],
+        "warmup": 3,
+        "rounds": 3,
+        "number": 5,
+        "min_round_ms": 20,
+        "time_evaluator": True,
+        "keep_samples": True,
+        "bundles": [{"name": "b", "dir": str(bundle_dir), "reference": None}],
+        **protocol,
+    }
     path = tmp_path / "plan.json"
     path.write_text(json.dumps(plan))
     return str(path)
@@ -85,8 +95,15 @@ def test_eval_accuracy_and_parity(host_bundle, quantized, digits, tmp_path):
 
 def test_infer_writes_outputs(host_bundle, digits, tmp_path):
     np.savez(tmp_path / "in.npz", x=digits.x_test[:3])
-    code, doc = agent("infer", "--bundle", str(host_bundle.path), "--input", str(tmp_path / "in.npz"),
-                      "--output", str(tmp_path / "out.npz"))
+    code, doc = agent(
+        "infer",
+        "--bundle",
+        str(host_bundle.path),
+        "--input",
+        str(tmp_path / "in.npz"),
+        "--output",
+        str(tmp_path / "out.npz"),
+    )
     assert code == 0, doc
     assert np.load(tmp_path / "out.npz")["y"].shape == (3, 10)
 
@@ -126,6 +143,10 @@ def test_damaged_library_is_refused(host_bundle, tmp_path):
 
 
 def test_bad_arguments_exit_2():
-    r = subprocess.run([sys.executable, "-m", "board.agent", "fly"], capture_output=True, text=True,
-                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    r = subprocess.run(
+        [sys.executable, "-m", "board.agent", "fly"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert r.returncode == 2

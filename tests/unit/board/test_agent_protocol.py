@@ -1,4 +1,5 @@
 """The agent's version verb, parity in a bench plan, and the onnxruntime engine, run as a subprocess."""
+
 import json
 import os
 import subprocess
@@ -25,8 +26,16 @@ def test_version_is_cheap_and_matches_the_host_digest():
 
 
 def plan(tmp_path, bundle, reference=None, **protocol) -> str:
-    doc = {"engines": ["tvm"], "warmup": 1, "rounds": 2, "number": 3, "min_round_ms": 0, "time_evaluator": True,
-           "bundles": [{"name": "b", "dir": str(bundle.path), "reference": reference}], **protocol}
+    doc = {
+        "engines": ["tvm"],
+        "warmup": 1,
+        "rounds": 2,
+        "number": 3,
+        "min_round_ms": 0,
+        "time_evaluator": True,
+        "bundles": [{"name": "b", "dir": str(bundle.path), "reference": reference}],
+        **protocol,
+    }
     path = tmp_path / f"plan-{len(list(tmp_path.glob('plan-*')))}.json"
     path.write_text(json.dumps(doc))
     return str(path)

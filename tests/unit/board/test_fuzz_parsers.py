@@ -1,6 +1,7 @@
 """Property-based fuzzing (hypothesis) of what a board or a user can feed the host: a bundle's
 manifest (its file names), the agent's JSON, boards.toml. Any input gives a result or the
 documented error (exit 6, 7 or 3), never another exception. No deadline: no wall-clock limit."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,22 @@ SHA = "0" * 64
 names = st.one_of(
     st.text(max_size=40),
     st.text(alphabet="./\\\x00\n\x1b ab", max_size=12),
-    st.sampled_from(["..", ".", "../../../etc/passwd", "/etc/passwd", ".ssh/authorized_keys", "a/../b", "model.so",
-                     "manifest.json", "x" * 200, "ok.bin", "C:\\x", "\u202e.so"]),
+    st.sampled_from(
+        [
+            "..",
+            ".",
+            "../../../etc/passwd",
+            "/etc/passwd",
+            ".ssh/authorized_keys",
+            "a/../b",
+            "model.so",
+            "manifest.json",
+            "x" * 200,
+            "ok.bin",
+            "C:\\x",
+            "\u202e.so",
+        ]
+    ),
 )
 
 
@@ -75,8 +90,15 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=12), inner, max_size=6),
     max_leaves=40,
 )
-ENVELOPE = {"schema": "edgeopt.agent/1", "agent_version": "1", "agent_digest": "abc", "verb": "info", "ok": True,
-            "board": {"arch": "x86_64", "python": "3.11.2"}, "imports": ["json"]}
+ENVELOPE = {
+    "schema": "edgeopt.agent/1",
+    "agent_version": "1",
+    "agent_digest": "abc",
+    "verb": "info",
+    "ok": True,
+    "board": {"arch": "x86_64", "python": "3.11.2"},
+    "imports": ["json"],
+}
 
 
 def _parse(text: str, verb: str):
@@ -104,7 +126,7 @@ def test_an_envelope_with_one_field_replaced(key, value, verb):
 
 
 @FUZZ
-@given(text=st.text(max_size=200) | st.text(alphabet="[]{}\",:0", max_size=400))
+@given(text=st.text(max_size=200) | st.text(alphabet='[]{}",:0', max_size=400))
 def test_any_text_is_a_document_or_refused(text):
     out = _parse(text, "info")
     assert out is None or isinstance(out, dict)
@@ -119,10 +141,28 @@ def test_a_valid_envelope_passes():
     assert agentdoc.parse(json.dumps(ENVELOPE), verb="info", where="b:22")["board"]["arch"] == "x86_64"
 
 
-toml_keys = st.sampled_from(["host", "user", "port", "target", "identity_file", "python", "remote_root",
-                             "known_hosts", "timeout", "identities_only", "password", "bogus"])
-toml_scalars = (st.text(alphabet=string.printable, max_size=12) | st.integers(-5, 70000) | st.booleans()
-                | st.floats(allow_nan=False, allow_infinity=False, width=32))
+toml_keys = st.sampled_from(
+    [
+        "host",
+        "user",
+        "port",
+        "target",
+        "identity_file",
+        "python",
+        "remote_root",
+        "known_hosts",
+        "timeout",
+        "identities_only",
+        "password",
+        "bogus",
+    ]
+)
+toml_scalars = (
+    st.text(alphabet=string.printable, max_size=12)
+    | st.integers(-5, 70000)
+    | st.booleans()
+    | st.floats(allow_nan=False, allow_infinity=False, width=32)
+)
 
 
 def _toml_value(v) -> str:
@@ -134,8 +174,13 @@ def _toml_value(v) -> str:
 
 
 @FUZZ
-@given(boards=st.dictionaries(st.text(alphabet=string.ascii_lowercase, min_size=1, max_size=6),
-                              st.dictionaries(toml_keys, toml_scalars, max_size=6), max_size=3))
+@given(
+    boards=st.dictionaries(
+        st.text(alphabet=string.ascii_lowercase, min_size=1, max_size=6),
+        st.dictionaries(toml_keys, toml_scalars, max_size=6),
+        max_size=3,
+    )
+)
 def test_any_boards_toml_table_is_read_or_refused(tmp_path_factory, boards):
     path = tmp_path_factory.mktemp("cfg") / "boards.toml"
     lines = []

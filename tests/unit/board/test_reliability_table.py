@@ -1,5 +1,6 @@
 """docs/reliability.md's table and tests/integration/test_faults.py agree, name for name: every
 row names a test that exists, every test there has a row, and every row has its exit code."""
+
 from __future__ import annotations
 
 import ast
@@ -31,7 +32,7 @@ def test_table_and_suite_agree():
     assert all(named), [r for r, m in zip(rows, named) if not m]
     names = [m.group(1) for m in named]
     assert len(names) == len(set(names)), "a test is named by two rows"
-    assert set(names) == suite_tests(), (set(names) ^ suite_tests())
+    assert set(names) == suite_tests(), set(names) ^ suite_tests()
 
 
 def test_every_row_has_an_exit_code_and_a_behaviour():

@@ -1,5 +1,6 @@
 """Board command timeouts: per-verb defaults, scaled for emulated boards, a set value wins; and
 an exit code that is a signal is named."""
+
 from __future__ import annotations
 
 import pytest

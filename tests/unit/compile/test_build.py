@@ -1,4 +1,3 @@
-
 import onnx
 import pytest
 from edgeopt.compile import Bundle, compile_onnx, get_target

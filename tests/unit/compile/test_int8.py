@@ -1,4 +1,5 @@
 """compile/int8.py: QDQ conv2d/matmul run as int8 x int8 -> int32 in TVM, checked against onnxruntime."""
+
 import numpy as np
 import pytest
 import torch
@@ -15,8 +16,15 @@ def _qdq(module, shape, tmp_path, calib, *, per_channel=True):
     model = Model(module.eval(), InputSpec("input", shape))
     fp32 = export_onnx(model, tmp_path / "fp32.onnx")
     pre = ort_ptq.preprocess(fp32, tmp_path / "pre.onnx")
-    int8 = ort_ptq.quantize(pre, tmp_path / "int8.onnx", input_name="input", calib=calib,
-                            calibrator=Calibrator.minmax, bits=8, per_channel=per_channel)
+    int8 = ort_ptq.quantize(
+        pre,
+        tmp_path / "int8.onnx",
+        input_name="input",
+        calib=calib,
+        calibrator=Calibrator.minmax,
+        bits=8,
+        per_channel=per_channel,
+    )
     return fp32, int8
 
 
@@ -107,17 +115,23 @@ def test_max_pool_joins_the_first_layer_only_when_it_drops_the_ragged_edge(ceil_
     from edgeopt.compile.kernels import layers
 
     torch.manual_seed(0)
-    module = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 5, padding=2), torch.nn.ReLU(),
-                                 torch.nn.MaxPool2d(2, ceil_mode=ceil_mode), torch.nn.Flatten(),
-                                 torch.nn.Linear(3 * (5 if ceil_mode else 4) ** 2, 4))
+    module = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 3, 5, padding=2),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2, ceil_mode=ceil_mode),
+        torch.nn.Flatten(),
+        torch.nn.Linear(3 * (5 if ceil_mode else 4) ** 2, 4),
+    )
     shape = (1, 1, 9, 9)
     rng = np.random.default_rng(0)
     _, int8 = _qdq(module, shape, tmp_path, rng.random((16, *shape[1:]), dtype=np.float32))
-    bundle, parity = compile_onnx(int8, target=get_target("host"), out_dir=tmp_path / "b",
-                                  parity_inputs=rng.random((16, *shape[1:]), dtype=np.float32))
+    bundle, parity = compile_onnx(
+        int8,
+        target=get_target("host"),
+        out_dir=tmp_path / "b",
+        parity_inputs=rng.random((16, *shape[1:]), dtype=np.float32),
+    )
     ops = bundle.manifest["arithmetic"]["int8_ops"]
     first = layers.rows_ok(ops["kernels"], 1, 3, 5, 5, (1, 1), (1, 1))  # every AVX2 CPU
     assert ops["pixel_vectors"] == int(first) and ops["pools"] == int(first and not ceil_mode)
     assert parity.max_abs_diff == 0
-
-

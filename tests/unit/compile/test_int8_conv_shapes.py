@@ -1,6 +1,7 @@
 """compile/int8 on 1-D and grouped convolutions: fused layers (a 1-D conv is a 2-D one a row high,
 a grouped one dense with block-diagonal weights; compile/int8/geometry.py) on every x86 ISA the
 host runs, exact against the QDQ model as written in onnxruntime (edgeopt.reference)."""
+
 import numpy as np
 import pytest
 import torch
@@ -25,10 +26,16 @@ class Net1D(nn.Module):
     def __init__(self):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv1d(10, 16, 5, stride=2, padding=2), nn.ReLU(), nn.MaxPool1d(3, stride=2, padding=1),
-            nn.Conv1d(16, 24, 3, padding=1, groups=4), nn.Tanh(),
-            nn.Conv1d(24, 24, 3, padding=1, groups=24), nn.ReLU(),
-            nn.Conv1d(24, 16, 3, padding=2, dilation=2), nn.ReLU())
+            nn.Conv1d(10, 16, 5, stride=2, padding=2),
+            nn.ReLU(),
+            nn.MaxPool1d(3, stride=2, padding=1),
+            nn.Conv1d(16, 24, 3, padding=1, groups=4),
+            nn.Tanh(),
+            nn.Conv1d(24, 24, 3, padding=1, groups=24),
+            nn.ReLU(),
+            nn.Conv1d(24, 16, 3, padding=2, dilation=2),
+            nn.ReLU(),
+        )
         self.res = nn.Conv1d(16, 16, 3, padding=1)
         self.head = nn.Conv1d(16, 12, 1)
         self.fc = nn.Linear(12, 5)
@@ -45,9 +52,13 @@ class Grouped2D(nn.Module):
     def __init__(self):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(3, 12, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(12, 16, 3, stride=2, padding=1, groups=4), nn.Tanh(),
-            nn.Conv2d(16, 16, 1, groups=2), nn.ReLU())
+            nn.Conv2d(3, 12, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(12, 16, 3, stride=2, padding=1, groups=4),
+            nn.Tanh(),
+            nn.Conv2d(16, 16, 1, groups=2),
+            nn.ReLU(),
+        )
         self.fc = nn.Linear(16 * 5 * 5, 5)
 
     def forward(self, x):
@@ -72,8 +83,9 @@ def _make_qdq(name, d):
     pre = ort_ptq.preprocess(fp32, d / "pre.onnx")
     rng = np.random.default_rng(0)
     calib = rng.uniform(-1, 1, (32, *shape[1:])).astype(np.float32)
-    int8 = ort_ptq.quantize(pre, d / "int8.onnx", input_name="input", calib=calib, calibrator=Calibrator.minmax,
-                            bits=8, per_channel=True)
+    int8 = ort_ptq.quantize(
+        pre, d / "int8.onnx", input_name="input", calib=calib, calibrator=Calibrator.minmax, bits=8, per_channel=True
+    )
     return int8, rng.uniform(-1, 1, (16, *shape)).astype(np.float32)
 
 

@@ -1,4 +1,5 @@
 """compile/steps.py: single steps of compile_onnx run alone on a CompileState."""
+
 import numpy as np
 import pytest
 from edgeopt.compile import get_target
@@ -10,8 +11,9 @@ from edgeopt.errors import UnsupportedModelError, UsageError
 
 
 def _state(path, tmp_path, **kw):
-    return CompileState(CompileRequest(onnx_path=path, target=get_target(kw.pop("target", "host")),
-                                       out_dir=tmp_path / "b", **kw))
+    return CompileState(
+        CompileRequest(onnx_path=path, target=get_target(kw.pop("target", "host")), out_dir=tmp_path / "b", **kw)
+    )
 
 
 def test_validate_reads_shapes_and_rejects_bad_requests_before_tvm_runs(tmp_path):
@@ -46,7 +48,11 @@ def test_lower_int8_alone_uses_the_targets_isa_or_none(quantized, tmp_path):
 def test_parity_step_checks_host_builds_only(quantized, digits, tmp_path):
     s = run(_state(quantized.path, tmp_path, parity_inputs=digits.x_test[:4]))
     assert s.parity.samples == 4 + 8 and s.bundle.manifest["parity"]["checked_on"] == "host"
-    cross = CompileState(CompileRequest(onnx_path=quantized.path, target=get_target("aarch64"), out_dir=tmp_path / "x"),
-                         staging=s.bundle.path, shapes=s.shapes, tolerance=s.tolerance)
+    cross = CompileState(
+        CompileRequest(onnx_path=quantized.path, target=get_target("aarch64"), out_dir=tmp_path / "x"),
+        staging=s.bundle.path,
+        shapes=s.shapes,
+        tolerance=s.tolerance,
+    )
     check_parity(cross)  # a cross build: not run on this host, left to the board
     assert cross.parity is None and np.isfinite(s.parity.max_abs_diff)

@@ -1,4 +1,5 @@
 """Cross-compiled bundles for the Arm targets (run on an aarch64 board: see the QEMU tests)."""
+
 import json
 import subprocess
 import sys
@@ -45,8 +46,12 @@ def test_board_agent_refuses_an_arm_bundle_on_this_cpu(quantized, tmp_path):
         pytest.skip("this host is aarch64")
     bundle, _ = compile_onnx(quantized.path, target=get_target("aarch64"), out_dir=tmp_path / "b")
     repo = Path(__file__).resolve().parents[3]
-    r = subprocess.run([sys.executable, "-m", "board.agent", "bench", "--bundle", str(bundle.path)],
-                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(repo)})
+    r = subprocess.run(
+        [sys.executable, "-m", "board.agent", "bench", "--bundle", str(bundle.path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+    )
     doc = json.loads(r.stdout)
     assert r.returncode == 1 and doc["error"]["kind"] == "target_mismatch"
     assert "aarch64" in doc["error"]["message"]
@@ -61,8 +66,22 @@ def test_missing_cross_compiler_is_one_clear_error(quantized, tmp_path, monkeypa
 
 
 def test_compile_cli_json(quantized, tmp_path):
-    r = subprocess.run([sys.executable, "-m", "edgeopt", "compile", str(quantized.path), "--target", "host",
-                        "--out", str(tmp_path / "b"), "--json"], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgeopt",
+            "compile",
+            str(quantized.path),
+            "--target",
+            "host",
+            "--out",
+            str(tmp_path / "b"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["bundle"]["bytes"] > 0 and doc["target"]["name"] == "host"
@@ -72,9 +91,28 @@ def test_compile_cli_json(quantized, tmp_path):
 
     m = Bundle.load(tmp_path / "b").manifest  # the ONNX travels in the bundle, hashed like the library
     assert "model.onnx" in m["files"] and m["preprocessing"]["declared"] is False
-    r = subprocess.run([sys.executable, "-m", "edgeopt", "compile", str(quantized.path), "--out", str(tmp_path / "c"),
-                        "--no-onnx", "--float-arith", "--scale", "0.5", "--mean", "0.1", "--std", "0.3", "--json"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgeopt",
+            "compile",
+            str(quantized.path),
+            "--out",
+            str(tmp_path / "c"),
+            "--no-onnx",
+            "--float-arith",
+            "--scale",
+            "0.5",
+            "--mean",
+            "0.1",
+            "--std",
+            "0.3",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     m = Bundle.load(tmp_path / "c").manifest
     assert set(m["files"]) == {"model.so"} and m["arithmetic"]["int8_ops"] is None
@@ -107,10 +145,16 @@ def _tiny_matmul_onnx(path):
     w = numpy_helper.from_array(rng.normal(size=(16, 16)).astype(np.float32), "w")
     b = numpy_helper.from_array(rng.normal(size=(16,)).astype(np.float32), "b")
     g = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["a"]),
-         helper.make_node("Relu", ["a"], ["y"])], "tiny",
+        [
+            helper.make_node("MatMul", ["x", "w"], ["m"]),
+            helper.make_node("Add", ["m", "b"], ["a"]),
+            helper.make_node("Relu", ["a"], ["y"]),
+        ],
+        "tiny",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])], initializer=[w, b])
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])],
+        initializer=[w, b],
+    )
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], ir_version=10), str(path))
     return path
 
@@ -126,10 +170,31 @@ def test_tuning_is_correct_cached_reused_and_quiet(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     model = _tiny_matmul_onnx(tmp_path / "tiny.onnx")
     # a terminal as rich sees one (the bar draws), wide enough that no path is wrapped
-    env = {**os.environ, "EDGEOPT_CACHE_DIR": str(cache), "TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "1",
-           "COLUMNS": "400"}
-    r = subprocess.run([sys.executable, "-m", "edgeopt", "compile", str(model), "--tune", "--trials", "2",
-                        "--out", str(tmp_path / "t1"), "--json"], capture_output=True, text=True, env=env)
+    env = {
+        **os.environ,
+        "EDGEOPT_CACHE_DIR": str(cache),
+        "TTY_COMPATIBLE": "1",
+        "TTY_INTERACTIVE": "1",
+        "COLUMNS": "400",
+    }
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgeopt",
+            "compile",
+            str(model),
+            "--tune",
+            "--trials",
+            "2",
+            "--out",
+            str(tmp_path / "t1"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     doc = json.loads(r.stdout)
     t = doc["tuning"]
@@ -155,8 +220,10 @@ def test_tuning_is_correct_cached_reused_and_quiet(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGEOPT_CACHE_DIR", str(cache))
     again, _ = compile_onnx(model, target=get_target("host"), out_dir=tmp_path / "t2", tune_trials=2)
     timing = ("kept", "latency_us")  # measured anew each compile
-    assert ({k: v for k, v in again.manifest["tuning"].items() if k not in timing}
-            == {**{k: v for k, v in t.items() if k not in timing}, "reused": True})
+    assert {k: v for k, v in again.manifest["tuning"].items() if k not in timing} == {
+        **{k: v for k, v in t.items() if k not in timing},
+        "reused": True,
+    }
 
 
 def test_tuning_for_a_cross_target_is_refused(quantized, tmp_path):

@@ -8,6 +8,7 @@ What "every error" means here, mechanically:
   empty;
 - every failure kind the board agent reports (AgentFailure("kind", ...)) appears too.
 A new `raise SomeError(f"...")` without a row fails this test and names the file and line."""
+
 from __future__ import annotations
 
 import ast
@@ -55,7 +56,12 @@ def raise_sites() -> list[tuple[str, int, str, list[str] | None]]:
         for path in sorted(base.rglob("*.py")):
             tree = ast.parse(path.read_text(), filename=str(path))
             for node in ast.walk(tree):
-                if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in names and node.args:
+                if (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Name)
+                    and node.func.id in names
+                    and node.args
+                ):
                     sites.append((str(path.relative_to(ROOT)), node.lineno, node.func.id, _pieces(node.args[0])))
     return sites
 
@@ -103,8 +109,10 @@ def test_every_message_is_documented_with_a_fix():
     problems = []
     for file, line, cls, pieces in raise_sites():
         if pieces is None:
-            problems.append(f"{file}:{line}: {cls}(...) with a message that is not a literal: document it and "
-                            "make it a literal or an f-string")
+            problems.append(
+                f"{file}:{line}: {cls}(...) with a message that is not a literal: document it and "
+                "make it a literal or an f-string"
+            )
             continue
         piece = max((_norm(p) for p in pieces), key=len, default="")
         if len(piece) < MIN_PIECE:

@@ -1,4 +1,5 @@
 """Test networks: residual adds, depthwise convolutions, BatchNorm (for structured pruning)."""
+
 import torch
 from torch import nn
 
@@ -10,8 +11,9 @@ class Block(nn.Module):
         super().__init__()
         hidden = channels * expand
         self.expand = nn.Sequential(nn.Conv2d(channels, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU())
-        self.depthwise = nn.Sequential(nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden, bias=False),
-                                       nn.BatchNorm2d(hidden), nn.ReLU())
+        self.depthwise = nn.Sequential(
+            nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden, bias=False), nn.BatchNorm2d(hidden), nn.ReLU()
+        )
         self.project = nn.Sequential(nn.Conv2d(hidden, channels, 1, bias=False), nn.BatchNorm2d(channels))
 
     def forward(self, x):

@@ -1,5 +1,6 @@
 """No input a user can give exits 70: a corpus of bad models and bad data through every command
 that takes them. Each must end in one line naming the user's own file, exit 3, and a fix."""
+
 from __future__ import annotations
 
 import subprocess
@@ -10,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from edgeopt.toolkit import examples
+from edgeopt.toolkit.cli import main
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from edgeopt.errors import InputError
-from edgeopt.toolkit import examples
-from edgeopt.toolkit.cli import main
 
 FEATURES = examples.FAMILIES["mlp"].sample_shape  # (20,)
 
@@ -52,23 +53,38 @@ def corpus(tmp_path_factory):
     torch.save([1, 2, 3], d / "list.pt")
     # a class pickled under __main__, as a user's script does
     script = d / "train_script.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import torch
         class Net(torch.nn.Module):
             def __init__(self):
                 super().__init__(); self.fc = torch.nn.Linear(20, 4)
             def forward(self, x):
                 return self.fc(x)
-        torch.save(Net(), {str(d / 'main.pt')!r})
-    """))
+        torch.save(Net(), {str(d / "main.pt")!r})
+    """)
+    )
     subprocess.run([sys.executable, str(script)], check=True)
     # a model whose output is not N x classes
     torch.save(torch.nn.Sequential(torch.nn.Linear(20, 4), torch.nn.Flatten(0)), d / "bad_output.pt")
     return d
 
 
-BAD_DATA = ["wrong_rank.npz", "wrong_dtype.npz", "wrong_size.npz", "labels_out_of_range.npz", "float_labels.npz",
-            "empty.npz", "nan.npz", "pickled.npz", "too_few.npz", "no_x.npz", "not_npz.npz", "text.npz", "missing.npz"]
+BAD_DATA = [
+    "wrong_rank.npz",
+    "wrong_dtype.npz",
+    "wrong_size.npz",
+    "labels_out_of_range.npz",
+    "float_labels.npz",
+    "empty.npz",
+    "nan.npz",
+    "pickled.npz",
+    "too_few.npz",
+    "no_x.npz",
+    "not_npz.npz",
+    "text.npz",
+    "missing.npz",
+]
 BAD_MODELS = ["garbage.pt", "garbage.onnx", "dict.pt", "state.pt", "list.pt", "main.pt", "bad_output.pt", "missing.pt"]
 
 
@@ -119,14 +135,18 @@ def test_onnx_with_data_of_the_wrong_shape(corpus, tmp_path, capsys):
     from edgeopt.toolkit.models import InputSpec, Model
 
     onnx_path = export_onnx(Model(examples.build("mlp"), InputSpec("input", (1, 20))), tmp_path / "mine.onnx")
-    for argv in (["quantize", str(onnx_path), "--data", "digits", "--out", str(tmp_path / "q"), "-q"],
-                 ["prune", str(onnx_path), "--data", "digits", "--out", str(tmp_path / "p"), "-q"]):
+    for argv in (
+        ["quantize", str(onnx_path), "--data", "digits", "--out", str(tmp_path / "q"), "-q"],
+        ["prune", str(onnx_path), "--data", "digits", "--out", str(tmp_path / "p"), "-q"],
+    ):
         _assert_one_clear_line(capsys, main(argv), "mine.onnx")
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(shape=hnp.array_shapes(min_dims=1, max_dims=5, min_side=1, max_side=24),
-       dtype=st.sampled_from([np.float32, np.float64, np.int32, np.uint8, np.bool_, np.complex64]))
+@given(
+    shape=hnp.array_shapes(min_dims=1, max_dims=5, min_side=1, max_side=24),
+    dtype=st.sampled_from([np.float32, np.float64, np.int32, np.uint8, np.bool_, np.complex64]),
+)
 def test_any_data_shape_fits_or_is_an_input_error(corpus, shape, dtype):
     """Samples of any rank, size and dtype: loaded as they are and run, or one InputError."""
     from edgeopt.toolkit.data import load_npz

@@ -1,11 +1,12 @@
 """The bench report's pure parts: fleet exit codes, which boards share a CPU, [groups], history refs."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
-
 from edgeopt.toolkit.bench import fleet, history
+
 from edgeopt.errors import InputError, UsageError
 
 
@@ -20,8 +21,12 @@ def test_cpu_identity_and_shared_marking():
     assert fleet.cpu_identity("127.0.0.1") == fleet.cpu_identity("localhost") == fleet.THIS_MACHINE
     assert fleet.cpu_identity("127.0.0.2") == fleet.THIS_MACHINE  # all of 127/8 is this machine
     assert fleet.cpu_identity("192.0.2.7") == "192.0.2.7"  # TEST-NET-1, resolved without a lookup
-    boards = [{"name": "a", "ok": True, "cpu_identity": "x"}, {"name": "b", "ok": True, "cpu_identity": "x"},
-              {"name": "c", "ok": True, "cpu_identity": "y"}, {"name": "d", "ok": False, "cpu_identity": "x"}]
+    boards = [
+        {"name": "a", "ok": True, "cpu_identity": "x"},
+        {"name": "b", "ok": True, "cpu_identity": "x"},
+        {"name": "c", "ok": True, "cpu_identity": "y"},
+        {"name": "d", "ok": False, "cpu_identity": "x"},
+    ]
     fleet.mark_shared(boards)
     assert [b["shares_cpu_with"] for b in boards] == [["b"], ["a"], [], []]
 

@@ -1,8 +1,8 @@
 """The CLI's error contract: one clear line on stderr, a documented exit code, no traceback."""
+
 import socket
 import subprocess
 import sys
-
 
 from edgeopt.toolkit.cli import main
 
@@ -84,9 +84,28 @@ def test_prune_json_from_a_saved_module(tmp_path, trained):
     import torch
 
     torch.save(trained.module, tmp_path / "m.pt")
-    r = subprocess.run([sys.executable, "-m", "toolkit", "prune", str(tmp_path / "m.pt"), "--method", "structured",
-                        "--steps", "2", "--epochs", "1", "--final-epochs", "1", "--out", str(tmp_path / "p"), "--json"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "toolkit",
+            "prune",
+            str(tmp_path / "m.pt"),
+            "--method",
+            "structured",
+            "--steps",
+            "2",
+            "--epochs",
+            "1",
+            "--final-epochs",
+            "1",
+            "--out",
+            str(tmp_path / "p"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["sparsity"]["global"] >= 0.70

@@ -2,6 +2,7 @@
 default of that stage's config model, and docs/cli.md and docs/config.md say the same.
 
 The help lines are the ones `--help` prints (each option's click help record, unwrapped)."""
+
 from __future__ import annotations
 
 import re
@@ -9,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import typer
-
 from edgeopt.toolkit.bench.options import BenchOptions
 from edgeopt.toolkit.cli.main import app
 from edgeopt.toolkit.cli.options import default
@@ -30,8 +30,11 @@ MODELS = {
     "sweep": (SweepSpec, {"board": "boards"}),
 }
 # options whose default is another model's (the stage before, or the run's training)
-OTHER = {("prune", "data"): (RunConfig, "data"), ("prune", "train_epochs"): (RunConfig, "epochs"),
-         ("quantize", "data"): (RunConfig, "data")}
+OTHER = {
+    ("prune", "data"): (RunConfig, "data"),
+    ("prune", "train_epochs"): (RunConfig, "epochs"),
+    ("quantize", "data"): (RunConfig, "data"),
+}
 # defaults that depend on the mode, said in words: bench --baseline (none for one bundle, a report's for several)
 IN_WORDS = {("bench", "baseline")}
 
@@ -86,7 +89,7 @@ def doc_rows(path: Path, heading: str) -> dict[str, str]:
     start = text.index(heading)
     end = text.find("\n## ", start + 1)
     rows = {}
-    for line in text[start:end if end > 0 else None].splitlines():
+    for line in text[start : end if end > 0 else None].splitlines():
         cells = [c.strip() for c in line.replace("\\|", "/").strip().strip("|").split("|")]
         if len(cells) < 3 or not cells[0].startswith("`"):
             continue
@@ -114,7 +117,9 @@ def test_cli_md_says_what_help_says(command):
     rows = doc_rows(DOCS / "cli.md", f"## `edgeopt {command}")
     compared = [n for n, d in rows.items() if comparable(d) and n in shown_defaults]
     for name in compared:
-        assert same(rows[name], shown_defaults[name]), f"docs/cli.md {command} --{name}: {rows[name]}, --help: {shown_defaults[name]}"
+        assert same(rows[name], shown_defaults[name]), (
+            f"docs/cli.md {command} --{name}: {rows[name]}, --help: {shown_defaults[name]}"
+        )
     assert len(compared) >= 3, rows
 
 
@@ -122,5 +127,7 @@ def test_config_md_says_what_run_config_says():
     rows = doc_rows(DOCS / "config.md", "## Run config")
     compared = [k for k, d in rows.items() if comparable(d)]
     for key in compared:
-        assert same(rows[key], default(RunConfig, key)), f"docs/config.md {key}: {rows[key]}, RunConfig: {default(RunConfig, key)}"
+        assert same(rows[key], default(RunConfig, key)), (
+            f"docs/config.md {key}: {rows[key]}, RunConfig: {default(RunConfig, key)}"
+        )
     assert len(compared) >= 15, rows

@@ -1,7 +1,6 @@
-
 import pytest
-
 from edgeopt.toolkit.config import resolve
+
 from edgeopt.errors import InputError, UsageError
 
 
@@ -13,7 +12,7 @@ def test_defaults():
 
 def test_toml_then_flags_win(tmp_path):
     f = tmp_path / "run.toml"
-    f.write_text('[run]\nsparsity = 0.8\nlocal-port = 2222\nepochs = 5\n')
+    f.write_text("[run]\nsparsity = 0.8\nlocal-port = 2222\nepochs = 5\n")
     cfg = resolve({"epochs": 7, "model": None}, f)
     assert cfg.sparsity == 0.8 and cfg.local_port == 2222
     assert cfg.epochs == 7  # the flag wins
@@ -48,10 +47,12 @@ def test_fast_preset_sits_under_the_config_file_and_the_flags(tmp_path):
     assert fast.final_epochs == PRESETS["fast"]["final_epochs"] > plain.final_epochs
     assert fast.sparsity == 0.70  # the floor is the default's: the preset never lowers it
     f = tmp_path / "run.toml"
-    f.write_text('[run]\nfinal-epochs = 8\ndistill = false\n')
+    f.write_text("[run]\nfinal-epochs = 8\ndistill = false\n")
     cfg = resolve({"fast": True}, f)
     assert cfg.final_epochs == 8 and not cfg.distill  # the file wins over the preset ...
-    assert cfg.method is Method.structured and cfg.prune_epochs == PRESETS["fast"]["prune_epochs"]  # ... where it speaks
+    assert (
+        cfg.method is Method.structured and cfg.prune_epochs == PRESETS["fast"]["prune_epochs"]
+    )  # ... where it speaks
     cfg = resolve({"fast": True, "method": "magnitude", "final_epochs": 3}, f)
     assert cfg.method is Method.magnitude and cfg.final_epochs == 3  # flags win over both
     f.write_text("fast = true\n")  # the preset may be chosen in the file too

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
-
 from edgeopt.toolkit.data import load_dataset, load_npz
+
 from edgeopt.errors import InputError
 
 

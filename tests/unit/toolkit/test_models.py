@@ -1,9 +1,9 @@
 import pytest
 import torch
-
-from edgeopt.errors import InputError
 from edgeopt.toolkit.models import build_model, load_module
 from edgeopt.toolkit.transfer import finetune
+
+from edgeopt.errors import InputError
 
 
 def test_builtin_shapes():
@@ -49,6 +49,7 @@ def test_load_saved_module_and_state_dict(tmp_path):
 
 def test_finetune_freezes_early_layers_and_replaces_a_mismatched_head(trained, digits):
     import copy
+
     from edgeopt.toolkit.models import Model
     from torch import nn
 

@@ -1,5 +1,6 @@
 """A user's own model: formats, conversion of graphs to torch layers, structured pruning of them,
 unlabelled calibration data, and what the bundle's manifest says afterwards."""
+
 from __future__ import annotations
 
 import json
@@ -7,7 +8,6 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from edgeopt.toolkit import examples
 from edgeopt.toolkit.export import export_onnx
 from edgeopt.toolkit.loader import ModelFormat, load
@@ -45,8 +45,8 @@ def test_every_format_loads_to_the_same_function(tmp_path, fmt):
 
 
 def test_structured_pruning_of_a_converted_onnx_keeps_residual_and_depthwise_consistent(mobilenet_onnx, tmp_path):
-    from edgeopt.toolkit.prune.engine import _Plan
     from edgeopt.toolkit.prune import Method, PruneConfig, Schedule
+    from edgeopt.toolkit.prune.engine import _Plan
 
     _, path = mobilenet_onnx
     module = load(path).module
@@ -68,7 +68,9 @@ def test_unlabelled_calibration_data_claims_no_accuracy(mobilenet_onnx, tmp_path
 
     _, path = mobilenet_onnx
     np.savez(tmp_path / "calib.npz", x=np.random.default_rng(0).normal(size=(16, 3, 16, 16)).astype(np.float32))
-    code = main(["quantize", str(path), "--data", str(tmp_path / "calib.npz"), "--out", str(tmp_path / "q"), "--json", "-q"])
+    code = main(
+        ["quantize", str(path), "--data", str(tmp_path / "calib.npz"), "--out", str(tmp_path / "q"), "--json", "-q"]
+    )
     doc = json.loads(capsys.readouterr().out)
     assert code == 0
     assert doc["accuracy"]["quantized"] is None and "no labels" in doc["validation"]["note"]
@@ -77,16 +79,20 @@ def test_unlabelled_calibration_data_claims_no_accuracy(mobilenet_onnx, tmp_path
 
 def test_unsupported_onnx_operator_is_refused_by_name(tmp_path, capsys):
     import onnx
+    from edgeopt.toolkit.cli import main
     from onnx import TensorProto, helper
 
-    from edgeopt.toolkit.cli import main
-
-    graph = helper.make_graph([helper.make_node("Erf", ["input"], ["output"], name="erf0")], "g",
-                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 20])],
-                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 20])])
+    graph = helper.make_graph(
+        [helper.make_node("Erf", ["input"], ["output"], name="erf0")],
+        "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 20])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 20])],
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), tmp_path / "erf.onnx")
     np.savez(tmp_path / "d.npz", x=np.zeros((30, 20), np.float32), y=np.zeros(30, np.int64))
-    code = main(["prune", str(tmp_path / "erf.onnx"), "--data", str(tmp_path / "d.npz"), "--out", str(tmp_path / "p"), "-q"])
+    code = main(
+        ["prune", str(tmp_path / "erf.onnx"), "--data", str(tmp_path / "d.npz"), "--out", str(tmp_path / "p"), "-q"]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 3 and len(err.splitlines()) == 1 and "operator Erf" in err and "erf.onnx" in err
 
@@ -99,7 +105,8 @@ def test_stage_folder_says_what_it_needs_to_load_again(tmp_path, monkeypatch):
 
     (tmp_path / "usernet_i17.py").write_text(
         "import torch\nclass Net(torch.nn.Module):\n    def __init__(self):\n        super().__init__(); self.fc = torch.nn.Linear(20, 4)\n"
-        "    def forward(self, x):\n        return self.fc(x)\n")
+        "    def forward(self, x):\n        return self.fc(x)\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     net = importlib.import_module("usernet_i17").Net()
     Model(net, InputSpec("input", (1, 20))).save(tmp_path / "stage")
@@ -116,7 +123,6 @@ def test_stage_folder_says_what_it_needs_to_load_again(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_compile_after_input_shape_records_the_real_output_shape(tmp_path, capsys):
     import onnx
-
     from edgeopt.toolkit.cli import main
 
     path = export_onnx(Model(examples.build("mlp"), InputSpec("input", (1, 20))), tmp_path / "m.onnx")
@@ -125,10 +131,25 @@ def test_compile_after_input_shape_records_the_real_output_shape(tmp_path, capsy
         v.type.tensor_type.shape.dim[0].dim_param = "batch"
     onnx.save(model, tmp_path / "dyn.onnx")
     # a quantize stage folder made from a structured prune: its sparsity goes into the manifest
-    carried = {"global": 0.704, "method": "structured", "source": "prune.json",
-               "layers": [{"name": "0", "params": 2560, "zeros": 1802, "sparsity": 0.703906}]}
+    carried = {
+        "global": 0.704,
+        "method": "structured",
+        "source": "prune.json",
+        "layers": [{"name": "0", "params": 2560, "zeros": 1802, "sparsity": 0.703906}],
+    }
     (tmp_path / "quant.json").write_text(json.dumps({"sparsity": carried}))
-    code = main(["compile", str(tmp_path / "dyn.onnx"), "--input-shape", "input=1,20", "--out", str(tmp_path / "b"), "--json", "-q"])
+    code = main(
+        [
+            "compile",
+            str(tmp_path / "dyn.onnx"),
+            "--input-shape",
+            "input=1,20",
+            "--out",
+            str(tmp_path / "b"),
+            "--json",
+            "-q",
+        ]
+    )
     doc = json.loads(capsys.readouterr().out)
     assert code == 0 and doc["outputs"][0]["shape"] == [1, 4] and doc["inputs"][0]["shape"] == [1, 20]  # was [0, 4]
     from edgeopt.toolkit.bench.variants import expand
@@ -144,7 +165,6 @@ def test_a_batch_input_shape_compiles_checked_n_at_a_time_and_bench_says_why_not
     """--input-shape with a batch of 3: parity runs the library 3 samples at a time (it exited 70
     feeding one); bench, whose agent measures one sample per call, refuses it in one line (exit 2)."""
     import onnx
-
     from edgeopt.toolkit.cli import main
 
     path = export_onnx(Model(examples.build("mlp"), InputSpec("input", (1, 20))), tmp_path / "m.onnx")
@@ -152,7 +172,18 @@ def test_a_batch_input_shape_compiles_checked_n_at_a_time_and_bench_says_why_not
     for v in (model.graph.input[0], model.graph.output[0]):
         v.type.tensor_type.shape.dim[0].dim_param = "batch"
     onnx.save(model, tmp_path / "dyn.onnx")
-    code = main(["compile", str(tmp_path / "dyn.onnx"), "--input-shape", "input=3,20", "--out", str(tmp_path / "b"), "--json", "-q"])
+    code = main(
+        [
+            "compile",
+            str(tmp_path / "dyn.onnx"),
+            "--input-shape",
+            "input=3,20",
+            "--out",
+            str(tmp_path / "b"),
+            "--json",
+            "-q",
+        ]
+    )
     doc = json.loads(capsys.readouterr().out)
     assert code == 0 and doc["inputs"][0]["shape"] == [3, 20] and doc["outputs"][0]["shape"] == [3, 4]
     assert doc["parity"]["samples"] % 3 == 0 and doc["parity"]["max_abs_diff"] <= doc["parity"]["tolerance"]

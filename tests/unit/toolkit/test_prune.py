@@ -1,13 +1,12 @@
 import numpy as np
 import pytest
 import torch
-
-from edgeopt.errors import UsageError
 from edgeopt.toolkit.models import InputSpec, Model, build_model
-from edgeopt.toolkit.prune import (Allocation, Method, PruneConfig, PrunedModel, Schedule, Scope, cubic_schedule,
-                           prune)
+from edgeopt.toolkit.prune import Allocation, Method, PruneConfig, PrunedModel, Schedule, Scope, cubic_schedule, prune
 from edgeopt.toolkit.prune.sensitivity import Point, allocate
 from edgeopt.toolkit.train import seed_everything, train
+
+from edgeopt.errors import UsageError
 
 FAST = dict(steps=2, epochs_per_step=1, final_epochs=1)
 
@@ -75,15 +74,19 @@ def test_structured_cnn_shrinks_filters_and_fc(digits):
 
 def test_residual_depthwise_model_prunes_runs_exports_and_compiles(digits, tmp_path):
     from edgeopt.compile import compile_onnx, get_target
-    from tests.unit.toolkit.nets import ResDepthwiseNet
     from edgeopt.toolkit.export import export_onnx
+
+    from tests.unit.toolkit.nets import ResDepthwiseNet
 
     seed_everything(0)
     m = ResDepthwiseNet()
     train(m, digits.x_train, digits.y_train, epochs=1, seed=0)
     model = Model(m, InputSpec("input", digits.input_shape))
-    p = prune(model, digits, config=PruneConfig(target=0.5, allow_below_70=True, method=Method.structured,
-                                                scope=Scope.global_, **FAST))
+    p = prune(
+        model,
+        digits,
+        config=PruneConfig(target=0.5, allow_below_70=True, method=Method.structured, scope=Scope.global_, **FAST),
+    )
     assert p.global_sparsity >= 0.5
     net = p.model.module
     # residual adds and depthwise groups stayed consistent
@@ -93,8 +96,9 @@ def test_residual_depthwise_model_prunes_runs_exports_and_compiles(digits, tmp_p
         assert blk.project[0].out_channels == net.stem[0].out_channels
     assert net(torch.from_numpy(digits.x_test[:2])).shape == (2, 10)
     onnx_path = export_onnx(p.model, tmp_path / "m.onnx")
-    bundle, parity = compile_onnx(onnx_path, target=get_target("host"), out_dir=tmp_path / "b",
-                                  parity_inputs=digits.x_test[:4])
+    bundle, parity = compile_onnx(
+        onnx_path, target=get_target("host"), out_dir=tmp_path / "b", parity_inputs=digits.x_test[:4]
+    )
     assert parity.top1_agreement == 1.0
     p.save(tmp_path / "saved")
     back = PrunedModel.load(tmp_path / "saved")  # new shapes, no patching of the class
@@ -112,8 +116,11 @@ def test_allocate_prefers_insensitive_layers():
 
 
 def test_sensitivity_allocation_records_scan(trained, digits):
-    p = prune(trained, digits, config=PruneConfig(allocation=Allocation.sensitivity, scope=Scope.layer,
-                                                  sensitivity_ratios=(0.5, 0.9), **FAST))
+    p = prune(
+        trained,
+        digits,
+        config=PruneConfig(allocation=Allocation.sensitivity, scope=Scope.layer, sensitivity_ratios=(0.5, 0.9), **FAST),
+    )
     assert set(p.sensitivity) == {"1", "3"}
     assert [pt["ratio"] for pt in p.sensitivity["1"]] == [0.5, 0.9]
     assert set(p.allocation) == {"1", "3"}
@@ -123,8 +130,9 @@ def test_sensitivity_allocation_records_scan(trained, digits):
 def test_below_70_is_refused_unless_allowed(trained, digits):
     with pytest.raises(UsageError, match="--allow-below-70"):
         prune(trained, digits, config=PruneConfig(target=0.5))
-    ok = prune(trained, digits, config=PruneConfig(target=0.5, allow_below_70=True, schedule=Schedule.oneshot,
-                                                   final_epochs=0))
+    ok = prune(
+        trained, digits, config=PruneConfig(target=0.5, allow_below_70=True, schedule=Schedule.oneshot, final_epochs=0)
+    )
     assert 0.5 <= ok.global_sparsity < 0.51
 
 
@@ -181,9 +189,8 @@ def test_layer_latencies_are_measured_with_tvm():
 
 
 def test_global_threshold_caps_each_layer_and_hits_the_count():
-    from torch import nn
-
     from edgeopt.toolkit.prune import unstructured
+    from torch import nn
 
     seed_everything(0)
     module = nn.Sequential(nn.Linear(20, 50), nn.ReLU(), nn.Linear(50, 10))

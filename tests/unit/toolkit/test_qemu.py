@@ -1,13 +1,14 @@
 """The emulated board's pieces that need no QEMU: recipe hashing, the host-key and boards.toml
 bookkeeping `up`/`down` do, the fake cpuinfo, the missing-package message."""
+
 from __future__ import annotations
 
 import pytest
-
 from edgeopt.toolkit.boards.config import load_boards
-from edgeopt.errors import BoardError, HostKeyError
 from edgeopt.toolkit.boards.qemu import host, recipe, register
 from edgeopt.toolkit.boards.qemu.user import cpuinfo
+
+from edgeopt.errors import BoardError, HostKeyError
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKqX0eR1Jm3b1rM0b0b0b0b0b0b0b0b0b0b0b0b0b0b0"
 
@@ -33,8 +34,9 @@ def test_up_records_and_down_removes_exactly_its_own_lines(cfg):
     (cfg / "known_hosts").write_text("[10.0.0.1]:22 ssh-ed25519 AAAAother\n")
     (cfg / "boards.toml").write_text('[boards.rzv2l]\nhost = "192.168.1.50"\n')
     register.record_host_keys("user", "127.0.0.1", 2222, [KEY])
-    register.write_board("user", "qemu", host="127.0.0.1", port=2222, user="edgeopt",
-                         identity_file=cfg / "id", target="aarch64")
+    register.write_board(
+        "user", "qemu", host="127.0.0.1", port=2222, user="edgeopt", identity_file=cfg / "id", target="aarch64"
+    )
     boards = load_boards()
     assert boards["qemu"].port == 2222 and boards["qemu"].target == "aarch64" and "rzv2l" in boards
     assert f"[127.0.0.1]:2222 {KEY} edgeopt-qemu-user" in (cfg / "known_hosts").read_text()
@@ -55,8 +57,9 @@ def test_a_users_own_qemu_table_is_not_overwritten(cfg):
     cfg.mkdir()
     (cfg / "boards.toml").write_text('[boards.qemu]\nhost = "10.1.1.1"\n')
     with pytest.raises(BoardError, match="of its own"):
-        register.write_board("user", "qemu", host="127.0.0.1", port=2222, user="edgeopt",
-                             identity_file=cfg / "id", target="aarch64")
+        register.write_board(
+            "user", "qemu", host="127.0.0.1", port=2222, user="edgeopt", identity_file=cfg / "id", target="aarch64"
+        )
 
 
 def test_fake_cpuinfo_names_the_core_and_its_features():

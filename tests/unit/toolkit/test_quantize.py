@@ -3,13 +3,13 @@ import json
 import numpy as np
 import onnx
 import pytest
-from onnx import numpy_helper
-
-from edgeopt.errors import UsageError
 from edgeopt.toolkit.onnx_run import predict
 from edgeopt.toolkit.quantize import Calibrator, QuantConfig, QuantizedModel, Scheme, quantize
 from edgeopt.toolkit.sparsity import global_sparsity_of_onnx
 from edgeopt.toolkit.train import accuracy
+from onnx import numpy_helper
+
+from edgeopt.errors import UsageError
 
 
 def test_ptq_writes_qdq_with_int8_weights(quantized):
@@ -45,8 +45,12 @@ def test_save_load_round_trip(quantized):
 
 @pytest.mark.parametrize("bits, scheme, suffix", [(16, Scheme.uniform, "int16"), (4, Scheme.kmeans, "kmeans4")])
 def test_other_schemes_end_to_end_on_mlp(bits, scheme, suffix, pruned, digits, tmp_path):
-    q = quantize(pruned.model, digits, config=QuantConfig(bits=bits, scheme=scheme, calibration_samples=64, budget=0.05),
-                 out_dir=tmp_path)
+    q = quantize(
+        pruned.model,
+        digits,
+        config=QuantConfig(bits=bits, scheme=scheme, calibration_samples=64, budget=0.05),
+        out_dir=tmp_path,
+    )
     assert q.path.name == f"model.{suffix}.onnx"
     assert q.accuracy_quantized == accuracy(predict(q.path, digits.x_test), digits.y_test)
     assert q.accuracy_quantized > 0.8
@@ -62,9 +66,12 @@ def test_other_schemes_end_to_end_on_mlp(bits, scheme, suffix, pruned, digits, t
 
 def test_onnx_input_is_ptq_only(quantized, digits, tmp_path):
     # an impossible budget: everything is tried, QAT is skipped with a reason, the best is kept
-    q = quantize(quantized.path.parent / "model.onnx", digits,
-                 config=QuantConfig(budget=0.0, bits=4, per_channel=False, calibration_samples=32,
-                                    fallback_max_fraction=0.0), out_dir=tmp_path)
+    q = quantize(
+        quantized.path.parent / "model.onnx",
+        digits,
+        config=QuantConfig(budget=0.0, bits=4, per_channel=False, calibration_samples=32, fallback_max_fraction=0.0),
+        out_dir=tmp_path,
+    )
     names = [s["name"] for s in q.steps]
     assert names[:3] == ["ptq:minmax", "ptq:percentile", "ptq:entropy"] or q.within_budget
     if not q.within_budget:
@@ -72,12 +79,15 @@ def test_onnx_input_is_ptq_only(quantized, digits, tmp_path):
         assert q.path.is_file()  # the best attempt is still written
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"bits": 3}, "--bits"),
-    ({"budget": 1.5}, "fraction"),
-    ({"calibration_samples": 0}, "at least one"),
-    ({"scheme": Scheme.kmeans, "bits": 16}, "k-means"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"bits": 3}, "--bits"),
+        ({"budget": 1.5}, "fraction"),
+        ({"calibration_samples": 0}, "at least one"),
+        ({"scheme": Scheme.kmeans, "bits": 16}, "k-means"),
+    ],
+)
 def test_config_validation(kwargs, message):
     with pytest.raises(UsageError, match=message):
         QuantConfig(**kwargs).validate()

@@ -1,7 +1,6 @@
 import torch
-from torch import nn
-
 from edgeopt.toolkit.sparsity import compare, global_sparsity_of_onnx, measure, onnx_weight_counts, totals
+from torch import nn
 
 
 def _net():

@@ -3,6 +3,7 @@ started in user mode (the image's own arm64 sshd under qemu-user in a chroot) or
 (qemu-system-aarch64 with a forwarded loopback port), reached over SSH like any real board.
 
 Needs root and the host packages in `host.HOST_PACKAGES`."""
+
 from __future__ import annotations
 
 MODES = ("user", "system")

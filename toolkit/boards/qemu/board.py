@@ -3,6 +3,7 @@
 `up` starts the board, records the image's host keys in the toolkit's known_hosts and writes
 its [boards.qemu] (or [boards.qemu-system]) table to boards.toml; `down` stops it and removes
 all of that again. Naming `--board qemu` when it is not up starts it for that one command."""
+
 from __future__ import annotations
 
 import contextlib
@@ -12,15 +13,18 @@ import socket
 import time
 from typing import Iterator
 
-from ..deploy import BoardSpec
 from edgeopt.errors import BoardError, UsageError
+
+from ..deploy import BoardSpec
 from . import BOARD_NAMES, MODES, host, register, state, system, user
 from .build import Image, images_dir, require_image
 
 HOST = "127.0.0.1"
 TARGET = "aarch64"  # what `edgeopt run --board qemu` compiles for
-EMULATED_NOTE = ("emulated board (QEMU, TCG): latencies prove that the bundle runs and the measurement "
-                 "path works; they are not hardware numbers (emulated arithmetic is ~500-900x slower)")
+EMULATED_NOTE = (
+    "emulated board (QEMU, TCG): latencies prove that the bundle runs and the measurement "
+    "path works; they are not hardware numbers (emulated arithmetic is ~500-900x slower)"
+)
 
 
 def _check_mode(mode: str) -> None:
@@ -63,9 +67,17 @@ def alive(doc: dict) -> bool:
 
 
 def spec_for(mode: str, doc: dict, image: Image) -> BoardSpec:
-    return BoardSpec(kind=f"qemu-{mode}", name=BOARD_NAMES[mode], host=HOST, port=doc["port"], user=image.user,
-                     identity_file=image.client_key, use_ssh_agent=False, target=TARGET,
-                     connect_timeout_s=30.0 if mode == "system" else 10.0)
+    return BoardSpec(
+        kind=f"qemu-{mode}",
+        name=BOARD_NAMES[mode],
+        host=HOST,
+        port=doc["port"],
+        user=image.user,
+        identity_file=image.client_key,
+        use_ssh_agent=False,
+        target=TARGET,
+        connect_timeout_s=30.0 if mode == "system" else 10.0,
+    )
 
 
 def up(mode: str, *, port: int | None = None, cpu: str | None = None, mirror: str | None = None) -> dict:
@@ -73,8 +85,10 @@ def up(mode: str, *, port: int | None = None, cpu: str | None = None, mirror: st
     _require(mode)
     old = state.load(mode)
     if old and alive(old):
-        raise BoardError(f"the emulated board ({mode} mode) is already up on {HOST}:{old['port']}",
-                         hint=f"use it as --board {BOARD_NAMES[mode]}, or `edgeopt board qemu down --mode {mode}` first")
+        raise BoardError(
+            f"the emulated board ({mode} mode) is already up on {HOST}:{old['port']}",
+            hint=f"use it as --board {BOARD_NAMES[mode]}, or `edgeopt board qemu down --mode {mode}` first",
+        )
     if old:  # a crashed run: clean up what it left first
         down(mode)
     image = require_image(mirror)
@@ -85,8 +99,15 @@ def up(mode: str, *, port: int | None = None, cpu: str | None = None, mirror: st
     try:
         doc = (user.up if mode == "user" else system.up)(image, port, cpu)
         register.record_host_keys(mode, HOST, port, image.host_keys)
-        register.write_board(mode, BOARD_NAMES[mode], host=HOST, port=port, user=image.user,
-                             identity_file=image.client_key, target=TARGET)
+        register.write_board(
+            mode,
+            BOARD_NAMES[mode],
+            host=HOST,
+            port=port,
+            user=image.user,
+            identity_file=image.client_key,
+            target=TARGET,
+        )
     except BaseException:
         with contextlib.suppress(Exception):
             down(mode)
@@ -112,8 +133,10 @@ def down(mode: str) -> dict:
     else:
         problems.append(f"{rd} still has mounts; left in place")
     if problems:
-        raise BoardError(f"the emulated board ({mode} mode) did not stop cleanly: {'; '.join(problems)}",
-                         hint="run `edgeopt board qemu down` again; see `edgeopt board qemu status`")
+        raise BoardError(
+            f"the emulated board ({mode} mode) did not stop cleanly: {'; '.join(problems)}",
+            hint="run `edgeopt board qemu down` again; see `edgeopt board qemu status`",
+        )
     state.clear(mode)
     return {"mode": mode, "was_up": True}
 
@@ -126,9 +149,19 @@ def status() -> list[dict]:
             out.append({"mode": mode, "up": False})
             continue
         ok = alive(doc)
-        out.append({"mode": mode, "up": ok, "stale": not ok, "board": BOARD_NAMES[mode], "port": doc.get("port"),
-                    "cpu": doc.get("cpu"), "pid": doc.get("pid"), "image": doc.get("image"),
-                    "mounts": host.mounts_under(state.run_dir(mode)) if mode == "user" else []})
+        out.append(
+            {
+                "mode": mode,
+                "up": ok,
+                "stale": not ok,
+                "board": BOARD_NAMES[mode],
+                "port": doc.get("port"),
+                "cpu": doc.get("cpu"),
+                "pid": doc.get("pid"),
+                "image": doc.get("image"),
+                "mounts": host.mounts_under(state.run_dir(mode)) if mode == "user" else [],
+            }
+        )
     return out
 
 
@@ -162,6 +195,7 @@ def _kind(mode: str):
     def opener(**_: object) -> Iterator[BoardSpec]:
         with open_qemu(mode) as spec:
             yield spec
+
     return opener
 
 

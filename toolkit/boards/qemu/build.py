@@ -8,6 +8,7 @@
 
 A build goes to a temporary directory and is renamed into place when complete, so a half-built
 image is never used."""
+
 from __future__ import annotations
 
 import glob
@@ -19,9 +20,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import cache_dir
 from edgeopt.errors import BoardError
-from . import host, recipe as rcp
+
+from ..config import cache_dir
+from . import host
+from . import recipe as rcp
 
 
 def images_dir() -> Path:
@@ -85,21 +88,26 @@ def require_image(mirror: str | None = None) -> Image:
             other = Image.load(any_other[0].parent)
             if {**other.meta["recipe"], "mirror": None} == rcp.recipe(None):
                 return other
-        raise BoardError("the emulated aarch64 board's image is not built (or its recipe changed)",
-                         hint="run `edgeopt board qemu build` (about 10-15 minutes, once)")
+        raise BoardError(
+            "the emulated aarch64 board's image is not built (or its recipe changed)",
+            hint="run `edgeopt board qemu build` (about 10-15 minutes, once)",
+        )
     return img
 
 
 def _host_sources(suite: str) -> list[str]:
     """The machine's own apt sources for `suite`, as files mmdebstrap pastes in; [] = its default."""
     deb822 = sorted(glob.glob("/etc/apt/sources.list.d/*.sources"))
-    one_line = [p for p in ["/etc/apt/sources.list", *sorted(glob.glob("/etc/apt/sources.list.d/*.list"))]
-                if os.path.isfile(p)]
+    one_line = [
+        p for p in ["/etc/apt/sources.list", *sorted(glob.glob("/etc/apt/sources.list.d/*.list"))] if os.path.isfile(p)
+    ]
+
     def mentions(p: str) -> bool:
         try:
             return any(suite in line for line in open(p) if not line.lstrip().startswith("#"))
         except OSError:
             return False
+
     return [p for p in deb822 if mentions(p)] or [p for p in one_line if mentions(p)]
 
 
@@ -109,8 +117,13 @@ def _host_apt_options() -> list[str]:
         out = subprocess.run(["apt-config", "dump"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.TimeoutExpired):
         return []
-    keep = ("Acquire::http::Proxy", "Acquire::https::Proxy", "Acquire::Check-Valid-Until", "Acquire::Check-Date",
-            "Acquire::Retries")
+    keep = (
+        "Acquire::http::Proxy",
+        "Acquire::https::Proxy",
+        "Acquire::Check-Valid-Until",
+        "Acquire::Check-Date",
+        "Acquire::Retries",
+    )
     return [line.strip() for line in out.splitlines() if line.startswith(keep) and line.rstrip().endswith(";")]
 
 
@@ -160,17 +173,27 @@ def build(*, mirror: str | None = None, force: bool = False, progress=None) -> t
         (stage / "customize.sh").write_text(r["customize"])
 
         rootfs = work / "rootfs"
-        cmd = [host.sbin("mmdebstrap"), "--mode=root", f"--arch={rcp.ARCH}", "--variant=apt", "--format=directory",
-               "--aptopt=APT::Install-Recommends \"false\"",
-               *[f"--aptopt={o}" for o in _host_apt_options()],
-               "--include=" + ",".join(rcp.PACKAGES),
-               "--essential-hook=" + rcp.essential_hook(),
-               '--customize-hook=mkdir -p "$1/tmp/edgeopt-build"',
-               f"--customize-hook=sync-in {stage} /tmp/edgeopt-build",
-               '--customize-hook=chroot "$1" /bin/sh /tmp/edgeopt-build/customize.sh',
-               '--customize-hook=rm -rf "$1/tmp/edgeopt-build"',
-               rcp.SUITE, str(rootfs), *([mirror] if mirror else _host_sources(rcp.SUITE))]
-        say(f"mmdebstrap: arm64 {rcp.SUITE} with {', '.join(rcp.PACKAGES)}; the runtime venv (under emulation: ~6-10 min)")
+        cmd = [
+            host.sbin("mmdebstrap"),
+            "--mode=root",
+            f"--arch={rcp.ARCH}",
+            "--variant=apt",
+            "--format=directory",
+            '--aptopt=APT::Install-Recommends "false"',
+            *[f"--aptopt={o}" for o in _host_apt_options()],
+            "--include=" + ",".join(rcp.PACKAGES),
+            "--essential-hook=" + rcp.essential_hook(),
+            '--customize-hook=mkdir -p "$1/tmp/edgeopt-build"',
+            f"--customize-hook=sync-in {stage} /tmp/edgeopt-build",
+            '--customize-hook=chroot "$1" /bin/sh /tmp/edgeopt-build/customize.sh',
+            '--customize-hook=rm -rf "$1/tmp/edgeopt-build"',
+            rcp.SUITE,
+            str(rootfs),
+            *([mirror] if mirror else _host_sources(rcp.SUITE)),
+        ]
+        say(
+            f"mmdebstrap: arm64 {rcp.SUITE} with {', '.join(rcp.PACKAGES)}; the runtime venv (under emulation: ~6-10 min)"
+        )
         t = time.monotonic()
         # the host's pip settings (PIP_FIND_LINKS, PIP_CONSTRAINT, ...) mean nothing inside the image
         env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
@@ -187,8 +210,22 @@ def build(*, mirror: str | None = None, force: bool = False, progress=None) -> t
 
         say(f"ext4 image ({rcp.IMAGE_MB} MB, sparse) for system mode")
         t = time.monotonic()
-        host.run([host.sbin("mkfs.ext4"), "-F", "-q", "-L", "edgeopt", "-d", str(rootfs), str(work / "rootfs.ext4"),
-                  f"{rcp.IMAGE_MB}M"], timeout=900, what="mkfs.ext4", log=log)
+        host.run(
+            [
+                host.sbin("mkfs.ext4"),
+                "-F",
+                "-q",
+                "-L",
+                "edgeopt",
+                "-d",
+                str(rootfs),
+                str(work / "rootfs.ext4"),
+                f"{rcp.IMAGE_MB}M",
+            ],
+            timeout=900,
+            what="mkfs.ext4",
+            log=log,
+        )
         times["ext4_s"] = round(time.monotonic() - t, 1)
 
         host_keys = []
@@ -198,8 +235,14 @@ def build(*, mirror: str | None = None, force: bool = False, progress=None) -> t
         if not host_keys:
             raise BoardError(f"the image has no SSH host key (see {log})")
         times["total_s"] = round(time.monotonic() - t0, 1)
-        meta = {"key": k, "recipe": r, "host_keys": host_keys, "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "kernel": kernels[-1].name, "times": times}
+        meta = {
+            "key": k,
+            "recipe": r,
+            "host_keys": host_keys,
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "kernel": kernels[-1].name,
+            "times": times,
+        }
         (work / "image.json").write_text(json.dumps(meta, indent=2) + "\n")
         shutil.move(str(log), work / "build.log")
         _remove_tree(final)

@@ -21,6 +21,7 @@ out-of-order overlap; QEMU 7.2 has no Cortex-A55, so "cortex-a55" runs on the A7
 dot-product instructions, different micro-architecture). It is deterministic for a given binary,
 input and core, which a wall time under emulation is not.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,7 +35,6 @@ from enum import Enum
 from pathlib import Path
 
 from ..config import cache_dir
-
 from .host import QemuHostError
 
 QEMU_DYNAMIC = "/usr/bin/qemu-aarch64"
@@ -70,21 +70,31 @@ def fetch_header() -> Path:
         return d
     src = Path("/etc/apt/sources.list.d/debian.sources")
     if not src.is_file():
-        raise QemuHostError("cannot find this machine's Debian apt sources to fetch qemu's plugin header",
-                            hint="set EDGEOPT_QEMU_PLUGIN_INCLUDE to a folder holding qemu-plugin.h")
+        raise QemuHostError(
+            "cannot find this machine's Debian apt sources to fetch qemu's plugin header",
+            hint="set EDGEOPT_QEMU_PLUGIN_INCLUDE to a folder holding qemu-plugin.h",
+        )
     work = Path(tempfile.mkdtemp(prefix="edgeopt-qemu-src-"))
     try:
         (work / "lists" / "partial").mkdir(parents=True)
         (work / "src.sources").write_text(src.read_text().replace("Types: deb\n", "Types: deb-src\n"))
-        opts = ["-o", f"Dir::Etc::SourceList={work / 'src.sources'}", "-o", "Dir::Etc::SourceParts=/nonexistent",
-                "-o", f"Dir::State::Lists={work / 'lists'}"]
+        opts = [
+            "-o",
+            f"Dir::Etc::SourceList={work / 'src.sources'}",
+            "-o",
+            "Dir::Etc::SourceParts=/nonexistent",
+            "-o",
+            f"Dir::State::Lists={work / 'lists'}",
+        ]
         ver = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "qemu-user"], capture_output=True, text=True).stdout
         pkg = f"{QEMU_SOURCE}={ver.split('+b')[0]}" if ver else QEMU_SOURCE
         for cmd in (["apt-get", *opts, "update"], ["apt-get", *opts, "source", "--download-only", pkg]):
             r = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=900)
             if r.returncode != 0:
-                raise QemuHostError(f"fetching Debian's qemu source package failed: {r.stderr.strip()[-200:]}",
-                                    hint="set EDGEOPT_QEMU_PLUGIN_INCLUDE to a folder holding qemu-plugin.h")
+                raise QemuHostError(
+                    f"fetching Debian's qemu source package failed: {r.stderr.strip()[-200:]}",
+                    hint="set EDGEOPT_QEMU_PLUGIN_INCLUDE to a folder holding qemu-plugin.h",
+                )
         orig = next(work.glob("qemu_*.orig.tar.*"))
         out = _plugin_dir() / "include"
         out.mkdir(parents=True, exist_ok=True)
@@ -99,8 +109,10 @@ def fetch_header() -> Path:
 def plugin() -> Path:
     """The built plugin (rebuilt when its source changes)."""
     if not os.access(QEMU_DYNAMIC, os.X_OK):
-        raise QemuHostError("counting instructions needs the dynamically linked qemu-aarch64",
-                            hint="apt-get install --no-install-recommends qemu-user")
+        raise QemuHostError(
+            "counting instructions needs the dynamically linked qemu-aarch64",
+            hint="apt-get install --no-install-recommends qemu-user",
+        )
     inc = fetch_header()
     import hashlib
 
@@ -108,11 +120,15 @@ def plugin() -> Path:
     so = _plugin_dir() / f"libinsn_count-{tag}.so"
     if not so.is_file():
         so.parent.mkdir(parents=True, exist_ok=True)
-        r = subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-I", str(inc), "-o", str(so) + ".tmp", str(PLUGIN_SOURCE)],
-                           capture_output=True, text=True)
+        r = subprocess.run(
+            ["gcc", "-shared", "-fPIC", "-O2", "-I", str(inc), "-o", str(so) + ".tmp", str(PLUGIN_SOURCE)],
+            capture_output=True,
+            text=True,
+        )
         if r.returncode != 0:
-            raise QemuHostError(f"building the instruction-count plugin failed: {r.stderr.strip()[-300:]}",
-                                hint="apt-get install gcc")
+            raise QemuHostError(
+                f"building the instruction-count plugin failed: {r.stderr.strip()[-300:]}", hint="apt-get install gcc"
+            )
         os.replace(str(so) + ".tmp", so)
     return so
 
@@ -167,10 +183,17 @@ np.save(sys.argv[6], np.concatenate(ys))
 def _cpuinfo(rootfs: Path, cpu: str, env: dict) -> str:
     from . import user
 
-    r = subprocess.run([QEMU_DYNAMIC, "-cpu", cpu, "-L", str(rootfs), str(rootfs / "usr/bin/python3"), "-c", user._AUXV],
-                       capture_output=True, text=True, env=env, timeout=300)
+    r = subprocess.run(
+        [QEMU_DYNAMIC, "-cpu", cpu, "-L", str(rootfs), str(rootfs / "usr/bin/python3"), "-c", user._AUXV],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     if r.returncode != 0:
-        raise QemuHostError(f"cannot read the emulated {cpu}'s features: {(r.stderr.strip().splitlines() or ['?'])[-1]}")
+        raise QemuHostError(
+            f"cannot read the emulated {cpu}'s features: {(r.stderr.strip().splitlines() or ['?'])[-1]}"
+        )
     h1, h2 = (int(v) for v in r.stdout.split())
     feats = [n for i, n in enumerate(user.HWCAP) if h1 >> i & 1] + [n for i, n in enumerate(user.HWCAP2) if h2 >> i & 1]
     return user.cpuinfo(cpu, feats, 1)
@@ -185,12 +208,17 @@ class Count:
     output: "object"  # numpy array: the engine's outputs on every input, concatenated (parity checks)
 
     def to_json(self) -> dict:
-        return {"engine": self.engine, "cpu": self.cpu, "instructions_per_inference": self.per_inference,
-                "runs": self.runs}
+        return {
+            "engine": self.engine,
+            "cpu": self.cpu,
+            "instructions_per_inference": self.per_inference,
+            "runs": self.runs,
+        }
 
 
-def count(*, rootfs: Path, cpu: str, engine: Engine, model: Path, x, warmup: int = 2, runs: int = 3,
-          timeout: float = 1800) -> Count:
+def count(
+    *, rootfs: Path, cpu: str, engine: Engine, model: Path, x, warmup: int = 2, runs: int = 3, timeout: float = 1800
+) -> Count:
     """Guest instructions per inference of `engine` running `model` (an .onnx for onnxruntime, a
     bundle's model.so for tvm) on the emulated `cpu`. `x`: [N, *input shape]; timed on x[0],
     the outputs for all N returned (in Count.output)."""
@@ -201,25 +229,58 @@ def count(*, rootfs: Path, cpu: str, engine: Engine, model: Path, x, warmup: int
         t = Path(tmp)
         (t / "guest.py").write_text(_GUEST.format(magic=MAGIC))
         np.save(t / "x.npy", np.ascontiguousarray(x))
-        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONPATH": str(rootfs / VENV_SITE),
-               "TVM_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "TVM_USE_RUNTIME_LIB": "1",
-               "PYTHONDONTWRITEBYTECODE": "1"}
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "PYTHONPATH": str(rootfs / VENV_SITE),
+            "TVM_NUM_THREADS": "1",
+            "OMP_NUM_THREADS": "1",
+            "TVM_USE_RUNTIME_LIB": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
         # onnxruntime's cpuinfo crashes on the host's x86 /proc/cpuinfo: in a private mount
         # namespace, the emulated core's own (as user mode's board has it) is bound over it
         (t / "cpuinfo").write_text(_cpuinfo(rootfs, cpu, env))
-        cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-               'mount --bind "$0" /proc/cpuinfo && exec "$@"', str(t / "cpuinfo"), QEMU_DYNAMIC, "-cpu", cpu, "-L", str(rootfs), "-plugin", f"{so},out={t / 'count.txt'}",
-               str(rootfs / "usr/bin/python3"), str(t / "guest.py"), engine.value, str(Path(model).resolve()),
-               str(t / "x.npy"), str(warmup), str(runs), str(t / "y.npy")]
+        cmd = [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            'mount --bind "$0" /proc/cpuinfo && exec "$@"',
+            str(t / "cpuinfo"),
+            QEMU_DYNAMIC,
+            "-cpu",
+            cpu,
+            "-L",
+            str(rootfs),
+            "-plugin",
+            f"{so},out={t / 'count.txt'}",
+            str(rootfs / "usr/bin/python3"),
+            str(t / "guest.py"),
+            engine.value,
+            str(Path(model).resolve()),
+            str(t / "x.npy"),
+            str(warmup),
+            str(runs),
+            str(t / "y.npy"),
+        ]
         r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
         if r.returncode != 0:
-            raise QemuHostError(f"the emulated {cpu} failed running {engine.value}: "
-                                f"{(r.stderr.strip().splitlines() or ['?'])[-1]}")
+            raise QemuHostError(
+                f"the emulated {cpu} failed running {engine.value}: {(r.stderr.strip().splitlines() or ['?'])[-1]}"
+            )
         marks = [int(line.split()[1]) for line in (t / "count.txt").read_text().splitlines() if line.startswith("mark")]
         if len(marks) != 2:
             raise QemuHostError(f"the instruction-count plugin saw {len(marks)} markers, expected 2")
-        return Count(engine=engine.value, cpu=cpu, per_inference=round((marks[1] - marks[0]) / runs), runs=runs,
-                     output=np.load(t / "y.npy"))
+        return Count(
+            engine=engine.value,
+            cpu=cpu,
+            per_inference=round((marks[1] - marks[0]) / runs),
+            runs=runs,
+            output=np.load(t / "y.npy"),
+        )
 
 
 def main() -> None:  # python -m edgeopt.toolkit.boards.qemu.count ENGINE MODEL X.npy --cpu CPU
@@ -236,7 +297,9 @@ def main() -> None:  # python -m edgeopt.toolkit.boards.qemu.count ENGINE MODEL 
     ap.add_argument("--cpu", default="cortex-a76")
     ap.add_argument("--runs", type=int, default=3)
     a = ap.parse_args()
-    c = count(rootfs=require_image().rootfs, cpu=a.cpu, engine=Engine(a.engine), model=a.model, x=np.load(a.x), runs=a.runs)
+    c = count(
+        rootfs=require_image().rootfs, cpu=a.cpu, engine=Engine(a.engine), model=a.model, x=np.load(a.x), runs=a.runs
+    )
     print(json.dumps(c.to_json()))
 
 
@@ -260,13 +323,25 @@ def for_bench(kind: str, bundle_dir: Path, x, *, baseline_onnx: Path | None = No
             return {"available": False, "reason": "the emulated board's image is not known"}
         # system mode's core (cortex-a57 by default) is counted in user mode on the same core
         cpu = doc.get("cpu") or "cortex-a72"
-        out = {"available": True, "cpu": cpu, "method": "QEMU TCG plugin, user mode, 1 thread",
-               "note": "guest instructions, not a time and not a hardware number",
-               "tvm": count(rootfs=image.rootfs, cpu=cpu, engine=Engine.tvm, model=bundle_dir / "model.so",
-                            x=x[:1], warmup=1, runs=1).per_inference}
+        out = {
+            "available": True,
+            "cpu": cpu,
+            "method": "QEMU TCG plugin, user mode, 1 thread",
+            "note": "guest instructions, not a time and not a hardware number",
+            "tvm": count(
+                rootfs=image.rootfs,
+                cpu=cpu,
+                engine=Engine.tvm,
+                model=bundle_dir / "model.so",
+                x=x[:1],
+                warmup=1,
+                runs=1,
+            ).per_inference,
+        }
         if baseline_onnx is not None:
-            out["onnxruntime"] = count(rootfs=image.rootfs, cpu=cpu, engine=Engine.ort, model=baseline_onnx,
-                                       x=x[:1], warmup=1, runs=1).per_inference
+            out["onnxruntime"] = count(
+                rootfs=image.rootfs, cpu=cpu, engine=Engine.ort, model=baseline_onnx, x=x[:1], warmup=1, runs=1
+            ).per_inference
         return out
     except (QemuHostError, OSError, subprocess.SubprocessError) as exc:
         return {"available": False, "reason": str(exc)}

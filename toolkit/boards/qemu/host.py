@@ -1,6 +1,7 @@
 """What the host needs for the emulated board (root, packages, binfmt_misc), and the binfmt
 registration that `build` and user mode rely on: registered only if missing, and removed
 again only by whoever registered it."""
+
 from __future__ import annotations
 
 import os
@@ -36,13 +37,21 @@ def require(*, packages: tuple[str, ...] = tuple(HOST_PACKAGES), root: bool = Tr
     if missing:
         problems.append("the host package(s) " + " ".join(missing))
     if problems:
-        fixes = ([f"apt-get install --no-install-recommends {' '.join(missing)}"] if missing else []) + \
-                (["run as root (sudo)"] if root and os.geteuid() != 0 else [])
+        fixes = ([f"apt-get install --no-install-recommends {' '.join(missing)}"] if missing else []) + (
+            ["run as root (sudo)"] if root and os.geteuid() != 0 else []
+        )
         raise QemuHostError("the emulated aarch64 board needs " + " and ".join(problems), hint="; ".join(fixes))
 
 
-def run(cmd: list[str], *, timeout: float = 600, what: str | None = None, env: dict | None = None,
-        log: Path | None = None, inherit: bool = True) -> str:
+def run(
+    cmd: list[str],
+    *,
+    timeout: float = 600,
+    what: str | None = None,
+    env: dict | None = None,
+    log: Path | None = None,
+    inherit: bool = True,
+) -> str:
     """Run a host command; a failure is one BoardError with the command's first error line
     (apt's and mmdebstrap's `E: ...`) or its last line. With `log`, output streams there."""
     try:
@@ -50,25 +59,36 @@ def run(cmd: list[str], *, timeout: float = 600, what: str | None = None, env: d
             with open(log, "a") as f:
                 f.write(f"$ {' '.join(cmd)}\n")
                 f.flush()
-                r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, text=True, timeout=timeout,
-                                   env=None if env is None else ({**os.environ, **env} if inherit else env))
+                r = subprocess.run(
+                    cmd,
+                    stdout=f,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    timeout=timeout,
+                    env=None if env is None else ({**os.environ, **env} if inherit else env),
+                )
             text = log.read_text(errors="replace")
-            text = text[text.rindex("$ "):]
+            text = text[text.rindex("$ ") :]
         else:
-            r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                               env=None if env is None else ({**os.environ, **env} if inherit else env))
+            r = subprocess.run(
+                cmd,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env=None if env is None else ({**os.environ, **env} if inherit else env),
+            )
             text = r.stderr or r.stdout
     except subprocess.TimeoutExpired:
-        raise BoardError(f"{what or cmd[0]} did not finish in {timeout:.0f} s"
-                         + (f" (full log: {log})" if log else "")) from None
+        raise BoardError(
+            f"{what or cmd[0]} did not finish in {timeout:.0f} s" + (f" (full log: {log})" if log else "")
+        ) from None
     except FileNotFoundError:
         raise QemuHostError(f"{cmd[0]} is not installed") from None
     if r.returncode != 0:
         lines = [l.strip() for l in text.strip().splitlines() if l.strip()]
         errors = [l for l in lines if l.startswith("E: ") and "failed to run" not in l]
         last = (errors or lines or [f"exit {r.returncode}"])[0 if errors else -1]
-        raise BoardError(f"{what or ' '.join(cmd[:2])} failed: {last}"
-                         + (f" (full log: {log})" if log else ""))
+        raise BoardError(f"{what or ' '.join(cmd[:2])} failed: {last}" + (f" (full log: {log})" if log else ""))
     return r.stdout if log is None else ""
 
 
@@ -93,8 +113,10 @@ def ensure_binfmt() -> dict:
         try:
             (BINFMT_DIR / "register").write_text(BINFMT_CONF.read_text().strip() + "\n")
         except OSError as exc:
-            raise QemuHostError(f"cannot register the aarch64 binfmt handler: {exc}",
-                                hint="this needs root on the host, outside an unprivileged container") from None
+            raise QemuHostError(
+                f"cannot register the aarch64 binfmt handler: {exc}",
+                hint="this needs root on the host, outside an unprivileged container",
+            ) from None
         did["registered"] = True
     return did
 
@@ -106,8 +128,11 @@ def release_binfmt(did: dict) -> None:
             (BINFMT_DIR / BINFMT_NAME).write_text("-1\n")
         except OSError:
             pass
-    if did.get("mounted") and binfmt_mounted() and not any(
-            p.name not in ("register", "status") for p in BINFMT_DIR.iterdir()):
+    if (
+        did.get("mounted")
+        and binfmt_mounted()
+        and not any(p.name not in ("register", "status") for p in BINFMT_DIR.iterdir())
+    ):
         subprocess.run([sbin("umount"), str(BINFMT_DIR)], capture_output=True)
 
 
@@ -126,8 +151,10 @@ def mounts_under(path: Path) -> list[str]:
 def sbin(name: str) -> str:
     """A system tool by absolute path: a user's PATH (pyenv, venvs) may lack /usr/sbin, and a
     child given its own environment looks its program up in that environment's PATH."""
-    return shutil.which(name, path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin",
-                                                       "/usr/bin", "/bin"])) or name
+    return (
+        shutil.which(name, path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/bin", "/bin"]))
+        or name
+    )
 
 
 def ssh_ready(port: int, *, connect_timeout: float = 3) -> bool:

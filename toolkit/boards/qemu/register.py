@@ -2,13 +2,15 @@
 known_hosts (we built the image, so we know them: nothing is auto-accepted) and a
 [boards.NAME] table in the user's boards.toml. Both are marked, and `down` removes exactly
 what `up` wrote."""
+
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from ..config import config_dir, toolkit_known_hosts, user_known_hosts
 from edgeopt.errors import BoardError, HostKeyError
+
+from ..config import config_dir, toolkit_known_hosts, user_known_hosts
 
 MARK = "edgeopt-qemu"
 
@@ -44,10 +46,16 @@ def record_host_keys(mode: str, host: str, port: int, keys: list[str]) -> None:
     for f in (user_known_hosts(), toolkit_known_hosts()):
         for line in _lines(f):
             fields = line.split()
-            if len(fields) >= 3 and name in fields[0].split(",") and not (len(fields) > 3 and fields[3].startswith(MARK)):
+            if (
+                len(fields) >= 3
+                and name in fields[0].split(",")
+                and not (len(fields) > 3 and fields[3].startswith(MARK))
+            ):
                 if f"{fields[1]} {fields[2]}" not in keys:
-                    raise HostKeyError(f"{f} already holds another host key for {name}",
-                                       hint=f"pick another --port, or remove it: ssh-keygen -R '{name}' -f {f}")
+                    raise HostKeyError(
+                        f"{f} already holds another host key for {name}",
+                        hint=f"pick another --port, or remove it: ssh-keygen -R '{name}' -f {f}",
+                    )
     forget_host_keys(mode)
     kh = toolkit_known_hosts()
     _write(kh, _lines(kh) + [f"{name} {k} {_tag(mode)}" for k in keys])
@@ -77,11 +85,21 @@ def write_board(mode: str, name: str, *, host: str, port: int, user: str, identi
     path = boards_toml()
     lines = _lines(path)
     if any(l.strip() in (f"[boards.{name}]", f'[boards."{name}"]') for l in lines):
-        raise BoardError(f"{path} already has a [boards.{name}] table of its own; not overwritten",
-                         hint="rename or remove that table, then run `edgeopt board qemu up` again")
+        raise BoardError(
+            f"{path} already has a [boards.{name}] table of its own; not overwritten",
+            hint="rename or remove that table, then run `edgeopt board qemu up` again",
+        )
     begin, end = _block_bounds(mode)
-    block = [begin, f"[boards.{name}]", f'host = "{host}"', f"port = {port}", f'user = "{user}"',
-             f'target = "{target}"', f'identity_file = "{identity_file}"', end]
+    block = [
+        begin,
+        f"[boards.{name}]",
+        f'host = "{host}"',
+        f"port = {port}",
+        f'user = "{user}"',
+        f'target = "{target}"',
+        f'identity_file = "{identity_file}"',
+        end,
+    ]
     _write(path, lines + block)
 
 

@@ -1,5 +1,6 @@
 """What `up` started, so that `down` (and `status`) can find it: one JSON file per mode in
 <cache>/qemu/run/<mode>/state.json, next to the run's own files (overlay, logs, pid file)."""
+
 from __future__ import annotations
 
 import json

@@ -1,6 +1,7 @@
 """System mode: the image booted by qemu-system-aarch64 (-M virt, Cortex-A57 by default, TCG),
 its sshd reached through a forwarded loopback port. -snapshot: the cached ext4 image is never
 written; whatever the board stored is gone when it stops."""
+
 from __future__ import annotations
 
 import os
@@ -8,6 +9,7 @@ import signal
 import time
 
 from edgeopt.errors import BoardError
+
 from . import host, state
 from .build import Image
 
@@ -43,17 +45,54 @@ def up(image: Image, port: int, cpu: str | None = None, smp: int | None = None) 
             (rd / f).unlink()
         except FileNotFoundError:
             pass
-    doc = {"mode": "system", "image": image.key, "port": port, "cpu": cpu, "smp": smp, "pid": None,
-           "started": time.time()}
+    doc = {
+        "mode": "system",
+        "image": image.key,
+        "port": port,
+        "cpu": cpu,
+        "smp": smp,
+        "pid": None,
+        "started": time.time(),
+    }
     state.save("system", doc)
-    cmd = [host.HOST_PACKAGES["qemu-system-arm"], "-M", "virt", "-cpu", cpu, "-smp", str(smp), "-m", str(MEMORY_MB),
-           "-accel", "tcg,thread=multi", "-no-reboot", "-snapshot",
-           "-kernel", str(image.kernel), "-initrd", str(image.initrd),
-           "-append", "root=/dev/vda rw console=ttyAMA0 net.ifnames=0 quiet",
-           "-drive", f"if=none,file={image.ext4},format=raw,id=hd0", "-device", "virtio-blk-pci,drive=hd0",
-           "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:22", "-device", "virtio-net-pci,netdev=net0,romfile=",
-           "-serial", f"file:{rd / 'console.log'}", "-monitor", "none", "-display", "none",
-           "-daemonize", "-pidfile", str(rd / "qemu.pid")]
+    cmd = [
+        host.HOST_PACKAGES["qemu-system-arm"],
+        "-M",
+        "virt",
+        "-cpu",
+        cpu,
+        "-smp",
+        str(smp),
+        "-m",
+        str(MEMORY_MB),
+        "-accel",
+        "tcg,thread=multi",
+        "-no-reboot",
+        "-snapshot",
+        "-kernel",
+        str(image.kernel),
+        "-initrd",
+        str(image.initrd),
+        "-append",
+        "root=/dev/vda rw console=ttyAMA0 net.ifnames=0 quiet",
+        "-drive",
+        f"if=none,file={image.ext4},format=raw,id=hd0",
+        "-device",
+        "virtio-blk-pci,drive=hd0",
+        "-netdev",
+        f"user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:22",
+        "-device",
+        "virtio-net-pci,netdev=net0,romfile=",
+        "-serial",
+        f"file:{rd / 'console.log'}",
+        "-monitor",
+        "none",
+        "-display",
+        "none",
+        "-daemonize",
+        "-pidfile",
+        str(rd / "qemu.pid"),
+    ]
     host.run(cmd, timeout=60, what="qemu-system-aarch64")  # returns once the VM runs in the background
     try:
         doc["pid"] = int((rd / "qemu.pid").read_text().strip())
@@ -71,10 +110,17 @@ def up(image: Image, port: int, cpu: str | None = None, smp: int | None = None) 
             return doc
         time.sleep(1)
         used = host.cpu_seconds(doc["pid"]) or used
-    tail = (rd / "console.log").read_text(errors="replace").strip().splitlines()[-1:] if (rd / "console.log").exists() else []
+    tail = (
+        (rd / "console.log").read_text(errors="replace").strip().splitlines()[-1:]
+        if (rd / "console.log").exists()
+        else []
+    )
     spent = f"{used:.0f} s of emulator CPU time, {time.time() - doc['started']:.0f} s"
-    raise BoardError(f"the emulated board did not boot to a working sshd on 127.0.0.1:{port} in {spent}"
-                     + (f": {tail[0][:200]}" if tail else ""), hint=f"see {rd / 'console.log'}")
+    raise BoardError(
+        f"the emulated board did not boot to a working sshd on 127.0.0.1:{port} in {spent}"
+        + (f": {tail[0][:200]}" if tail else ""),
+        hint=f"see {rd / 'console.log'}",
+    )
 
 
 def down(doc: dict) -> list[str]:

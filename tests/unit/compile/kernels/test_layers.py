@@ -7,6 +7,7 @@ ends NOT RUN with its reason (tests/outcomes.py), never passed. test_machine_cod
 ISA's kernel for a CPU that has it and checks the instruction is in the machine code: a separate,
 weaker check that does pass anywhere.
 """
+
 import numpy as np
 import pytest
 from edgeopt.compile import get_target
@@ -19,16 +20,18 @@ from tests.outcomes import not_run
 # An LLVM CPU that has each ISA's instructions, and one instruction its kernels must contain.
 # An ISA with nothing specific to look for (generic) is not listed.
 _ARM = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a76", "mattr": ["+neon", "+dotprod"]}
-ISA_PROBE = {"vnni": ({"kind": "llvm", "mcpu": "icelake-server"}, "vpdpbusd"),
-             "avx2": ({"kind": "llvm", "mcpu": "haswell"}, "vpmaddwd"),
-             "dotprod": (_ARM, "sdot"),
-             "neon": ({**_ARM, "mcpu": "cortex-a72", "mattr": ["+neon"]}, "smlal")}
+ISA_PROBE = {
+    "vnni": ({"kind": "llvm", "mcpu": "icelake-server"}, "vpdpbusd"),
+    "avx2": ({"kind": "llvm", "mcpu": "haswell"}, "vpmaddwd"),
+    "dotprod": (_ARM, "sdot"),
+    "neon": ({**_ARM, "mcpu": "cortex-a72", "mattr": ["+neon"]}, "smlal"),
+}
 # every ISA; the Arm ones run on emulated cores here (marked qemu)
 ISAS = [pytest.param(n, marks=pytest.mark.qemu) if get(n).arch == "aarch64" else n for n in names()]
 
 
 def _where(isa: str) -> str:
-    """"host" when the host CPU has `isa`, "emulated" for an Arm ISA this machine can run under
+    """ "host" when the host CPU has `isa`, "emulated" for an Arm ISA this machine can run under
     QEMU (tests/arm_qemu.py); otherwise the test ends NOT RUN."""
     info = get_target("host").describe()
     spec = get(isa)
@@ -37,8 +40,10 @@ def _where(isa: str) -> str:
     why = arm_qemu.missing(isa) if spec.arch == "aarch64" else None
     if spec.arch != "aarch64" or why is not None:
         missing = sorted(spec.requires - set(info["cpu_features"])) or [spec.arch]
-        not_run(f"the host CPU ({info['arch']}, {info['mcpu']}) lacks {', '.join(missing)} for the {isa} kernels"
-                + (f", and they cannot run emulated: {why}" if why else ""))
+        not_run(
+            f"the host CPU ({info['arch']}, {info['mcpu']}) lacks {', '.join(missing)} for the {isa} kernels"
+            + (f", and they cannot run emulated: {why}" if why else "")
+        )
     return "emulated"
 
 
@@ -76,13 +81,19 @@ def _conv_case(isa, h, w, c, n, kh, kw, stride):
     np_ = round_up(n, lanes)
     oh, ow = layers.out_hw(h, w, kh=kh, kw=kw, stride=(stride, stride), dilation=(1, 1))
     extra = layers.folded_overhang(ow=ow, stride=stride, c=c, kw=kw, width=w)
-    func = layers.conv2d_requant(h, (w + extra) * c, c, np_, kh, kw, oh, ow, (stride, stride), 1, 0.1, 3, "uint8",
-                                 lanes=lanes, isa=isa)
+    func = layers.conv2d_requant(
+        h, (w + extra) * c, c, np_, kh, kw, oh, ow, (stride, stride), 1, 0.1, 3, "uint8", lanes=lanes, isa=isa
+    )
     return func, lanes, np_, oh, ow, extra
 
 
-CONV = [(28, 28, 1, 6, 5, 5, 1), (14, 14, 6, 16, 5, 5, 1), (16, 16, 16, 32, 3, 3, 2), (9, 11, 3, 20, 3, 2, 2),
-        (12, 12, 1, 4, 5, 5, 1)]
+CONV = [
+    (28, 28, 1, 6, 5, 5, 1),
+    (14, 14, 6, 16, 5, 5, 1),
+    (16, 16, 16, 32, 3, 3, 2),
+    (9, 11, 3, 20, 3, 2, 2),
+    (12, 12, 1, 4, 5, 5, 1),
+]
 GEMM = [(1, 784, 128), (1, 200, 70), (4, 33, 10), (1, 56, 4)]
 
 
@@ -94,13 +105,19 @@ def _conv_job(isa, h, w, c, n, kh, kw, stride):
     wt = rng.integers(-128, 128, (n, c, kh, kw), dtype=np.int8)
     corr = rng.integers(-3000, 3000, np_).astype(np.int32)
     scale = (rng.random(np_) * 1e-3).astype(np.float32)
-    arrays = [x.reshape(1, h, -1).astype(layers.conv_input_dtype(isa)), layers.pack_folded_conv_weights(wt, lanes, isa),
-              _kernel_corr(corr, wt.reshape(n, -1).sum(axis=1, dtype=np.int64), isa), scale,
-              np.zeros((1, oh, ow, np_), np.uint8)]
+    arrays = [
+        x.reshape(1, h, -1).astype(layers.conv_input_dtype(isa)),
+        layers.pack_folded_conv_weights(wt, lanes, isa),
+        _kernel_corr(corr, wt.reshape(n, -1).sum(axis=1, dtype=np.int64), isa),
+        scale,
+        np.zeros((1, oh, ow, np_), np.uint8),
+    ]
     acc = np.zeros((oh, ow, np_), np.int64)
     for i in range(kh):
         for j in range(kw):
-            patch = x[0, i: i + stride * (oh - 1) + 1: stride, j: j + stride * (ow - 1) + 1: stride].astype(np.int64)
+            patch = x[0, i : i + stride * (oh - 1) + 1 : stride, j : j + stride * (ow - 1) + 1 : stride].astype(
+                np.int64
+            )
             acc[:, :, :n] += np.einsum("hwc,nc->hwn", patch, wt[:, :, i, j].astype(np.int64))
     return func, arrays, _requantized(acc, corr, scale, 3)[None]
 
@@ -115,8 +132,13 @@ def _gemm_job(isa, m, k, n):
     wt = rng.integers(-128, 128, (n, k), dtype=np.int8)
     corr = rng.integers(-3000, 3000, np_).astype(np.int32)
     scale = (rng.random(np_) * 1e-3).astype(np.float32)
-    arrays = [a, layers.pack_weights(wt, kp=kp, isa=isa, lanes=lanes),
-              _kernel_corr(corr, wt.sum(axis=1, dtype=np.int64), isa), scale, np.zeros((m, np_), np.uint8)]
+    arrays = [
+        a,
+        layers.pack_weights(wt, kp=kp, isa=isa, lanes=lanes),
+        _kernel_corr(corr, wt.sum(axis=1, dtype=np.int64), isa),
+        scale,
+        np.zeros((m, np_), np.uint8),
+    ]
     acc = np.zeros((m, np_), np.int64)
     acc[:, :n] = a[:, :k].astype(np.int64) @ wt.astype(np.int64).T
     return func, arrays, _requantized(acc, corr, scale, 3)
@@ -127,25 +149,45 @@ def _grouped_job(isa, groups, h, w, c, n, kh, kw, stride):
     lanes = layers.lanes_for(isa, n // groups)
     oh, ow = layers.out_hw(h, w, kh=kh, kw=kw, stride=(stride, stride), dilation=(1, 1))
     extra = layers.folded_overhang(ow=ow, stride=stride, c=c, kw=kw, width=w)
-    func = layers.conv2d_requant(h, (w + extra) * c, c, n, kh, kw, oh, ow, (stride, stride), 1, 0.1, 3, "uint8",
-                                 lanes=lanes, isa=isa, groups=groups)
+    func = layers.conv2d_requant(
+        h,
+        (w + extra) * c,
+        c,
+        n,
+        kh,
+        kw,
+        oh,
+        ow,
+        (stride, stride),
+        1,
+        0.1,
+        3,
+        "uint8",
+        lanes=lanes,
+        isa=isa,
+        groups=groups,
+    )
     rng = np.random.default_rng(groups)
     x = rng.integers(0, 256, (groups, h, w + extra, c), dtype=np.uint8)
     wt = rng.integers(-128, 128, (n, c, kh, kw), dtype=np.int8)
     corr = rng.integers(-3000, 3000, n).astype(np.int32)
     scale = (rng.random(n) * 1e-3).astype(np.float32)
-    arrays = [x.reshape(groups, h, -1).astype(layers.conv_input_dtype(isa)),
-              layers.pack_folded_conv_weights(wt, lanes, isa),
-              _kernel_corr(corr, wt.reshape(n, -1).sum(axis=1, dtype=np.int64), isa), scale,
-              np.zeros((1, oh, ow, n), np.uint8)]
+    arrays = [
+        x.reshape(groups, h, -1).astype(layers.conv_input_dtype(isa)),
+        layers.pack_folded_conv_weights(wt, lanes, isa),
+        _kernel_corr(corr, wt.reshape(n, -1).sum(axis=1, dtype=np.int64), isa),
+        scale,
+        np.zeros((1, oh, ow, n), np.uint8),
+    ]
     acc = np.zeros((oh, ow, n), np.int64)
     per = n // groups
     for g in range(groups):
         for i in range(kh):
             for j in range(kw):
-                patch = x[g, i: i + stride * (oh - 1) + 1: stride, j: j + stride * (ow - 1) + 1: stride]
-                acc[:, :, g * per:(g + 1) * per] += np.einsum("hwc,nc->hwn", patch.astype(np.int64),
-                                                              wt[g * per:(g + 1) * per, :, i, j].astype(np.int64))
+                patch = x[g, i : i + stride * (oh - 1) + 1 : stride, j : j + stride * (ow - 1) + 1 : stride]
+                acc[:, :, g * per : (g + 1) * per] += np.einsum(
+                    "hwc,nc->hwn", patch.astype(np.int64), wt[g * per : (g + 1) * per, :, i, j].astype(np.int64)
+                )
     return func, arrays, _requantized(acc, corr, scale, 3)[None]
 
 
@@ -162,8 +204,9 @@ def emulated():
 
     def output(isa, kind, case):
         if isa not in done:
-            done[isa] = arm_qemu.run_on_core(isa, {(k, c): job(isa, *c)[:2] for k, (job, cases) in JOBS.items()
-                                                   for c in cases})
+            done[isa] = arm_qemu.run_on_core(
+                isa, {(k, c): job(isa, *c)[:2] for k, (job, cases) in JOBS.items() for c in cases}
+            )
         return done[isa][(kind, case)]
 
     return output
@@ -217,12 +260,17 @@ def test_pixel_vectorized_first_layer_is_exact(oh, ow, n, kh, kw, pool, isa):
     scale = (rng.random(shp["np"]) * 1e-3).astype(np.float32)
     ph, pw = oh // pool, ow // pool
     paired = np.stack([img[:-1], img[1:]], axis=-1).astype(np.int16)  # row r beside row r + 1
-    out = run(paired, layers.pack_rows_weights(wt), corr, scale,
-              np.zeros((1, shp["np"], ph, shp["owp"] // 2 if pool == 2 else ow), np.uint8))
+    out = run(
+        paired,
+        layers.pack_rows_weights(wt),
+        corr,
+        scale,
+        np.zeros((1, shp["np"], ph, shp["owp"] // 2 if pool == 2 else ow), np.uint8),
+    )
     acc = np.zeros((n, oh, ow), np.int64)
     for i in range(kh):
         for j in range(kw):
-            acc += img[i: i + oh, j: j + ow][None] * wt[:, 0, i, j].astype(np.int64)[:, None, None]
+            acc += img[i : i + oh, j : j + ow][None] * wt[:, 0, i, j].astype(np.int64)[:, None, None]
     want = _requantized(acc, corr[:n, None, None], scale[:n, None, None], 3)
     want = want[:, : ph * pool, : pw * pool].reshape(n, ph, pool, pw, pool).max(axis=(2, 4))
     assert np.array_equal(out[0, :n, :, :pw], want)
@@ -282,8 +330,11 @@ def test_int32_direct_conv_is_exact_with_strides_dilation_and_odd_channels(isa):
     ref = np.zeros((oh, ow, n), np.int64)
     for i in range(kh):
         for j in range(kw):
-            patch = x[:, i * dil[0]: i * dil[0] + stride[0] * (oh - 1) + 1: stride[0],
-                      j * dil[1]: j * dil[1] + stride[1] * (ow - 1) + 1: stride[1]].astype(np.int64)
+            patch = x[
+                :,
+                i * dil[0] : i * dil[0] + stride[0] * (oh - 1) + 1 : stride[0],
+                j * dil[1] : j * dil[1] + stride[1] * (ow - 1) + 1 : stride[1],
+            ].astype(np.int64)
             ref += np.einsum("chw,nc->hwn", patch, wt[:, :, i, j].astype(np.int64))
     assert np.array_equal(out[:, :, :n], ref) and not out[:, :, n:].any()
 

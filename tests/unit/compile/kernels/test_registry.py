@@ -1,4 +1,5 @@
 """compile/kernels/registry.py: which ISA a CPU gets, and what every registered ISA declares."""
+
 import numpy as np
 import pytest
 from edgeopt.compile.kernels import for_arch, get, layers, names

@@ -1,11 +1,11 @@
 """The stage cache: built once, reused, nothing half-built left behind, concurrent builders wait."""
+
 from __future__ import annotations
 
 import multiprocessing
 import time
 
 import pytest
-
 from edgeopt.toolkit.sweep.cache import StageCache, stage_key
 
 

@@ -1,6 +1,7 @@
 """`edgeopt sweep` without the optional extra: one line that says how to get it, exit code 10.
 The missing package is made missing for real in a child interpreter (sys.modules['ray'] = None
 makes `import ray` fail there, as an absent package would)."""
+
 from __future__ import annotations
 
 import subprocess

@@ -1,17 +1,29 @@
 """The Pareto front and the best setting within the budget."""
+
 from __future__ import annotations
 
 from edgeopt.toolkit.sweep.pareto import best, front
 
 
 def rec(sid, acc, p50, size, ok=True, within=True):
-    return {"setting_id": sid, "ok": ok, "val_accuracy": acc, "bytes": size, "within_budget": within,
-            "boards": {"a": {"p50_ms": p50}, "b": {"p50_ms": p50 * 2}}}
+    return {
+        "setting_id": sid,
+        "ok": ok,
+        "val_accuracy": acc,
+        "bytes": size,
+        "within_budget": within,
+        "boards": {"a": {"p50_ms": p50}, "b": {"p50_ms": p50 * 2}},
+    }
 
 
 def test_front_drops_dominated_and_failed_settings():
-    rs = [rec("fast", 0.90, 1.0, 100), rec("accurate", 0.95, 2.0, 100), rec("dominated", 0.90, 2.0, 200),
-          rec("small", 0.85, 3.0, 50), rec("broken", 0.99, 0.1, 1, ok=False)]
+    rs = [
+        rec("fast", 0.90, 1.0, 100),
+        rec("accurate", 0.95, 2.0, 100),
+        rec("dominated", 0.90, 2.0, 200),
+        rec("small", 0.85, 3.0, 50),
+        rec("broken", 0.99, 0.1, 1, ok=False),
+    ]
     assert [r["setting_id"] for r in front(rs, ["a", "b"])] == ["fast", "accurate", "small"]
 
 
@@ -31,7 +43,10 @@ def test_a_board_is_an_objective():
 def test_a_setting_sampled_twice_is_one_row_measured_first():
     from edgeopt.toolkit.sweep.engine import _unique
 
-    rs = [{"setting_id": "s", "ok": False, "error": "board busy"}, {"setting_id": "s", "ok": True, "boards": {"a": 1}},
-          {"setting_id": "t", "ok": True, "boards": {}}]
+    rs = [
+        {"setting_id": "s", "ok": False, "error": "board busy"},
+        {"setting_id": "s", "ok": True, "boards": {"a": 1}},
+        {"setting_id": "t", "ok": True, "boards": {}},
+    ]
     u = {r["setting_id"]: r for r in _unique(rs)}
     assert len(u) == 2 and u["s"]["ok"] and u["s"]["repeats"] == ["board busy"]

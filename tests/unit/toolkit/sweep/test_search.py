@@ -1,5 +1,6 @@
 """The Optuna search as Tune gets it: three objectives, every dimension, and picklable (Tune saves
 the searcher into the experiment state a resumed sweep reads)."""
+
 from __future__ import annotations
 
 import pickle
@@ -12,7 +13,6 @@ pytest.importorskip("optuna", reason="the sweep extra is not installed: pip inst
 
 def test_optuna_search_is_multi_objective_and_picklable():
     import optuna
-
     from edgeopt.toolkit.sweep.engine import OBJECTIVES, _tune_config
     from edgeopt.toolkit.sweep.spec import resolve
 

@@ -1,15 +1,18 @@
 """The sweep's spec: TOML and flags, the 70% floor, grid expansion, stable ids."""
+
 from __future__ import annotations
 
 import pytest
+from edgeopt.toolkit.sweep.spec import Search, board_resource, resolve, setting_id
 
 from edgeopt.errors import InputError, UsageError
-from edgeopt.toolkit.sweep.spec import Search, board_resource, resolve, setting_id
 
 
 def test_toml_and_flags_merge_flags_win(tmp_path):
     p = tmp_path / "s.toml"
-    p.write_text('[sweep]\nepochs = 3\nsearch = "optuna"\n[space]\nsparsity = [0.7, 0.8]\ncalibrator = ["minmax", "entropy"]\n')
+    p.write_text(
+        '[sweep]\nepochs = 3\nsearch = "optuna"\n[space]\nsparsity = [0.7, 0.8]\ncalibrator = ["minmax", "entropy"]\n'
+    )
     spec = resolve({"epochs": 5}, {"sparsity": [0.9]}, p)
     assert spec.epochs == 5 and spec.search is Search.optuna
     assert spec.space.sparsity == [0.9] and [c.value for c in spec.space.calibrator] == ["minmax", "entropy"]
@@ -29,11 +32,14 @@ def test_the_70_percent_floor_holds():
         resolve({}, {"sparsity": [0.5, 0.8]})
 
 
-@pytest.mark.parametrize("space, match", [
-    ({"bits": [3]}, "--bits must be one of"),
-    ({"calibrator": ["nope"]}, "bad sweep value for space.calibrator"),
-    ({"target": ["vax"]}, "unknown target"),
-])
+@pytest.mark.parametrize(
+    "space, match",
+    [
+        ({"bits": [3]}, "--bits must be one of"),
+        ({"calibrator": ["nope"]}, "bad sweep value for space.calibrator"),
+        ({"target": ["vax"]}, "unknown target"),
+    ],
+)
 def test_bad_space_values_are_usage_errors(space, match):
     with pytest.raises(UsageError, match=match):
         resolve({}, space)

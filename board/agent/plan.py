@@ -170,17 +170,67 @@ def time_evaluator(bundle: LoadedBundle, dx, engine: Engine, *, rounds: int, num
     }
 
 
-def run_plan(plan_path: str, threads: int) -> dict:
+# what a plan may leave out (the numbers are the host's `edgeopt bench` defaults)
+DEFAULTS = {
+    "engines": ["tvm"],
+    "warmup": 20,
+    "rounds": 10,
+    "number": 20,
+    "settle": 0,
+    "min_round_ms": 0.0,
+    "time_evaluator": False,
+    "profile_runs": 0,
+    "keep_samples": True,
+    "eval": None,
+}
+COUNTS = ("warmup", "rounds", "number", "settle", "profile_runs")
+
+
+def read_plan(plan_path: str) -> dict:
+    """The plan with its defaults filled in, or one `data` failure naming what is wrong, before
+    anything is loaded or timed."""
     try:
         with open(plan_path) as f:
-            plan = json.load(f)
+            given = json.load(f)
     except (OSError, ValueError) as exc:
         raise AgentFailure("data", f"cannot read the plan {plan_path}: {exc}") from None
-    warmup, rounds, number = int(plan["warmup"]), int(plan["rounds"]), int(plan["number"])
-    settle = int(plan.get("settle", 0))
-    min_round_ms = float(plan.get("min_round_ms", 0.0))
-    wanted = plan.get("engines", ["tvm"])
-    keep = bool(plan.get("keep_samples", True))
+
+    def bad(what: str):
+        return AgentFailure("data", f"the plan {plan_path} {what}")
+
+    if not isinstance(given, dict):
+        raise bad(f"is a JSON {type(given).__name__}, not an object")
+    unknown = sorted(set(given) - set(DEFAULTS) - {"bundles"})
+    if unknown:
+        raise bad(f"has unknown keys {unknown}; known: {sorted([*DEFAULTS, 'bundles'])}")
+    plan = {**DEFAULTS, **given}
+    for key in COUNTS:
+        if (
+            not isinstance(plan[key], int)
+            or isinstance(plan[key], bool)
+            or plan[key] < (1 if key in ("rounds", "number") else 0)
+        ):
+            raise bad(f"has {key}={plan[key]!r}: a whole number >= {1 if key in ('rounds', 'number') else 0} is needed")
+    if not isinstance(plan["min_round_ms"], (int, float)) or plan["min_round_ms"] < 0:
+        raise bad(f"has min_round_ms={plan['min_round_ms']!r}: a number >= 0 is needed")
+    engines = plan["engines"]
+    if not isinstance(engines, list) or not engines or not set(engines) <= {"tvm", "ort"}:
+        raise bad(f"has engines={engines!r}: a non-empty list of 'tvm' and 'ort' is needed")
+    bundles = given.get("bundles")
+    if not isinstance(bundles, list) or not bundles:
+        raise bad('has no bundles: a non-empty list of {"name", "dir"} objects is needed')
+    for i, item in enumerate(bundles):
+        if not isinstance(item, dict) or not all(isinstance(item.get(k), str) for k in ("name", "dir")):
+            raise bad(f'has bundles[{i}]={item!r}: each needs a "name" and a "dir" (strings)')
+    return plan
+
+
+def run_plan(plan_path: str, threads: int) -> dict:
+    plan = read_plan(plan_path)
+    warmup, rounds, number, settle = (plan[k] for k in ("warmup", "rounds", "number", "settle"))
+    min_round_ms = float(plan["min_round_ms"])
+    wanted = plan["engines"]
+    keep = bool(plan["keep_samples"])
     labelled = _load_npz(plan["eval"]) if plan.get("eval") else None
     variants = []
     engines: list[Engine] = []
@@ -291,7 +341,7 @@ def run_plan(plan_path: str, threads: int) -> dict:
         elif "ort" in wanted:
             doc["ort"] = {"available": False, "reason": v["ort_reason"]}
         if "tvm" in wanted:
-            if int(plan.get("profile_runs", 0)) > 0:
+            if plan["profile_runs"] > 0:
                 doc["profile"] = profile_ops(bundle, v["dx"], int(plan["profile_runs"]))
             else:
                 doc["profile"] = {"available": False, "reason": "not requested (--profile-runs 0)"}

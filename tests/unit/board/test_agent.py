@@ -150,3 +150,30 @@ def test_bad_arguments_exit_2():
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     assert r.returncode == 2
+
+
+def test_a_malformed_plan_is_one_data_error_before_anything_loads(tmp_path):
+    cases = {
+        "[1, 2]": "not an object",
+        '{"bundles": []}': "has no bundles",
+        '{"bundles": [{"name": "b"}]}': "bundles[0]",
+        '{"rounds": 0, "bundles": [{"name": "b", "dir": "x"}]}': "rounds=0",
+        '{"engines": ["gpu"], "bundles": [{"name": "b", "dir": "x"}]}': "engines=",
+        '{"round": 3, "bundles": [{"name": "b", "dir": "x"}]}': "unknown keys ['round']",
+    }
+    for i, (text, says) in enumerate(cases.items()):
+        path = tmp_path / f"plan{i}.json"
+        path.write_text(text)
+        code, doc = agent("bench", "--plan", str(path))
+        assert code == 1 and doc["error"]["kind"] == "data", (text, doc)
+        assert says in doc["error"]["message"], (text, doc["error"]["message"])
+
+
+def test_a_plan_may_leave_the_protocol_to_its_defaults(host_bundle, tmp_path):
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps({"bundles": [{"name": "b", "dir": str(host_bundle.path)}]}))
+    code, doc = agent("bench", "--plan", str(path), "--threads", "1")
+    assert code == 0, doc
+    p = doc["protocol"]
+    assert (p["engines"], p["warmup"], p["rounds"], p["calls_per_round"]) == (["tvm"], 20, 10, 20)
+    assert doc["variants"][0]["tvm"]["latency_ms"]["runs"] >= 200

@@ -112,7 +112,7 @@ def _parse(text: str, verb: str):
 
 
 @FUZZ
-@given(doc=json_values, verb=st.sampled_from(["info", "version", "bench", "eval", "compare"]))
+@given(doc=json_values, verb=st.sampled_from(["info", "version", "bench", "eval", "infer"]))
 def test_any_json_is_a_document_or_refused(doc, verb):
     out = _parse(json.dumps(doc), verb)
     assert out is None or isinstance(out, dict)

@@ -46,8 +46,10 @@ def test_board_agent_refuses_an_arm_bundle_on_this_cpu(quantized, tmp_path):
         pytest.skip("this host is aarch64")
     bundle, _ = compile_onnx(quantized.path, target=get_target("aarch64"), out_dir=tmp_path / "b")
     repo = Path(__file__).resolve().parents[3]
+    plan = tmp_path / "plan.json"  # the agent's one measuring verb (board/agent/plan.py)
+    plan.write_text(json.dumps({"engines": ["tvm"], "bundles": [{"name": "b", "dir": str(bundle.path)}]}))
     r = subprocess.run(
-        [sys.executable, "-m", "board.agent", "bench", "--bundle", str(bundle.path)],
+        [sys.executable, "-m", "board.agent", "bench", "--plan", str(plan)],
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": str(repo)},

@@ -22,6 +22,7 @@ from edgeopt.errors import BoardError
 HOST = "127.0.0.1"
 USER = "edgeopt"
 START_TIMEOUT_S = 60  # returns as soon as it listens; generous so a loaded host cannot break it
+REAP_TIMEOUT_S = 5  # a killed command and its redirect clean-up end at once; bounded so stop() cannot hang
 
 
 class _Server(asyncssh.SSHServer):
@@ -57,6 +58,19 @@ class _Server(asyncssh.SSHServer):
 
     def server_requested(self, listen_host: str, listen_port: int) -> bool:
         return False  # no remote (board -> host) forwards
+
+
+async def _reap(proc: asyncio.subprocess.Process, process: asyncssh.SSHServerProcess) -> None:
+    """A dropped or cancelled session: its command killed and waited for, and asyncssh's redirect
+    clean-up run, before the loop that owns their transports may close (else their finalizers run
+    on a closed loop)."""
+    if proc.returncode is None:
+        proc.kill()
+    for step in (proc.wait, process.wait_closed):
+        try:
+            await asyncio.wait_for(step(), REAP_TIMEOUT_S)
+        except (asyncio.CancelledError, asyncio.TimeoutError, asyncssh.Error, OSError):
+            pass  # the session is going away either way: the caller re-raises its own error
 
 
 class LocalBoard:
@@ -124,8 +138,7 @@ class LocalBoard:
             await asyncio.gather(pump(proc.stdout, process.stdout), pump(proc.stderr, process.stderr))
             code = await proc.wait()
         except (asyncio.CancelledError, asyncssh.Error, OSError):
-            if proc.returncode is None:
-                proc.kill()
+            await _reap(proc, process)
             raise
         process.exit(code)
         await process.wait_closed()  # runs asyncssh's redirect clean-up tasks

@@ -91,7 +91,8 @@ def main() -> None:
         "rounds": {str(t): rs for t, rs in rows.items()},
     }
     print(
-        "| threads | agent p50 (ms) | agent repeat-mean median (ms) | time_evaluator median (ms) | per-call overhead (ms) | overhead / time_evaluator | agent p90 (ms) | runs x rounds |"
+        "| threads | agent p50 (ms) | agent repeat-mean median (ms) | time_evaluator median (ms) | per-call "
+        "overhead (ms) | overhead / time_evaluator | agent p90 (ms) | runs x rounds |"
     )
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for t, m in med.items():

@@ -165,13 +165,16 @@ def markdown(doc: dict, argv: list[str]) -> str:
                 MARK,
                 "# Arm: instructions per inference on emulated cores",
                 "",
-                f"Written by `{' '.join(['python benchmarks/arm_speed.py', *argv])}` (results: benchmarks/results/arm_speed.json),",
-                f"on {doc.get('host_cpu', '?')} ({doc.get('host_cores', '?')} cores, shared with other jobs; an x86 host:",
+                f"Written by `{' '.join(['python benchmarks/arm_speed.py', *argv])}` (results: "
+                "benchmarks/results/arm_speed.json),",
+                f"on {doc.get('host_cpu', '?')} ({doc.get('host_cores', '?')} cores, shared with other jobs; "
+                "an x86 host:",
                 "no Arm hardware was used). The host's load changes how long a run takes, never its counts.",
                 "",
                 "**These are not hardware numbers, and not times.** Each figure is the number of Arm instructions the",
                 "program executed per inference on a QEMU-emulated core (QEMU 7.2 user mode, TCG plugin",
-                "toolkit/boards/qemu/insn_count.c: every executed translated block adds its instruction count; the guest",
+                "toolkit/boards/qemu/insn_count.c: every executed translated block adds its instruction "
+                "count; the guest",
                 "marks the start and end of the timed runs), for the same model, the same input, the same core, one",
                 "thread. `cortex-a55` runs on the emulated A76 (QEMU 7.2 has no A55; the A76 has the same dot-product",
                 "instructions, so the count is the A55 build's but on a different micro-architecture). Engines:",

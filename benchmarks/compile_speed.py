@@ -176,9 +176,10 @@ def _machine() -> str:
     import platform
 
     cpu = next(
-        (l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine()
+        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+        platform.machine(),
     )
-    flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags")), [])
+    flags = next((line.split(":", 1)[1].split() for line in open("/proc/cpuinfo") if line.startswith("flags")), [])
     vnni = "avx512_vnni" in flags
     from edgeopt.compile.kernels import for_target
 
@@ -198,10 +199,10 @@ def markdown(results: dict, args) -> str:
     lines = [
         "# Compile speed: TVM bundles vs onnxruntime and torch",
         "",
-        "Written by `python benchmarks/compile_speed.py --trials {t} --rounds {r} --markdown docs/benchmarks.md`".format(
-            t=args.trials, r=args.rounds
-        ),
-        f"on {_machine()}; TVM {version('apache-tvm')}, onnxruntime {version('onnxruntime')}, torch {version('torch')}.",
+        "Written by `python benchmarks/compile_speed.py --trials {t} --rounds {r} --markdown "
+        "docs/benchmarks.md`".format(t=args.trials, r=args.rounds),
+        f"on {_machine()}; TVM {version('apache-tvm')}, onnxruntime {version('onnxruntime')}, torch "
+        f"{version('torch')}.",
         "One run, 1 thread everywhere, every variant once per round (interleaved), medians of the rounds.",
         "Every engine is called from Python the fastest way it offers: onnxruntime with full graph",
         "optimization, 1 intra-op thread, input and output bound once (IOBinding); TVM's VM function looked",

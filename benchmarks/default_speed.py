@@ -135,7 +135,8 @@ def markdown(doc: dict) -> str:
         d, f = r.get("default"), r.get("fast")
         flag = lambda x: " **SLOWER**" if x and x.get("slower_than_original") else ""  # noqa: E731
         lines.append(
-            f"| {fam} | {_cell(d, 'speedup_vs_original', '.2f')}{flag(d)} | {_cell(f, 'speedup_vs_original', '.2f')}{flag(f)} "
+            f"| {fam} | {_cell(d, 'speedup_vs_original', '.2f')}{flag(d)} | "
+            f"{_cell(f, 'speedup_vs_original', '.2f')}{flag(f)} "
             f"| {_cell(d, 'accuracy_drop', '+.4f')} | {_cell(f, 'accuracy_drop', '+.4f')} "
             f"| {_cell(d, 'compile_s', '.1f')} | {_cell(f, 'compile_s', '.1f')} | {_cell(f, 'seconds', '.0f')} |"
         )

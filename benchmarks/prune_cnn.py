@@ -64,7 +64,7 @@ def main() -> None:
         "sparsity": doc["sparsity"]["global"],
         "params": doc["params"],
         "macs": doc["macs"],
-        "shapes_after": {l["name"]: l["shape_after"] for l in doc["layers"]},
+        "shapes_after": {layer["name"]: layer["shape_after"] for layer in doc["layers"]},
         "tvm_host_latency_ms": lat,
         "speedup": lat["dense"] / lat["pruned"],
     }

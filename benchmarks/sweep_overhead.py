@@ -66,7 +66,7 @@ def sweep(epochs: int, budget: float, num_cpus: int | None) -> tuple[float, dict
         t0, wall0 = time.perf_counter(), time.time()
         doc = run_sweep(spec, out=Path(tmp) / "out", num_cpus=num_cpus, quiet=False)
         seconds = time.perf_counter() - t0
-        starts = [json.loads(l)["time"] for l in (Path(tmp) / "out" / "attempts.jsonl").read_text().splitlines()]
+        starts = [json.loads(line)["time"] for line in (Path(tmp) / "out" / "attempts.jsonl").read_text().splitlines()]
         return seconds, doc, min(starts) - wall0
 
 

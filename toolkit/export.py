@@ -26,9 +26,9 @@ def _as_input_error(path: Path):
         yield
     except Exception as exc:
         text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
-        lines = [l.strip() for l in text.splitlines() if l.strip()]
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
         cause = next(
-            (l for l in lines if "Error" in l or "error" in l and not l.startswith("-")),
+            (line for line in lines if "Error" in line or "error" in line and not line.startswith("-")),
             lines[0] if lines else type(exc).__name__,
         )
         raise UnsupportedModelError(

@@ -293,7 +293,8 @@ def convert(path: Path) -> OnnxModule:
             mod.steps.append((node.op_type, list(node.input), list(node.output), at))
         else:
             raise UnsupportedModelError(
-                f"cannot convert {path.name} to torch for pruning: operator {node.op_type} (node {node.name!r}) is not supported",
+                f"cannot convert {path.name} to torch for pruning: operator {node.op_type} (node "
+                f"{node.name!r}) is not supported",
                 hint=f"supported: Conv, Gemm, MatMul, {', '.join(sorted(k for k in RUN if k[0].isupper()))}; "
                 "or prune in torch and bring the torch model",
             )

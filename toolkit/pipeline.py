@@ -56,12 +56,12 @@ def manifest_sparsity(pruned: PrunedModel) -> dict:
         "params": doc["params"],
         "layers": [
             {
-                "name": l["name"],
-                "params": l["params_before"],
-                "zeros": l["params_before"] - l["params_after"],
-                "sparsity": l["sparsity"],
+                "name": layer["name"],
+                "params": layer["params_before"],
+                "zeros": layer["params_before"] - layer["params_after"],
+                "sparsity": layer["sparsity"],
             }
-            for l in doc["layers"]
+            for layer in doc["layers"]
         ],
     }
 

@@ -49,7 +49,9 @@ def build_report(
             "target": config.sparsity,
             "after_pruning": pruned.global_sparsity,
             "method": pruned.config.method.value,
-            "definition": "zero or removed weights of Linear/Conv layers over the original count (biases, norms excluded)",
+            "definition": (
+                "zero or removed weights of Linear/Conv layers over the original count (biases, norms excluded)"
+            ),
             "layers": prune_json["layers"],
         },
         "params": prune_json["params"],
@@ -171,14 +173,14 @@ def render_prune_table(doc: dict) -> Table:
         ("MACs before -> after", "right"),
     ):
         t.add_column(col, justify=just)
-    for l in doc["layers"]:
+    for layer in doc["layers"]:
         t.add_row(
-            l["name"],
-            l["kind"],
-            f"{tuple(l['shape_before'])} -> {tuple(l['shape_after'])}",
-            f"{l['params_before']:,} -> {l['params_after']:,}",
-            f"{l['sparsity']:.3f}",
-            f"{l['macs_before']:,} -> {l['macs_after']:,}",
+            layer["name"],
+            layer["kind"],
+            f"{tuple(layer['shape_before'])} -> {tuple(layer['shape_after'])}",
+            f"{layer['params_before']:,} -> {layer['params_after']:,}",
+            f"{layer['sparsity']:.3f}",
+            f"{layer['macs_before']:,} -> {layer['macs_after']:,}",
         )
     t.add_row(
         "total",

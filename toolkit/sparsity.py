@@ -106,15 +106,15 @@ def measure(module: nn.Module, input_shape: tuple[int, ...]) -> list[LayerSparsi
 
 
 def totals(layers: list[LayerSparsity]) -> dict:
-    before = sum(l.params_before for l in layers)
-    after = sum(l.params_after for l in layers)
+    before = sum(layer.params_before for layer in layers)
+    after = sum(layer.params_after for layer in layers)
     return {
         "sparsity": {"global": 1.0 - after / before if before else 0.0},
         "params": {"before": before, "after": after},
         "macs": {
-            "before": sum(l.macs_before for l in layers),
-            "after": sum(l.macs_after for l in layers),
-            "after_nonzero": sum(l.macs_after_nonzero for l in layers),
+            "before": sum(layer.macs_before for layer in layers),
+            "after": sum(layer.macs_after for layer in layers),
+            "after_nonzero": sum(layer.macs_after_nonzero for layer in layers),
         },
     }
 

@@ -27,20 +27,26 @@ def variant_info(name: str, *, dense, pruned, quant) -> dict:
     layers = pruned.to_json()["layers"]
     if name.startswith("dense"):
         rows = [
-            {"name": l["name"], "label": _label(l), "params": l["params_before"], "zeros": 0, "sparsity": 0.0}
-            for l in layers
+            {
+                "name": layer["name"],
+                "label": _label(layer),
+                "params": layer["params_before"],
+                "zeros": 0,
+                "sparsity": 0.0,
+            }
+            for layer in layers
         ]
         acc = dense.accuracy
     else:
         rows = [
             {
-                "name": l["name"],
-                "label": _label(l),
-                "params": l["params_before"],
-                "zeros": round(l["sparsity"] * l["params_before"]),
-                "sparsity": l["sparsity"],
+                "name": layer["name"],
+                "label": _label(layer),
+                "params": layer["params_before"],
+                "zeros": round(layer["sparsity"] * layer["params_before"]),
+                "sparsity": layer["sparsity"],
             }
-            for l in layers
+            for layer in layers
         ]
         acc = quant.accuracy_quantized if "int8" in name else pruned.accuracy_after
     total = sum(r["params"] for r in rows)

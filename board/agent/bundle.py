@@ -90,7 +90,8 @@ def verify(bundle_dir: str, manifest: dict) -> dict:
         # running it would die with SIGILL: say which instructions are missing instead
         raise AgentFailure(
             "target_mismatch",
-            f"bundle for target {target.get('name')!r} (mcpu {target.get('mcpu')}) needs CPU features this board lacks: {', '.join(missing)}",
+            f"bundle for target {target.get('name')!r} (mcpu {target.get('mcpu')}) needs CPU features this "
+            f"board lacks: {', '.join(missing)}",
         )
     return actual
 

@@ -128,7 +128,8 @@ def _run_e2e(mode: str, board: str, capsys) -> dict:
             f"\n[qemu] e2e {mode} mode: {time.monotonic() - t:.0f} s (board stages "
             f"{sum(report['timings_s'].get(k, 0) for k in ('board', 'deploy', 'eval', 'bench')):.0f} s); "
             f"target {report['bundle']['target']}, top-1 agreement {p['top1_agreement']:.4f}, max abs diff "
-            f"{p['max_abs_diff']:.3g}, accuracy on board {report['accuracy']['board']:.4f}, latency p50 {lat['p50']:.3f} ms "
+            f"{p['max_abs_diff']:.3g}, accuracy on board {report['accuracy']['board']:.4f}, latency p50 "
+            f"{lat['p50']:.3f} ms "
             f"p90 {lat['p90']:.3f} ms ({lat['runs']} runs; emulated)"
         )
     assert report["bundle"]["target"] == "aarch64"  # --board qemu compiles for aarch64 by itself

@@ -363,7 +363,7 @@ def test_run_variants_leaves_the_bundles_bench_takes(tmp_path, env, capsys):
     for v in found:
         info = v.bundle.manifest["variant"]
         assert info["name"] == v.name and info["tuned"] is False and "model.onnx" in v.bundle.files
-        assert [l["name"] for l in info["layers"]] == [l["name"] for l in report["sparsity"]["layers"]]
+        assert [layer["name"] for layer in info["layers"]] == [layer["name"] for layer in report["sparsity"]["layers"]]
     assert found[0].bundle.manifest["variant"]["accuracy"] == report["accuracy"]["dense"]
     assert found[2].bundle.manifest["variant"]["accuracy"] == report["accuracy"]["final"]
     assert (out / "eval.npz").is_file()

@@ -231,7 +231,7 @@ def digits_npz(digits, tmp_path_factory):
 
 
 def one_line(err: str) -> str:
-    lines = [l for l in err.splitlines() if l.strip()]
+    lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1, err
     assert "Traceback" not in err and lines[0].startswith("edgeopt: error: ")
     return lines[0]
@@ -400,7 +400,7 @@ def test_unknown_key_refused_then_trusted_then_changed_key_refused(board, user_e
     assert main(["deploy", bundle, "--board", "b", "--trust-new-host"]) == 0
     capsys.readouterr()
     host_key = board.known_hosts_line.split(" ", 1)[1]
-    assert [l.split(" ", 1)[1] for l in recorded.read_text().splitlines()] == [host_key]
+    assert [line.split(" ", 1)[1] for line in recorded.read_text().splitlines()] == [host_key]
     assert main(["deploy", bundle, "--board", "b"]) == 0  # recorded: no flag needed now
     capsys.readouterr()
 

@@ -76,7 +76,7 @@ def ours(board) -> list[str]:
     with Connection(spec_of(board)) as c:
         code, out, _ = c.run(["ps", "-eo", "pid=,args="])
     assert code == 0
-    lines = [l.strip().split(None, 1) for l in out.splitlines() if str(board.dir) in l]
+    lines = [line.strip().split(None, 1) for line in out.splitlines() if str(board.dir) in line]
     return [" ".join(w) for w in lines if len(w) == 2 and not w[1].startswith(("sshd", "/usr/sbin/sshd"))]
 
 
@@ -89,7 +89,7 @@ def wait_until(what, check) -> None:
 
 
 def agent_running(board) -> bool:
-    return any("board.agent" in l or "runpy" in l for l in ours(board))
+    return any("board.agent" in line or "runpy" in line for line in ours(board))
 
 
 @pytest.fixture(autouse=True)
@@ -147,7 +147,7 @@ def cli(capsys, *argv) -> tuple[int, str]:
     _, err = capsys.readouterr()
     if code == 0:
         return code, ""
-    lines = [l for l in err.splitlines() if l.strip()]
+    lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("edgeopt: error: ") and "Traceback" not in err, err
     assert code != 70, err
     return code, lines[0]
@@ -338,7 +338,7 @@ def test_ctrl_c_mid_bench(board, user, host_bundle, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait(30)
-    lines = [l for l in err.decode().splitlines() if l.strip()]
+    lines = [line for line in err.decode().splitlines() if line.strip()]
     assert proc.returncode == 130, err.decode()
     assert lines == ["edgeopt: error: interrupted (Ctrl-C); on a board, the command stops with its session"]
 

@@ -82,7 +82,7 @@ def _sweep(spec: Path, out: Path, stages: Path, *extra: str, env: dict | None = 
 
 def _attempts(out: Path) -> list[dict]:
     p = out / "attempts.jsonl"
-    return [json.loads(l) for l in p.read_text().splitlines()] if p.is_file() else []
+    return [json.loads(line) for line in p.read_text().splitlines()] if p.is_file() else []
 
 
 class ListenWatch:
@@ -153,7 +153,7 @@ def test_small_grid_on_a_local_ray(tmp_path, stages):
     built = [e for e in json.loads((out / "sweep.json").read_text())["stages"]["by_stage"].items()]
     by_stage = dict(built)
     assert by_stage.get("train", 0) <= 1 and by_stage.get("original", 0) <= 1
-    events = [json.loads(l) for l in (stages / "events.jsonl").read_text().splitlines()]
+    events = [json.loads(line) for line in (stages / "events.jsonl").read_text().splitlines()]
     assert sum(1 for e in events if e["stage"] == "train" and e["event"] == "built") == 1
     assert sum(1 for e in events if e["stage"] == "train" and e["event"] == "reused") >= 1
     # the report, the picture, the front's bundles, the best one ready to deploy

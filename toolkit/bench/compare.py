@@ -69,7 +69,8 @@ def render(d: dict):
     from rich.table import Table
 
     t = Table(
-        title=f"edgeopt report compare: A {d['a']['id']} ({d['a']['created']}) -> B {d['b']['id']} ({d['b']['created']})",
+        title=f"edgeopt report compare: A {d['a']['id']} ({d['a']['created']}) -> B {d['b']['id']} "
+        f"({d['b']['created']})",
         header_style="bold",
     )
     for col in ("board", "variant", "latency p50 ms", "latency p90 ms", "onnxruntime p50 ms", "accuracy", "bytes"):

@@ -179,23 +179,25 @@ def figures(doc: dict) -> dict[str, tuple[object, list[dict]]]:
     layers: list[str] = []
     ticks: dict[str, str] = {}
     for v in doc["variants"]:
-        for l in v["sparsity"]["layers"]:
-            if l["name"] not in layers:
-                layers.append(l["name"])
-                ticks[l["name"]] = l.get("label") or l["name"]
+        for layer in v["sparsity"]["layers"]:
+            if layer["name"] not in layers:
+                layers.append(layer["name"])
+                ticks[layer["name"]] = layer.get("label") or layer["name"]
     fig, ax = plt.subplots(figsize=(max(6.5, 1.2 * len(layers) * max(1, len(names)) / 3), 4.5))
     series = []
     width = 0.8 / max(1, len(names))
     for i, v in enumerate(doc["variants"]):
-        by = {l["name"]: l["sparsity"] for l in v["sparsity"]["layers"]}
+        by = {layer["name"]: layer["sparsity"] for layer in v["sparsity"]["layers"]}
         if not by:
             continue
         xs = [j + (i - (len(names) - 1) / 2) * width for j in range(len(layers))]
-        bars = ax.bar(xs, [by.get(l, 0.0) for l in layers], width=width, color=color[v["name"]], label=v["name"])
-        ax.bar_label(bars, labels=[f"{by.get(l, 0.0):.2f}" for l in layers], fontsize=6, padding=1)
+        bars = ax.bar(
+            xs, [by.get(layer, 0.0) for layer in layers], width=width, color=color[v["name"]], label=v["name"]
+        )
+        ax.bar_label(bars, labels=[f"{by.get(layer, 0.0):.2f}" for layer in layers], fontsize=6, padding=1)
         series.append({"label": v["name"], "variant": v["name"], "engine": None, "board": None})
     ax.set_xticks(range(len(layers)))
-    ax.set_xticklabels([ticks[l] for l in layers], rotation=20, ha="right", fontsize=8)
+    ax.set_xticklabels([ticks[layer] for layer in layers], rotation=20, ha="right", fontsize=8)
     ax.set_ylim(0, 1)
     ax.set_ylabel("sparsity (zero or removed weights / original)")
     ax.set_title("Per-layer sparsity of each variant", fontsize=10)

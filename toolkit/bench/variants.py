@@ -94,8 +94,8 @@ def _short(initializer: str) -> str:
 
 
 def _global(layers: list[dict]) -> float | None:
-    total = sum(l.get("params", 0) for l in layers)
-    return sum(l.get("zeros", 0) for l in layers) / total if total else None
+    total = sum(layer.get("params", 0) for layer in layers)
+    return sum(layer.get("zeros", 0) for layer in layers) / total if total else None
 
 
 def _sort_key(v: Variant) -> tuple:

@@ -368,7 +368,8 @@ class Connection:
         if isinstance(exc, _UnknownHostKey):
             return HostKeyError(
                 f"host key of {exc.name} is unknown ({exc.key.get_name()} {fingerprint(exc.key)}); refused",
-                hint="check that fingerprint on the board (ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub), then pass --trust-new-host to record it",
+                hint="check that fingerprint on the board (ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub), then "
+                "pass --trust-new-host to record it",
             )
         if isinstance(exc, paramiko.BadHostKeyException):
             return HostKeyError(
@@ -462,7 +463,8 @@ class Connection:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         raise BoardTimeoutError(
-                            f"{what} on {self.spec.address} did not finish in {timeout_s:.0f} s; it was stopped on the board",
+                            f"{what} on {self.spec.address} did not finish in {timeout_s:.0f} s; it was "
+                            "stopped on the board",
                             hint=TIMEOUT_HINT,
                         )
                     select.select([chan], [], [], min(left, 1.0))
@@ -486,7 +488,8 @@ class Connection:
             if code == -1 and not self._client.get_transport().is_active():
                 raise BoardConnectionLostError(
                     f"lost the SSH connection to {self.spec.address} while {what} was running",
-                    hint="its remote processes stop with the session; check the board and the network, then run it again",
+                    hint="its remote processes stop with the session; check the board and the network, then "
+                    "run it again",
                 )
         finally:
             _close_quietly(chan)
@@ -992,7 +995,8 @@ def run_agent(
         raise AgentError(f"board agent speaks {doc.get('schema')!r}, expected {AGENT_SCHEMA!r}")
     if doc.get("agent_digest") != agent_digest():
         raise AgentError(
-            f"the agent on {spec.address} ({doc.get('agent_digest')}) is not the one this edgeopt uploaded ({agent_digest()})",
+            f"the agent on {spec.address} ({doc.get('agent_digest')}) is not the one this edgeopt uploaded "
+            f"({agent_digest()})",
             hint="deploy again; the agent is re-uploaded when its files differ",
         )
     leaked = HOST_ONLY_MODULES & set(doc.get("imports", []))

@@ -252,16 +252,19 @@ def bench_cmd(
         return
     rows = doc.get("sweep") or [doc]
     print(
-        f"board {doc['board']['address']} ({doc['board']['arch']}, {doc['board']['cpu']}, {doc['board']['cores']} cores)"
+        f"board {doc['board']['address']} ({doc['board']['arch']}, {doc['board']['cpu']}, "
+        f"{doc['board']['cores']} cores)"
         f" - load {doc['load_ms']:.1f} ms, first inference {doc['first_ms']:.3f} ms, peak RSS {doc['rss_mb']:.0f} MB"
     )
     print(
-        f"{'engine':<12} {'threads':>7} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'mean':>9} {'std':>8} {'runs':>6}  time_evaluator"
+        f"{'engine':<12} {'threads':>7} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'mean':>9} {'std':>8} "
+        f"{'runs':>6}  time_evaluator"
     )
     for r in rows:
         lat = r["latency_ms"]
         print(
-            f"{'tvm':<12} {r['threads']:>7} {lat['p50']:>9.4f} {lat['p90']:>9.4f} {lat['p99']:>9.4f} {lat['mean']:>9.4f} "
+            f"{'tvm':<12} {r['threads']:>7} {lat['p50']:>9.4f} {lat['p90']:>9.4f} {lat['p99']:>9.4f} "
+            f"{lat['mean']:>9.4f} "
             f"{lat['std']:>8.4f} {lat['runs']:>6}  {r['time_evaluator_median_ms']:.4f}"
         )
         if r.get("baseline"):
@@ -290,7 +293,8 @@ def bench_cmd(
     print(
         "parity with onnxruntime on the host: "
         + (
-            f"top-1 agreement {p['top1_agreement']:.4f}, max abs diff {p['max_abs_diff']:.3g} over {p['samples']} inputs"
+            f"top-1 agreement {p['top1_agreement']:.4f}, max abs diff {p['max_abs_diff']:.3g} over "
+            f"{p['samples']} inputs"
             if p.get("top1_agreement") is not None
             else p.get("reason", "not computed")
         )

@@ -63,5 +63,6 @@ def history_cmd(
     for r in rows:
         boards = ", ".join(f"{n}{'' if ok else ' (failed)'}" for n, ok in r["boards"].items())
         print(
-            f"@{r['index']:<3} {r['id']}  {r['created']}  {len(r['variants'])} variant(s) on {boards}  {r['report_dir'] or ''}"
+            f"@{r['index']:<3} {r['id']}  {r['created']}  {len(r['variants'])} variant(s) on {boards}  "
+            f"{r['report_dir'] or ''}"
         )

@@ -43,7 +43,8 @@ def run(
     ctx: typer.Context,
     model: str = typer.Option(
         default(RunConfig, "model"),
-        help="built-in name (mlp, cnn, resnet; trained here) or your own model file: a torch.save'd nn.Module, a state dict (+ --factory), TorchScript, a torch.export .pt2, or ONNX",
+        help="built-in name (mlp, cnn, resnet; trained here) or your own model file: a torch.save'd "
+        "nn.Module, a state dict (+ --factory), TorchScript, a torch.export .pt2, or ONNX",
     ),
     factory: Factory = None,
     data: str = typer.Option(
@@ -386,7 +387,8 @@ def quantize_cmd(
         a = doc["accuracy"]
         if a["quantized"] is None:
             print(
-                f"{doc['quantization']['path']}: calibrated on unlabelled data; no accuracy measured or claimed; {result.path}"
+                f"{doc['quantization']['path']}: calibrated on unlabelled data; no accuracy measured or "
+                f"claimed; {result.path}"
             )
         else:
             print(

@@ -108,7 +108,8 @@ def sweep_cmd(
     if best:
         b = doc["boards"][0]
         print(
-            f"best within budget: {best['label']} ({best['setting_id']}): p50 {best['boards'][b]['p50_ms']:.4f} ms on {b}, "
+            f"best within budget: {best['label']} ({best['setting_id']}): p50 "
+            f"{best['boards'][b]['p50_ms']:.4f} ms on {b}, "
             f"test accuracy {best['test_accuracy']:.4f}, {best['bytes']:,} bytes -> {out / 'best'}"
         )
     else:

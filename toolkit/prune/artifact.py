@@ -31,11 +31,11 @@ class PrunedModel:
 
     @property
     def params_before(self) -> int:
-        return sum(l.params_before for l in self.layers)
+        return sum(layer.params_before for layer in self.layers)
 
     @property
     def params_after(self) -> int:
-        return sum(l.params_after for l in self.layers)
+        return sum(layer.params_after for layer in self.layers)
 
     @property
     def global_sparsity(self) -> float:
@@ -55,7 +55,7 @@ class PrunedModel:
             "config": self.config.to_json(),
             "sparsity_definition": "zero or removed weights of Linear/Conv layers over the original count "
             "(biases and norms excluded)",
-            "layers": [l.to_json() for l in self.layers],
+            "layers": [layer.to_json() for layer in self.layers],
             "steps": self.steps,
             "allocation": self.allocation,
             "sensitivity": self.sensitivity,
@@ -73,7 +73,7 @@ class PrunedModel:
     def load(cls, directory: Path) -> "PrunedModel":
         meta = json.loads((directory / "prune.json").read_text())
         model = Model.load(directory, filename=FILENAME)
-        layers = [LayerSparsity.from_json(l) for l in meta["layers"]]
+        layers = [LayerSparsity.from_json(layer) for layer in meta["layers"]]
         return cls(
             model,
             layers,

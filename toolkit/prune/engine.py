@@ -41,12 +41,12 @@ class _Plan:
             [n for n in structured.output_layers(module, example) if n not in config.exclude] if self.structured else []
         )
         self.candidates = [n for n in names if n not in self.ignored]
-        self.total = sum(l.weight.numel() for _, l in prunable_layers(module))
+        self.total = sum(layer.weight.numel() for _, layer in prunable_layers(module))
         self.base: dict[str, float] | None = (
             None if config.scope is Scope.global_ else {n: 1.0 for n in self.candidates}
         )
         self.p = 1 if config.importance.value == "l1" else 2
-        self.channels = {n: l.weight.shape[0] for n, l in prunable_layers(module)}
+        self.channels = {n: layer.weight.shape[0] for n, layer in prunable_layers(module)}
 
     def removed(self, module: nn.Module) -> float:
         return 1.0 - unstructured.nonzero_params(module) / self.total
@@ -61,7 +61,7 @@ class _Plan:
         if self.structured:
             if ratios is not None:
                 # ratios are of the original channels; torch-pruning takes ratios of today's
-                now = {n: l.weight.shape[0] for n, l in prunable_layers(module)}
+                now = {n: layer.weight.shape[0] for n, layer in prunable_layers(module)}
                 ratios = {
                     n: max(0.0, 1.0 - (1.0 - min(r, structured.MAX_LAYER_RATIO)) * self.channels[n] / now[n])
                     for n, r in ratios.items()

@@ -68,6 +68,7 @@ def apply(
         pruner.step()
     except Exception as exc:  # torch-pruning fails on graphs it cannot trace
         raise UnsupportedModelError(
-            f"structured pruning cannot follow this model's graph: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+            "structured pruning cannot follow this model's graph: "
+            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
             hint="try --method magnitude",
         ) from exc

@@ -33,14 +33,17 @@ def apply_global(module: nn.Module, names: list[str], zero_count: int, *, cap: f
     layer past `cap` of its own: a layer the threshold would take further (small projections whose
     weights are all small) keeps its cap, and the threshold rises for the others."""
     layers = [dict(prunable_layers(module))[n] for n in names]
-    caps = [math.floor(cap * l.weight.numel()) for l in layers]
+    caps = [math.floor(cap * layer.weight.numel()) for layer in layers]
     zero_count = min(zero_count, sum(caps))
-    if zero_count <= sum(_zeros(l) for l in layers):
+    if zero_count <= sum(_zeros(layer) for layer in layers):
         return
     # magnitudes with the pruned ones as 0, so a threshold counts them too
     mags = [
-        (l.weight_orig * l.weight_mask if hasattr(l, "weight_mask") else l.weight).detach().abs().flatten()
-        for l in layers
+        (layer.weight_orig * layer.weight_mask if hasattr(layer, "weight_mask") else layer.weight)
+        .detach()
+        .abs()
+        .flatten()
+        for layer in layers
     ]
     sorted_mags = [m.sort().values for m in mags]
 

@@ -72,7 +72,7 @@ def calibrate_inputs(
 
 
 def _masks(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {n: (l.weight != 0) for n, l in prunable_layers(module) if bool((l.weight == 0).any())}
+    return {n: (layer.weight != 0) for n, layer in prunable_layers(module) if bool((layer.weight == 0).any())}
 
 
 def _keep_zeros(module: nn.Module, masks: dict[str, torch.Tensor]):

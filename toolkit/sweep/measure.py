@@ -1,7 +1,8 @@
 """The board part of a trial: the setting's bundle and the original model's bundle measured side
 by side on one board (one plan of the agent's `bench` verb: the TVM builds interleaved in one
-agent process, onnxruntime in the next). Run as a Ray task that holds the board's custom resource, so one measurement at a time
-uses a board; a trial measures on all its boards at once (each task holds its own board)."""
+agent process, onnxruntime in the next). Run as a Ray task that holds the board's custom
+resource, so one measurement at a time uses a board; a trial measures on all its boards at once
+(each task holds its own board)."""
 
 from __future__ import annotations
 

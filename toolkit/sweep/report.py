@@ -58,7 +58,8 @@ def markdown(doc: dict) -> str:
     lines = [
         "# edgeopt sweep",
         "",
-        f"{t['finished']} settings finished ({t['ok']} measured, {t['failed']} failed), {t['within_budget']} within the "
+        f"{t['finished']} settings finished ({t['ok']} measured, {t['failed']} failed), {t['within_budget']} "
+        "within the "
         f"accuracy budget (validation drop <= {doc['budget']['val_drop_max']} below the dense model); "
         f"stages built {doc['stages']['built']}, reused {doc['stages']['reused']}; {doc['seconds']:.0f} s on "
         f"{len(doc['cluster']['nodes'])} Ray node(s).",
@@ -67,7 +68,8 @@ def markdown(doc: dict) -> str:
     if doc["best"]:
         r = by_id[doc["best"]]
         lines += [
-            f"**Best within the budget:** `{r['setting_id']}` — {r['label']}: p50 {r['boards'][boards[0]]['p50_ms']:.4f} ms "
+            f"**Best within the budget:** `{r['setting_id']}` — {r['label']}: p50 "
+            f"{r['boards'][boards[0]]['p50_ms']:.4f} ms "
             f"on {boards[0]}, test accuracy {r['test_accuracy']:.4f}, {r['bytes']:,} bytes. Bundle: `best/` "
             f"(`edgeopt deploy best/ --board {boards[0]}`).",
             "",

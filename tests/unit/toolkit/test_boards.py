@@ -22,7 +22,7 @@ def user(tmp_path, monkeypatch):
 
 
 def one_line(err: str) -> str:
-    lines = [l for l in err.splitlines() if l.strip()]
+    lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1, err
     assert "Traceback" not in err and lines[0].startswith("edgeopt: error: ")
     return lines[0]

@@ -8,7 +8,7 @@ from edgeopt.toolkit.cli import main
 
 
 def one_line(err: str) -> str:
-    lines = [l for l in err.splitlines() if l.strip()]
+    lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1, err
     assert "Traceback" not in err
     assert lines[0].startswith("edgeopt: error: ")

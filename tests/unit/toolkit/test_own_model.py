@@ -41,7 +41,7 @@ def test_every_format_loads_to_the_same_function(tmp_path, fmt):
     with torch.no_grad():
         assert torch.allclose(loaded.module(x), m(x), atol=1e-4)
     # graphs come back as real layers, which pruning works on
-    assert any(isinstance(l, torch.nn.Conv1d) for l in loaded.module.modules())
+    assert any(isinstance(layer, torch.nn.Conv1d) for layer in loaded.module.modules())
 
 
 def test_structured_pruning_of_a_converted_onnx_keeps_residual_and_depthwise_consistent(mobilenet_onnx, tmp_path):
@@ -104,7 +104,8 @@ def test_stage_folder_says_what_it_needs_to_load_again(tmp_path, monkeypatch):
     from edgeopt.errors import InputError
 
     (tmp_path / "usernet_i17.py").write_text(
-        "import torch\nclass Net(torch.nn.Module):\n    def __init__(self):\n        super().__init__(); self.fc = torch.nn.Linear(20, 4)\n"
+        "import torch\nclass Net(torch.nn.Module):\n    def __init__(self):\n        super().__init__(); "
+        "self.fc = torch.nn.Linear(20, 4)\n"
         "    def forward(self, x):\n        return self.fc(x)\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))

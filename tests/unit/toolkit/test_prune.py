@@ -34,7 +34,7 @@ def test_unstructured_reaches_target_and_zeros_are_permanent(pruned, trained):
 
 def test_layerwise_scope_and_exclusions(trained, digits):
     p = prune(trained, digits, config=PruneConfig(target=0.7, scope=Scope.layer, exclude=("3",), **FAST))
-    layers = {l.name: l for l in p.layers}
+    layers = {layer.name: layer for layer in p.layers}
     assert layers["3"].params_after == layers["3"].params_before  # excluded: untouched
     assert p.global_sparsity >= 0.70
     with pytest.raises(UsageError, match="prunable layers: 1, 3"):
@@ -48,7 +48,7 @@ def test_oneshot_has_one_step(trained, digits):
 
 def test_structured_removes_neurons(trained, digits):
     p = prune(trained, digits, config=PruneConfig(method=Method.structured, **FAST))
-    layers = {l.name: l for l in p.layers}
+    layers = {layer.name: layer for layer in p.layers}
     hidden = layers["1"].shape_after[0]
     assert hidden < 128 * 0.35
     assert layers["3"].shape_after == (10, hidden)  # the next layer shrank with it; 10 outputs kept
@@ -65,7 +65,7 @@ def test_structured_cnn_shrinks_filters_and_fc(digits):
     train(m, digits.x_train, digits.y_train, epochs=2, seed=0)
     model = Model(m, InputSpec("input", digits.input_shape))
     p = prune(model, digits, config=PruneConfig(method=Method.structured, distill=True, **FAST))
-    shapes = {l.name: l.shape_after for l in p.layers}
+    shapes = {layer.name: layer.shape_after for layer in p.layers}
     assert shapes["0"][0] < 6 and shapes["3"][0] < 16 and shapes["7"][0] < 120
     assert shapes["3"][1] == shapes["0"][0]  # conv2 inputs follow conv1 filters
     assert shapes["7"][1] == shapes["3"][0] * 25  # fc1 inputs follow conv2 filters through the flatten

@@ -12,7 +12,7 @@ def test_measure_counts_zeros_params_and_macs():
     with torch.no_grad():
         m[0].weight[:2].zero_()  # half the filters
         m[3].weight[:, :10].zero_()
-    layers = {l.name: l for l in measure(m, (1, 1, 8, 8))}
+    layers = {layer.name: layer for layer in measure(m, (1, 1, 8, 8))}
     conv, fc = layers["0"], layers["3"]
     assert conv.params_before == 36 and conv.params_after == 18
     assert conv.macs_before == 36 * 6 * 6  # every weight once per output position
@@ -25,7 +25,7 @@ def test_measure_counts_zeros_params_and_macs():
 def test_compare_counts_removed_weights_and_shrunk_macs():
     a = _net()
     b = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 6 * 6, 5))  # 2 filters removed
-    layers = {l.name: l for l in compare(a, b, (1, 1, 8, 8))}
+    layers = {layer.name: layer for layer in compare(a, b, (1, 1, 8, 8))}
     assert layers["0"].shape_before == (4, 1, 3, 3) and layers["0"].shape_after == (2, 1, 3, 3)
     assert layers["0"].params_after == 18 and layers["0"].macs_after == 18 * 36
     assert layers["3"].params_after == 360 and layers["3"].sparsity == 0.5

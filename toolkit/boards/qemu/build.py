@@ -192,7 +192,8 @@ def build(*, mirror: str | None = None, force: bool = False, progress=None) -> t
             *([mirror] if mirror else _host_sources(rcp.SUITE)),
         ]
         say(
-            f"mmdebstrap: arm64 {rcp.SUITE} with {', '.join(rcp.PACKAGES)}; the runtime venv (under emulation: ~6-10 min)"
+            f"mmdebstrap: arm64 {rcp.SUITE} with {', '.join(rcp.PACKAGES)}; the runtime venv (under "
+            "emulation: ~6-10 min)"
         )
         t = time.monotonic()
         # the host's pip settings (PIP_FIND_LINKS, PIP_CONSTRAINT, ...) mean nothing inside the image

@@ -85,8 +85,8 @@ def run(
     except FileNotFoundError:
         raise QemuHostError(f"{cmd[0]} is not installed") from None
     if r.returncode != 0:
-        lines = [l.strip() for l in text.strip().splitlines() if l.strip()]
-        errors = [l for l in lines if l.startswith("E: ") and "failed to run" not in l]
+        lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+        errors = [line for line in lines if line.startswith("E: ") and "failed to run" not in line]
         last = (errors or lines or [f"exit {r.returncode}"])[0 if errors else -1]
         raise BoardError(f"{what or ' '.join(cmd[:2])} failed: {last}" + (f" (full log: {log})" if log else ""))
     return r.stdout if log is None else ""

@@ -104,7 +104,8 @@ def customize_script() -> str:
             f"python3 -m venv {venv}",
             f"{venv}/bin/python -m pip install --disable-pip-version-check -q --no-index"
             f" --find-links /tmp/edgeopt-build/wheels " + " ".join(q(w) for w in WHEELS),
-            f"TVM_USE_RUNTIME_LIB=1 {venv}/bin/python -c 'import numpy, tvm; print(\"runtime\", tvm.__version__, numpy.__version__)'",
+            f'TVM_USE_RUNTIME_LIB=1 {venv}/bin/python -c \'import numpy, tvm; print("runtime", '
+            "tvm.__version__, numpy.__version__)'",
             f"chown -R {u}:{u} {home}",
             "apt-get clean",
             "rm -rf /var/lib/apt/lists/*",

@@ -31,7 +31,7 @@ def _write(p: Path, lines: list[str]) -> None:
     tmp = p.with_name(p.name + ".edgeopt-tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write("".join(l + "\n" for l in lines))
+        f.write("".join(line + "\n" for line in lines))
     os.replace(tmp, p)
 
 
@@ -64,9 +64,9 @@ def record_host_keys(mode: str, host: str, port: int, keys: list[str]) -> None:
 def forget_host_keys(mode: str) -> None:
     kh = toolkit_known_hosts()
     lines = _lines(kh)
-    keep = [l for l in lines if not (len(l.split()) > 3 and l.split()[3] == _tag(mode))]
+    keep = [line for line in lines if not (len(line.split()) > 3 and line.split()[3] == _tag(mode))]
     if keep != lines:
-        if any(l.strip() for l in keep):
+        if any(line.strip() for line in keep):
             _write(kh, keep)
         else:  # it held only what `up` wrote
             kh.unlink()
@@ -84,7 +84,7 @@ def write_board(mode: str, name: str, *, host: str, port: int, user: str, identi
     remove_board(mode)
     path = boards_toml()
     lines = _lines(path)
-    if any(l.strip() in (f"[boards.{name}]", f'[boards."{name}"]') for l in lines):
+    if any(line.strip() in (f"[boards.{name}]", f'[boards."{name}"]') for line in lines):
         raise BoardError(
             f"{path} already has a [boards.{name}] table of its own; not overwritten",
             hint="rename or remove that table, then run `edgeopt board qemu up` again",
@@ -108,15 +108,15 @@ def remove_board(mode: str) -> None:
     lines = _lines(path)
     begin, end = _block_bounds(mode)
     out, inside = [], False
-    for l in lines:
-        if l == begin:
+    for line in lines:
+        if line == begin:
             inside = True
-        elif inside and l == end:
+        elif inside and line == end:
             inside = False
         elif not inside:
-            out.append(l)
+            out.append(line)
     if out != lines:
-        if any(l.strip() for l in out):
+        if any(line.strip() for line in out):
             _write(path, out)
         else:
             path.unlink()

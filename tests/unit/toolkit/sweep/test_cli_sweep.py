@@ -18,7 +18,7 @@ sys.exit(main(['sweep', '--out', sys.argv[1]]))
 def test_without_ray_the_command_says_how_to_get_it(tmp_path):
     r = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 10, r.stderr
-    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "pip install 'edgeopt[sweep]'" in lines[0]
     assert not (tmp_path / "o").exists()
 

@@ -178,3 +178,12 @@ def test_bench_flags_a_bundle_known_to_be_slower(slow_bundle, tmp_path, monkeypa
     assert doc["slower_than_original"] is True and doc["speedup_vs_original"] < 1.0
     assert doc["vs_original"]["p50_ms"] == doc["original"]["latency_ms"]["p50"]
     assert doc["vs_original"]["levers"][0]["name"] == "tune"
+    buf = io.StringIO()  # the same bench as text: a row per thread count, the verdict, parity
+    with contextlib.redirect_stdout(buf):
+        code = main(["bench", str(bundle.path), "--runs", "8", "--warmup", "1", "--threads", "1,2", "--quiet"])
+    assert code == 0
+    lines = buf.getvalue().splitlines()
+    assert lines[0].startswith("board edgeopt@127.0.0.1:") and "first inference" in lines[0]
+    assert [line.split()[:2] for line in lines if line.startswith("tvm ")] == [["tvm", "1"], ["tvm", "2"]]
+    assert any(line.startswith("vs the original model (1 threads): ") for line in lines)
+    assert lines[-1].startswith("parity with onnxruntime on the host: top-1 agreement ")

@@ -1,4 +1,5 @@
-"""The bench report on a terminal: one rich table per board."""
+"""Bench results on a terminal: one bundle on one board as plain lines, a report as one rich
+table per board."""
 
 from __future__ import annotations
 
@@ -57,3 +58,53 @@ def summary_tables(doc: dict) -> list[Table]:
             )
         tables.append(t)
     return tables
+
+
+def one_bundle_text(doc: dict) -> str:
+    """`edgeopt bench BUNDLE` (edgeopt.bench/1): the board, a row per engine and thread count,
+    the comparison with the original model, emulation and parity."""
+    b = doc["board"]
+    lines = [
+        f"board {b['address']} ({b['arch']}, {b['cpu']}, {b['cores']} cores) - load {doc['load_ms']:.1f} ms, "
+        f"first inference {doc['first_ms']:.3f} ms, peak RSS {doc['rss_mb']:.0f} MB",
+        f"{'engine':<12} {'threads':>7} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'mean':>9} {'std':>8} "
+        f"{'runs':>6}  time_evaluator",
+    ]
+
+    def row(engine: str, threads, lat: dict) -> str:
+        return (
+            f"{engine:<12} {threads:>7} {lat['p50']:>9.4f} {lat['p90']:>9.4f} {lat['p99']:>9.4f} "
+            f"{lat['mean']:>9.4f} {lat['std']:>8.4f} {lat['runs']:>6}"
+        )
+
+    for r in doc.get("sweep") or [doc]:
+        lines.append(row("tvm", r["threads"], r["latency_ms"]) + f"  {r['time_evaluator_median_ms']:.4f}")
+        if r.get("baseline"):
+            lines.append(row("onnxruntime", r["threads"], r["baseline"]["latency_ms"]))
+    if doc.get("vs_original"):
+        from ..original import describe
+
+        lines.append(f"vs the original model ({doc['threads']} threads): {describe(doc['vs_original'])}")
+    if b.get("emulated"):
+        from ..boards.qemu.board import EMULATED_NOTE
+
+        lines.append(f"note: {EMULATED_NOTE}")
+        ins = doc.get("instructions_per_inference") or {}
+        if ins.get("available"):
+            lines.append(
+                f"instructions per inference on the emulated {ins['cpu']} ({ins['note']}): tvm {ins['tvm']:,}"
+                + (f", onnxruntime {ins['onnxruntime']:,}" if "onnxruntime" in ins else "")
+            )
+        elif ins:
+            lines.append(f"instructions per inference: not counted ({ins['reason']})")
+    p = doc["parity"]
+    lines.append(
+        "parity with onnxruntime on the host: "
+        + (
+            f"top-1 agreement {p['top1_agreement']:.4f}, max abs diff {p['max_abs_diff']:.3g} over "
+            f"{p['samples']} inputs"
+            if p.get("top1_agreement") is not None
+            else p.get("reason", "not computed")
+        )
+    )
+    return "\n".join(lines)

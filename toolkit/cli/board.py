@@ -207,23 +207,7 @@ def bench_cmd(
                 record_history=not no_history,
                 progress=Progress(quiet=quiet),
             )
-        out_dir = out or Path("bench-report")
-        if as_json:
-            from ..bench.report import strip_samples
-
-            emit(dict(strip_samples(doc), out=str(out_dir), exit_code=code), True, "")
-        else:
-            from rich.console import Console
-
-            from ..bench.render import summary_tables
-
-            console = Console() if sys.stdout.isatty() else Console(width=180)
-            for t in summary_tables(doc):
-                console.print(t)
-            Console(stderr=True).print(
-                f"report: {out_dir / 'report.md'} (+ report.json, PNG plots)"
-                + (f"; history: {doc['history']}" if doc.get("history") else "")
-            )
+        _print_report(doc, out or Path("bench-report"), code, as_json=as_json)
         if code:
             raise typer.Exit(code)
         return
@@ -250,54 +234,27 @@ def bench_cmd(
     if as_json:
         emit(doc, True, "")
         return
-    rows = doc.get("sweep") or [doc]
-    print(
-        f"board {doc['board']['address']} ({doc['board']['arch']}, {doc['board']['cpu']}, "
-        f"{doc['board']['cores']} cores)"
-        f" - load {doc['load_ms']:.1f} ms, first inference {doc['first_ms']:.3f} ms, peak RSS {doc['rss_mb']:.0f} MB"
-    )
-    print(
-        f"{'engine':<12} {'threads':>7} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'mean':>9} {'std':>8} "
-        f"{'runs':>6}  time_evaluator"
-    )
-    for r in rows:
-        lat = r["latency_ms"]
-        print(
-            f"{'tvm':<12} {r['threads']:>7} {lat['p50']:>9.4f} {lat['p90']:>9.4f} {lat['p99']:>9.4f} "
-            f"{lat['mean']:>9.4f} "
-            f"{lat['std']:>8.4f} {lat['runs']:>6}  {r['time_evaluator_median_ms']:.4f}"
-        )
-        if r.get("baseline"):
-            bl = r["baseline"]["latency_ms"]
-            print(
-                f"{'onnxruntime':<12} {r['threads']:>7} {bl['p50']:>9.4f} {bl['p90']:>9.4f} {bl['p99']:>9.4f} "
-                f"{bl['mean']:>9.4f} {bl['std']:>8.4f} {bl['runs']:>6}"
-            )
-    if doc.get("vs_original"):
-        from ..original import describe
+    from ..bench.render import one_bundle_text
 
-        print(f"vs the original model ({doc['threads']} threads): {describe(doc['vs_original'])}")
-    if doc["board"].get("emulated"):
-        from ..boards.qemu.board import EMULATED_NOTE
+    print(one_bundle_text(doc))
 
-        print(f"note: {EMULATED_NOTE}")
-        ins = doc.get("instructions_per_inference") or {}
-        if ins.get("available"):
-            print(
-                f"instructions per inference on the emulated {ins['cpu']} ({ins['note']}): tvm {ins['tvm']:,}"
-                + (f", onnxruntime {ins['onnxruntime']:,}" if "onnxruntime" in ins else "")
-            )
-        elif ins:
-            print(f"instructions per inference: not counted ({ins['reason']})")
-    p = doc["parity"]
-    print(
-        "parity with onnxruntime on the host: "
-        + (
-            f"top-1 agreement {p['top1_agreement']:.4f}, max abs diff {p['max_abs_diff']:.3g} over "
-            f"{p['samples']} inputs"
-            if p.get("top1_agreement") is not None
-            else p.get("reason", "not computed")
-        )
+
+def _print_report(doc: dict, out_dir: Path, code: int, *, as_json: bool) -> None:
+    if as_json:
+        from ..bench.report import strip_samples
+
+        emit(dict(strip_samples(doc), out=str(out_dir), exit_code=code), True, "")
+        return
+    from rich.console import Console
+
+    from ..bench.render import summary_tables
+
+    console = Console() if sys.stdout.isatty() else Console(width=180)
+    for t in summary_tables(doc):
+        console.print(t)
+    Console(stderr=True).print(
+        f"report: {out_dir / 'report.md'} (+ report.json, PNG plots)"
+        + (f"; history: {doc['history']}" if doc.get("history") else "")
     )
 
 

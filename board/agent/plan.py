@@ -183,7 +183,7 @@ DEFAULTS = {
     "keep_samples": True,
     "eval": None,
 }
-COUNTS = ("warmup", "rounds", "number", "settle", "profile_runs")
+COUNTS = {"warmup": 0, "rounds": 1, "number": 1, "settle": 0, "profile_runs": 0}  # key: its minimum
 
 
 def read_plan(plan_path: str) -> dict:
@@ -204,13 +204,10 @@ def read_plan(plan_path: str) -> dict:
     if unknown:
         raise bad(f"has unknown keys {unknown}; known: {sorted([*DEFAULTS, 'bundles'])}")
     plan = {**DEFAULTS, **given}
-    for key in COUNTS:
-        if (
-            not isinstance(plan[key], int)
-            or isinstance(plan[key], bool)
-            or plan[key] < (1 if key in ("rounds", "number") else 0)
-        ):
-            raise bad(f"has {key}={plan[key]!r}: a whole number >= {1 if key in ('rounds', 'number') else 0} is needed")
+    for key, least in COUNTS.items():
+        value = plan[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise bad(f"has {key}={value!r}: a whole number >= {least} is needed")
     if not isinstance(plan["min_round_ms"], (int, float)) or plan["min_round_ms"] < 0:
         raise bad(f"has min_round_ms={plan['min_round_ms']!r}: a number >= 0 is needed")
     engines = plan["engines"]

@@ -170,7 +170,8 @@ def time_evaluator(bundle: LoadedBundle, dx, engine: Engine, *, rounds: int, num
     }
 
 
-# what a plan may leave out (the numbers are the host's `edgeopt bench` defaults)
+# what a plan may leave out: the host names every key; these serve a hand-written plan (warm-up,
+# rounds and calls as `edgeopt bench`'s defaults, a test ties them; no settling, no profile)
 DEFAULTS = {
     "engines": ["tvm"],
     "warmup": 20,
@@ -339,7 +340,7 @@ def run_plan(plan_path: str, threads: int) -> dict:
             doc["ort"] = {"available": False, "reason": v["ort_reason"]}
         if "tvm" in wanted:
             if plan["profile_runs"] > 0:
-                doc["profile"] = profile_ops(bundle, v["dx"], int(plan["profile_runs"]))
+                doc["profile"] = profile_ops(bundle, v["dx"], plan["profile_runs"])
             else:
                 doc["profile"] = {"available": False, "reason": "not requested (--profile-runs 0)"}
         out.append(doc)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from edgeopt.toolkit.bench.options import BenchOptions
 from edgeopt.toolkit.boards.deploy import HOST_ONLY_MODULES
 
 REPO = Path(__file__).resolve().parents[3]
@@ -175,5 +176,11 @@ def test_a_plan_may_leave_the_protocol_to_its_defaults(host_bundle, tmp_path):
     code, doc = agent("bench", "--plan", str(path), "--threads", "1")
     assert code == 0, doc
     p = doc["protocol"]
-    assert (p["engines"], p["warmup"], p["rounds"], p["calls_per_round"]) == (["tvm"], 20, 10, 20)
-    assert doc["variants"][0]["tvm"]["latency_ms"]["runs"] >= 200
+    host = BenchOptions()  # the agent's defaults are `edgeopt bench`'s
+    assert (p["engines"], p["warmup"], p["rounds"], p["calls_per_round"]) == (
+        ["tvm"],
+        host.warmup,
+        host.rounds_used,
+        host.calls_per_round,
+    )
+    assert doc["variants"][0]["tvm"]["latency_ms"]["runs"] >= host.runs
